@@ -1,0 +1,195 @@
+//! A blocking facade over `object_store`, run on a private tokio runtime.
+//! For the embedded local-directory store, every put is fsynced so that an
+//! uploaded object is as durable as the staging file it replaces.
+
+use std::error::Error as StdError;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+
+pub struct Backend {
+    store: Arc<dyn ObjectStore>,
+    rt: tokio::runtime::Runtime,
+    local_root: Option<PathBuf>,
+    description: String,
+}
+
+/// Find an `io::Error` in the source chain so a full disk becomes `NoSpace`.
+fn map_err(e: object_store::Error) -> Error {
+    let mut src: Option<&(dyn StdError + 'static)> = Some(&e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOSPC) {
+                return Error::NoSpace;
+            }
+        }
+        src = s.source();
+    }
+    Error::Store(e.to_string())
+}
+
+impl Backend {
+    /// Open the store named by `repo`: a directory path (the embedded default).
+    /// `create` makes the directory if it does not exist yet (for `init`).
+    pub fn open(repo: &str, create: bool) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("fogvault-io")
+            .enable_all()
+            .build()?;
+        if repo.contains("://") && !repo.starts_with("file://") {
+            return Err(Error::Repo(format!(
+                "unsupported repository URL scheme in {repo:?}: only local directories are supported in this version"
+            )));
+        }
+        let dir = PathBuf::from(repo.strip_prefix("file://").unwrap_or(repo));
+        if create {
+            std::fs::create_dir_all(&dir).map_err(Error::from_io)?;
+        } else if !dir.is_dir() {
+            return Err(Error::Repo(format!(
+                "repository {} does not exist (run `fogvault init` first)",
+                dir.display()
+            )));
+        }
+        let dir = dir.canonicalize()?;
+        let store = LocalFileSystem::new_with_prefix(&dir).map_err(map_err)?;
+        Ok(Backend {
+            store: Arc::new(store),
+            rt,
+            description: dir.display().to_string(),
+            local_root: Some(dir),
+        })
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn sync_local(&self, name: &str) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            let path = root.join(name);
+            std::fs::File::open(&path)?
+                .sync_all()
+                .map_err(Error::from_io)?;
+            if let Some(parent) = path.parent() {
+                std::fs::File::open(parent)?
+                    .sync_all()
+                    .map_err(Error::from_io)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn put(&self, name: &str, data: Bytes) -> Result<()> {
+        let path = Path::from(name);
+        self.rt
+            .block_on(self.store.put(&path, PutPayload::from(data)))
+            .map_err(map_err)?;
+        self.sync_local(name)
+    }
+
+    /// Create `name` only if absent; `Ok(false)` if it already existed.
+    pub fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
+        let path = Path::from(name);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .rt
+            .block_on(self.store.put_opts(&path, PutPayload::from(data), opts))
+        {
+            Ok(_) => {
+                self.sync_local(name)?;
+                Ok(true)
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<Bytes>> {
+        let path = Path::from(name);
+        let res = self.rt.block_on(async {
+            let r = self.store.get(&path).await?;
+            r.bytes().await
+        });
+        match res {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Ranged read. A missing object or a short object is an integrity failure.
+    pub fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Bytes> {
+        let path = Path::from(name);
+        match self
+            .rt
+            .block_on(self.store.get_range(&path, start..start + len))
+        {
+            Ok(b) if b.len() as u64 == len => Ok(b),
+            Ok(_) => Err(Error::Integrity(format!(
+                "object {name} is shorter than expected"
+            ))),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(Error::Integrity(format!("object {name} is missing")))
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                // The local store reports reads past the end as a range error.
+                if msg.contains("range") || msg.contains("Range") {
+                    Err(Error::Integrity(format!(
+                        "object {name} is shorter than expected"
+                    )))
+                } else {
+                    Err(map_err(e))
+                }
+            }
+        }
+    }
+
+    /// Size of an object, or `None` if it does not exist.
+    pub fn size(&self, name: &str) -> Result<Option<u64>> {
+        match self.rt.block_on(self.store.head(&Path::from(name))) {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// All objects under `prefix`, as `(name, size)`.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let p = Path::from(prefix);
+        self.rt
+            .block_on(
+                self.store
+                    .list(Some(&p))
+                    .map_ok(|m| (m.location.to_string(), m.size))
+                    .try_collect(),
+            )
+            .map_err(map_err)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<()> {
+        match self.rt.block_on(self.store.delete(&Path::from(name))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// `(total, available)` bytes of the store, when it has a meaningful capacity.
+    pub fn capacity(&self) -> Option<(u64, u64)> {
+        let root: &FsPath = self.local_root.as_deref()?;
+        let s = nix::sys::statvfs::statvfs(root).ok()?;
+        let frag = s.fragment_size() as u64;
+        Some((s.blocks() as u64 * frag, s.blocks_available() as u64 * frag))
+    }
+}

@@ -1,0 +1,10 @@
+//! Packs, the staging journal and the object-store backends. The only module
+//! that talks to `object_store`.
+
+mod backend;
+mod pack;
+mod store;
+
+pub use backend::Backend;
+pub use pack::{PackEntry, PackId, TRAILER_LEN, decode_header, parse_trailer};
+pub use store::{ChunkStore, Location, TARGET_PACK_SIZE, staged_packs};

@@ -1,0 +1,377 @@
+//! The chunk store: appends chunk envelopes to a staging pack in the fog
+//! node's cache directory (the local upload journal), seals full packs and
+//! uploads them in the background.
+//!
+//! Write ordering (docs/ARCHITECTURE.md): envelope appended to
+//! `staging/<pack>.data` and its entry to `staging/<pack>.idx` → `sync()`
+//! fdatasyncs every staging file → only then may metadata that references the
+//! chunk commit. An uploaded pack is fsynced in the store before its staging
+//! files are deleted, so a chunk is always durable in at least one place.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use super::backend::Backend;
+use super::pack::{PackEntry, PackId, encode_header_and_trailer};
+use crate::crypto::{ChunkId, Key32};
+use crate::error::{Error, Result};
+
+/// Packs are sealed at about 16 MiB: big enough for efficient uploads, small
+/// enough to bound memory and the dead space a repack has to move.
+pub const TARGET_PACK_SIZE: u64 = 16 * 1024 * 1024;
+/// Sealed packs waiting for upload before writers are made to wait.
+const MAX_QUEUED: usize = 4;
+const IDX_RECORD: usize = 40;
+
+/// Where a chunk's envelope lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub pack: PackId,
+    pub offset: u32,
+    pub len: u32,
+}
+
+struct OpenPack {
+    id: PackId,
+    data: Arc<File>,
+    idx: File,
+    len: u64,
+    entries: Vec<PackEntry>,
+}
+
+struct UploadJob {
+    id: PackId,
+    entries: Vec<PackEntry>,
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<OpenPack>,
+    /// Packs whose bytes are (still) only in staging: readable from there.
+    staged: HashMap<PackId, Arc<File>>,
+    queued: usize,
+    /// Set while uploads fail; writers get this error instead of waiting forever.
+    upload_error: Option<String>,
+    upload_error_nospace: bool,
+}
+
+struct Shared {
+    backend: Arc<Backend>,
+    pack_key: Key32,
+    dir: PathBuf,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+pub struct ChunkStore {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<UploadJob>>>,
+    uploader: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn data_path(dir: &Path, id: &PackId) -> PathBuf {
+    dir.join(format!("{}.data", id.hex()))
+}
+fn idx_path(dir: &Path, id: &PackId) -> PathBuf {
+    dir.join(format!("{}.idx", id.hex()))
+}
+
+impl ChunkStore {
+    /// Open the store, re-queue any packs left in staging by a crash.
+    pub fn open(backend: Arc<Backend>, pack_key: Key32, staging_dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&staging_dir).map_err(Error::from_io)?;
+        let shared = Arc::new(Shared {
+            backend,
+            pack_key,
+            dir: staging_dir,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let (tx, rx) = mpsc::channel::<UploadJob>();
+        let worker = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("fogvault-upload".into())
+            .spawn(move || uploader_loop(worker, rx))?;
+        let store = ChunkStore {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            uploader: Mutex::new(Some(handle)),
+        };
+        store.recover_staging()?;
+        Ok(store)
+    }
+
+    /// Packs left in staging by a crash: keep the entries whose bytes are
+    /// fully present (a torn tail was never acknowledged), then upload.
+    fn recover_staging(&self) -> Result<()> {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(&self.shared.dir)? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if let Some(hex) = name.strip_suffix(".data") {
+                if let Some(id) = PackId::from_hex(hex) {
+                    found.push(id);
+                }
+            }
+        }
+        for id in found {
+            let data = File::open(data_path(&self.shared.dir, &id))?;
+            let data_len = data.metadata()?.len();
+            let raw = std::fs::read(idx_path(&self.shared.dir, &id)).unwrap_or_default();
+            let entries: Vec<PackEntry> = raw
+                .chunks_exact(IDX_RECORD)
+                .map(|r| PackEntry {
+                    id: ChunkId(r[..32].try_into().expect("32 bytes")),
+                    offset: u32::from_le_bytes(r[32..36].try_into().expect("4 bytes")),
+                    len: u32::from_le_bytes(r[36..40].try_into().expect("4 bytes")),
+                })
+                .filter(|e| e.offset as u64 + e.len as u64 <= data_len)
+                .collect();
+            tracing::info!(pack = %id.hex(), chunks = entries.len(), "re-queueing staged pack after restart");
+            self.shared.state.lock().staged.insert(id, Arc::new(data));
+            self.enqueue(id, entries)?;
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, id: PackId, entries: Vec<PackEntry>) -> Result<()> {
+        self.shared.state.lock().queued += 1;
+        let tx = self.tx.lock();
+        tx.as_ref()
+            .ok_or_else(|| Error::Store("chunk store is shut down".into()))?
+            .send(UploadJob { id, entries })
+            .map_err(|_| Error::Store("upload worker stopped".into()))
+    }
+
+    /// Append one envelope; returns where it lives. Not durable until `sync`.
+    pub fn store_chunk(&self, id: ChunkId, envelope: &[u8]) -> Result<Location> {
+        let mut st = self.shared.state.lock();
+        // Back-pressure: bounded staging backlog, but never wait on a store that is failing.
+        while st.queued >= MAX_QUEUED {
+            if let Some(err) = &st.upload_error {
+                return Err(if st.upload_error_nospace {
+                    Error::NoSpace
+                } else {
+                    Error::Store(err.clone())
+                });
+            }
+            self.shared
+                .changed
+                .wait_for(&mut st, Duration::from_millis(200));
+        }
+        if st.current.is_none() {
+            let pid = PackId::random();
+            let data = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .read(true)
+                .open(data_path(&self.shared.dir, &pid))?;
+            let idx = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(idx_path(&self.shared.dir, &pid))?;
+            let data = Arc::new(data);
+            st.staged.insert(pid, Arc::clone(&data));
+            st.current = Some(OpenPack {
+                id: pid,
+                data,
+                idx,
+                len: 0,
+                entries: Vec::new(),
+            });
+        }
+        let cur = st.current.as_mut().expect("current pack exists");
+        let offset = cur.len;
+        let entry = PackEntry {
+            id,
+            offset: offset as u32,
+            len: envelope.len() as u32,
+        };
+        let mut rec = [0u8; IDX_RECORD];
+        rec[..32].copy_from_slice(&id.0);
+        rec[32..36].copy_from_slice(&entry.offset.to_le_bytes());
+        rec[36..40].copy_from_slice(&entry.len.to_le_bytes());
+        if let Err(e) = (&*cur.data)
+            .write_all(envelope)
+            .and_then(|_| cur.idx.write_all(&rec))
+        {
+            // Roll the pack back to its last good length so a later append starts clean.
+            let _ = cur.data.set_len(offset);
+            return Err(Error::from_io(e));
+        }
+        cur.len += envelope.len() as u64;
+        cur.entries.push(entry);
+        let loc = Location {
+            pack: cur.id,
+            offset: entry.offset,
+            len: entry.len,
+        };
+        if cur.len >= TARGET_PACK_SIZE {
+            let full = st.current.take().expect("current pack exists");
+            drop(st);
+            self.seal(full)?;
+        }
+        Ok(loc)
+    }
+
+    fn seal(&self, pack: OpenPack) -> Result<()> {
+        self.enqueue(pack.id, pack.entries)
+    }
+
+    /// Make every chunk stored so far durable (fdatasync of staging files).
+    pub fn sync(&self) -> Result<()> {
+        let (files, idx) = {
+            let st = self.shared.state.lock();
+            let files: Vec<Arc<File>> = st.staged.values().cloned().collect();
+            let idx = st.current.as_ref().map(|c| c.idx.try_clone()).transpose()?;
+            (files, idx)
+        };
+        for f in files {
+            f.sync_data().map_err(Error::from_io)?;
+        }
+        if let Some(i) = idx {
+            i.sync_data().map_err(Error::from_io)?;
+        }
+        Ok(())
+    }
+
+    /// Seal the open pack (even if small) and wait until every pack is in the store.
+    pub fn flush_uploads(&self) -> Result<()> {
+        let cur = self.shared.state.lock().current.take();
+        if let Some(p) = cur {
+            if p.entries.is_empty() {
+                self.shared.state.lock().staged.remove(&p.id);
+                let _ = std::fs::remove_file(data_path(&self.shared.dir, &p.id));
+                let _ = std::fs::remove_file(idx_path(&self.shared.dir, &p.id));
+            } else {
+                self.seal(p)?;
+            }
+        }
+        let mut st = self.shared.state.lock();
+        while st.queued > 0 {
+            if let Some(e) = &st.upload_error {
+                return Err(Error::Store(format!("uploads are failing: {e}")));
+            }
+            self.shared
+                .changed
+                .wait_for(&mut st, Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// Number of packs waiting in the local upload journal.
+    pub fn backlog(&self) -> usize {
+        let st = self.shared.state.lock();
+        st.queued + usize::from(st.current.is_some())
+    }
+
+    /// Read one envelope, from staging if not yet uploaded, else a ranged GET.
+    pub fn read_envelope(&self, loc: &Location) -> Result<Vec<u8>> {
+        let staged = self.shared.state.lock().staged.get(&loc.pack).cloned();
+        if let Some(f) = staged {
+            let mut buf = vec![0u8; loc.len as usize];
+            f.read_exact_at(&mut buf, loc.offset as u64).map_err(|_| {
+                Error::Integrity(format!("staged pack {} is truncated", loc.pack.hex()))
+            })?;
+            return Ok(buf);
+        }
+        Ok(self
+            .shared
+            .backend
+            .get_range(&loc.pack.object_name(), loc.offset as u64, loc.len as u64)?
+            .to_vec())
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.shared.backend
+    }
+
+    /// Upload everything and stop the worker (clean unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        let r = self.flush_uploads();
+        self.tx.lock().take();
+        if let Some(h) = self.uploader.lock().take() {
+            let _ = h.join();
+        }
+        r
+    }
+}
+
+impl Drop for ChunkStore {
+    fn drop(&mut self) {
+        self.tx.lock().take();
+        if let Some(h) = self.uploader.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
+    let data = std::fs::read(data_path(&shared.dir, &job.id))?;
+    let mut obj = data;
+    obj.extend_from_slice(&encode_header_and_trailer(
+        &shared.pack_key,
+        &job.id,
+        &job.entries,
+    ));
+    shared.backend.put(&job.id.object_name(), Bytes::from(obj))
+}
+
+fn uploader_loop(shared: Arc<Shared>, rx: mpsc::Receiver<UploadJob>) {
+    while let Ok(job) = rx.recv() {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match upload_one(&shared, &job) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(pack = %job.id.hex(), error = %e, "pack upload failed; will retry");
+                    {
+                        let mut st = shared.state.lock();
+                        st.upload_error_nospace = matches!(e, Error::NoSpace);
+                        st.upload_error = Some(e.to_string());
+                    }
+                    shared.changed.notify_all();
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let mut st = shared.state.lock();
+        st.staged.remove(&job.id);
+        st.queued -= 1;
+        st.upload_error = None;
+        st.upload_error_nospace = false;
+        drop(st);
+        let _ = std::fs::remove_file(data_path(&shared.dir, &job.id));
+        let _ = std::fs::remove_file(idx_path(&shared.dir, &job.id));
+        shared.changed.notify_all();
+    }
+}
+
+/// Packs present in a staging directory (not yet uploaded), with their data sizes.
+/// Used by `stats` and `verify`, which must not touch a live mount's journal.
+pub fn staged_packs(staging_dir: &Path) -> Result<Vec<(PackId, u64)>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(staging_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for e in rd {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".data").and_then(PackId::from_hex) {
+            out.push((id, e.metadata()?.len()));
+        }
+    }
+    Ok(out)
+}

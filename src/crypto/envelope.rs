@@ -1,0 +1,167 @@
+//! The convergent chunk envelope.
+//!
+//! `id = BLAKE3-keyed(K_id, plaintext)`, `ck = BLAKE3-keyed(K_ck, id)`,
+//! envelope = XChaCha20-Poly1305(ck, nonce = id[..24], AAD = id ‖ version)
+//! over `codec (1) ‖ body`, where codec 0 = raw, 1 = zstd.
+//! Identical plaintext → identical id and envelope, from any user or folder,
+//! so dedup needs nobody's help; without `K_dd` nobody can confirm a guess.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, VaultKeys};
+
+pub const ENVELOPE_VERSION: u8 = 1;
+/// Codec byte + Poly1305 tag.
+pub const ENVELOPE_OVERHEAD: usize = 1 + 16;
+
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+const ZSTD_LEVEL: i32 = 1;
+/// Compress only when a sample shrinks by at least 1/16: skips the cost of
+/// compressing already-compressed DICOM pixel data and encrypted payloads.
+const SAMPLE: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    pub fn of(keys: &VaultKeys, plaintext: &[u8]) -> Self {
+        ChunkId(*blake3::keyed_hash(keys.id.as_bytes(), plaintext).as_bytes())
+    }
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkId({})", &self.hex()[..16])
+    }
+}
+
+fn cipher_for(keys: &VaultKeys, id: &ChunkId) -> (XChaCha20Poly1305, XNonce, [u8; 33]) {
+    let ck = blake3::keyed_hash(keys.chunk.as_bytes(), &id.0);
+    let cipher = XChaCha20Poly1305::new(ck.as_bytes().into());
+    let mut nonce = [0u8; 24];
+    nonce.copy_from_slice(&id.0[..24]);
+    let mut aad = [0u8; 33];
+    aad[..32].copy_from_slice(&id.0);
+    aad[32] = ENVELOPE_VERSION;
+    (cipher, XNonce::from(nonce), aad)
+}
+
+fn compress_if_useful(plaintext: &[u8]) -> Option<Vec<u8>> {
+    let sample = &plaintext[..plaintext.len().min(SAMPLE)];
+    let probe = zstd::bulk::compress(sample, ZSTD_LEVEL).ok()?;
+    if probe.len() + sample.len() / 16 > sample.len() {
+        return None;
+    }
+    let full = zstd::bulk::compress(plaintext, ZSTD_LEVEL).ok()?;
+    (full.len() < plaintext.len()).then_some(full)
+}
+
+/// Encrypt one chunk whose id is `id` (computed by the caller with `ChunkId::of`).
+pub fn seal_chunk(keys: &VaultKeys, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(plaintext.len() + 1);
+    match compress_if_useful(plaintext) {
+        Some(c) => {
+            body.push(CODEC_ZSTD);
+            body.extend_from_slice(&c);
+        }
+        None => {
+            body.push(CODEC_RAW);
+            body.extend_from_slice(plaintext);
+        }
+    }
+    let (cipher, nonce, aad) = cipher_for(keys, id);
+    cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: &body,
+                aad: &aad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encryption cannot fail for chunk sizes")
+}
+
+/// Decrypt and check a chunk envelope. `max_len` bounds decompression so a
+/// hostile envelope cannot make us allocate without limit.
+pub fn open_chunk(
+    keys: &VaultKeys,
+    id: &ChunkId,
+    envelope: &[u8],
+    max_len: usize,
+) -> Result<Vec<u8>, AuthError> {
+    let (cipher, nonce, aad) = cipher_for(keys, id);
+    let body = cipher
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: envelope,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| AuthError)?;
+    let plaintext = match body.split_first() {
+        Some((&CODEC_RAW, rest)) => rest.to_vec(),
+        Some((&CODEC_ZSTD, rest)) => {
+            zstd::bulk::decompress(rest, max_len).map_err(|_| AuthError)?
+        }
+        _ => return Err(AuthError),
+    };
+    // Content addressing: the bytes must hash back to the id we asked for.
+    if ChunkId::of(keys, &plaintext) != *id {
+        return Err(AuthError);
+    }
+    Ok(plaintext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Key32;
+
+    fn keys() -> VaultKeys {
+        VaultKeys::derive(&Key32::random())
+    }
+
+    #[test]
+    fn convergent_and_authenticated() {
+        let k = keys();
+        for data in [
+            vec![7u8; 100_000],
+            (0..50_000u32)
+                .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+                .collect(),
+        ] {
+            let id = ChunkId::of(&k, &data);
+            let a = seal_chunk(&k, &id, &data);
+            let b = seal_chunk(&k, &id, &data);
+            assert_eq!(a, b, "same plaintext must give the same envelope");
+            assert_eq!(open_chunk(&k, &id, &a, 1 << 24).unwrap(), data);
+            let mut t = a.clone();
+            t[a.len() / 2] ^= 0x40;
+            assert!(open_chunk(&k, &id, &t, 1 << 24).is_err());
+            let other = ChunkId::of(&k, b"x");
+            assert!(open_chunk(&k, &other, &a, 1 << 24).is_err());
+        }
+    }
+
+    #[test]
+    fn compressible_data_shrinks() {
+        let k = keys();
+        let data = b"Patient report: normal findings. ".repeat(10_000);
+        let id = ChunkId::of(&k, &data);
+        assert!(seal_chunk(&k, &id, &data).len() < data.len() / 4);
+    }
+
+    #[test]
+    fn different_vault_keys_differ() {
+        let (k1, k2) = (keys(), keys());
+        let data = vec![1u8; 1000];
+        assert_ne!(ChunkId::of(&k1, &data), ChunkId::of(&k2, &data));
+    }
+}

@@ -1,0 +1,656 @@
+//! The FUSE adapter: the only user of `fuser`. Each callback translates its
+//! arguments, calls the vault, and maps errors through `errno`.
+
+mod errno;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+};
+
+pub use errno::errno;
+
+use crate::error::Error;
+use crate::metadata::{FileKind, Timespec};
+use crate::vault::{Attr, Caller, RenameFlags, SetAttr, TimeSet, Vault, XattrMode};
+
+/// The kernel may cache attributes and entries this long: every change goes
+/// through this mount, so the kernel's view cannot go stale behind its back.
+const TTL: Duration = Duration::from_secs(1);
+const BLOCK: u32 = 4096;
+
+pub struct FogFs {
+    vault: Arc<Vault>,
+}
+
+fn to_system_time(t: Timespec) -> SystemTime {
+    if t.secs >= 0 {
+        UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
+            + Duration::from_nanos(t.nanos as u64)
+    }
+}
+
+fn from_system_time(t: SystemTime) -> Timespec {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timespec {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        },
+        Err(e) => {
+            let d = e.duration();
+            if d.subsec_nanos() == 0 {
+                Timespec {
+                    secs: -(d.as_secs() as i64),
+                    nanos: 0,
+                }
+            } else {
+                Timespec {
+                    secs: -(d.as_secs() as i64) - 1,
+                    nanos: 1_000_000_000 - d.subsec_nanos(),
+                }
+            }
+        }
+    }
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+fn fuse_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: to_system_time(a.atime),
+        mtime: to_system_time(a.mtime),
+        ctime: to_system_time(a.ctime),
+        crtime: to_system_time(a.crtime),
+        kind: file_type(a.kind),
+        perm: a.perm as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: BLOCK,
+        flags: 0,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::At(from_system_time(t)),
+    }
+}
+
+impl FogFs {
+    pub fn new(vault: Arc<Vault>) -> Self {
+        FogFs { vault }
+    }
+
+    fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &fuse_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+fn empty(reply: ReplyEmpty, r: Result<(), Error>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn log_err(op: &str, e: &Error) {
+    // Never log names or contents: only the operation and the error class.
+    if matches!(
+        e,
+        Error::Integrity(_) | Error::Store(_) | Error::Metadata(_) | Error::Io(_)
+    ) {
+        tracing::error!(op, error = %e, "operation failed");
+    }
+}
+
+impl Filesystem for FogFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Large writes: 1 MiB requests keep per-request overhead low.
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_READ);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.vault.shutdown() {
+            tracing::error!(error = %e, "clean shutdown failed; the upload journal will be replayed at the next mount");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(reply, self.vault.lookup(parent.0, name.as_bytes()))
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vault.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_set),
+            mtime: mtime.map(time_set),
+            ctime: ctime.map(from_system_time),
+        };
+        match self.vault.setattr(ino.0, &set) {
+            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+            Err(e) => {
+                log_err("setattr", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vault.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => FileKind::File,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDev,
+            libc::S_IFBLK => FileKind::BlockDev,
+            _ => return reply.error(fuser::Errno::from_i32(libc::EINVAL)),
+        };
+        self.entry(
+            reply,
+            self.vault.create_node(
+                caller(req),
+                parent.0,
+                name.as_bytes(),
+                kind,
+                mode,
+                rdev,
+                b"",
+            ),
+        )
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            self.vault.create_node(
+                caller(req),
+                parent.0,
+                name.as_bytes(),
+                FileKind::Dir,
+                mode,
+                0,
+                b"",
+            ),
+        )
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.vault.unlink(parent.0, name.as_bytes()))
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.vault.rmdir(parent.0, name.as_bytes()))
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let t = target.as_os_str().as_bytes();
+        self.entry(
+            reply,
+            self.vault.create_node(
+                caller(req),
+                parent.0,
+                link_name.as_bytes(),
+                FileKind::Symlink,
+                0o777,
+                0,
+                t,
+            ),
+        )
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: FuseRenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(FuseRenameFlags::RENAME_WHITEOUT) {
+            return reply.error(fuser::Errno::from_i32(libc::EINVAL));
+        }
+        let f = RenameFlags {
+            noreplace: flags.contains(FuseRenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE),
+        };
+        empty(
+            reply,
+            self.vault.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                f,
+            ),
+        )
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            self.vault.link(ino.0, newparent.0, newname.as_bytes()),
+        )
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let trunc = flags.0 & libc::O_TRUNC != 0;
+        match self.vault.open_file(ino.0, trunc) {
+            // The page cache stays valid across opens: all writes pass through us.
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.vault.read(ino.0, offset, size as usize) {
+            Ok(d) => reply.data(&d),
+            Err(e) => {
+                log_err("read", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.vault.write(ino.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => {
+                log_err("write", &e);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close(2): commit and make durable, so data survives a crash after close returns.
+        let r = self.vault.flush(ino.0, true);
+        if let Err(e) = &r {
+            log_err("flush", e);
+        }
+        empty(reply, r)
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.vault.release(ino.0);
+        if let Err(e) = &r {
+            log_err("release", e);
+        }
+        empty(reply, r)
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.vault.fsync(ino.0);
+        if let Err(e) = &r {
+            log_err("fsync", e);
+        }
+        empty(reply, r)
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.vault.getattr(ino.0) {
+            Ok(a) if a.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(fuser::Errno::from_i32(libc::ENOTDIR)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut offset = offset;
+        loop {
+            let batch = match self.vault.readdir(ino.0, offset, 256) {
+                Ok(b) => b,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            if batch.is_empty() {
+                return reply.ok();
+            }
+            for d in batch {
+                if reply.add(
+                    INodeNo(d.ino),
+                    d.offset,
+                    file_type(d.kind),
+                    OsStr::from_bytes(&d.name),
+                ) {
+                    return reply.ok();
+                }
+                offset = d.offset;
+            }
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.vault.fsync(ino.0))
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.vault.statfs();
+        let b = BLOCK as u64;
+        reply.statfs(
+            s.total_bytes / b,
+            s.free_bytes / b,
+            s.free_bytes / b,
+            u64::MAX / 2,
+            u64::MAX / 4,
+            BLOCK,
+            255,
+            BLOCK,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let mode = if flags & libc::XATTR_CREATE != 0 {
+            XattrMode::Create
+        } else if flags & libc::XATTR_REPLACE != 0 {
+            XattrMode::Replace
+        } else {
+            XattrMode::Any
+        };
+        empty(
+            reply,
+            self.vault.setxattr(ino.0, name.as_bytes(), value, mode),
+        )
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.vault.getxattr(ino.0, name.as_bytes()) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() <= size as usize => reply.data(&v),
+            Ok(_) => reply.error(fuser::Errno::from_i32(libc::ERANGE)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vault.listxattr(ino.0) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32)
+                } else if buf.len() <= size as usize {
+                    reply.data(&buf)
+                } else {
+                    reply.error(fuser::Errno::from_i32(libc::ERANGE))
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.vault.removexattr(ino.0, name.as_bytes()))
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self
+            .vault
+            .create_node(
+                caller(req),
+                parent.0,
+                name.as_bytes(),
+                FileKind::File,
+                mode,
+                0,
+                b"",
+            )
+            .and_then(|a| {
+                self.vault
+                    .open_file(a.ino, flags & libc::O_TRUNC != 0)
+                    .map(|()| a)
+            });
+        match r {
+            Ok(a) => reply.created(
+                &TTL,
+                &fuse_attr(&a),
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = match mode {
+            0 => self.vault.fallocate(ino.0, offset, length, false),
+            libc::FALLOC_FL_KEEP_SIZE => self.vault.fallocate(ino.0, offset, length, true),
+            _ => Err(Error::NotSupported),
+        };
+        empty(reply, r)
+    }
+}
+
+/// Mount options used by `fogvault mount`.
+pub fn mount_config(allow_other: bool, threads: usize) -> Config {
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName("fogvault".into()),
+        MountOption::Subtype("fogvault".into()),
+        // The kernel enforces POSIX modes; the daemon adds its own checks on top.
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    if allow_other {
+        cfg.acl = SessionACL::All;
+    }
+    cfg.n_threads = Some(threads);
+    cfg.clone_fd = true;
+    cfg
+}
+
+/// Mount `vault` at `mountpoint` and serve until unmounted (by `fusermount3 -u`
+/// or by `stop` being triggered, e.g. from a signal handler).
+pub fn serve(
+    vault: Arc<Vault>,
+    mountpoint: &Path,
+    allow_other: bool,
+    on_ready: impl FnOnce(Box<dyn FnMut() + Send>),
+) -> std::io::Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+        * 2;
+    let cfg = mount_config(allow_other, threads);
+    let mut session = fuser::Session::new(FogFs::new(vault), mountpoint, &cfg)?;
+    let mut unmounter = session.unmount_callable();
+    on_ready(Box::new(move || {
+        let _ = unmounter.unmount();
+    }));
+    session.run()
+}

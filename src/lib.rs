@@ -1,0 +1,14 @@
+//! fogvault: an encrypted, deduplicating FUSE filesystem for medical records
+//! kept in untrusted object storage. See docs/ARCHITECTURE.md.
+
+pub mod chunk_store;
+pub mod chunking;
+pub mod crypto;
+pub mod error;
+pub mod fuse_adapter;
+pub mod metadata;
+pub mod repo;
+pub mod tools;
+pub mod vault;
+
+pub use error::{Error, Result};

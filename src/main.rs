@@ -1,0 +1,268 @@
+//! The `fogvault` command line. Exit codes: 0 ok, 1 failure, 2 bad usage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use fogvault::error::Error;
+use fogvault::repo::{self, Repo};
+use fogvault::vault::{Caller, Vault};
+use fogvault::{fuse_adapter, tools};
+
+#[derive(Parser)]
+#[command(
+    name = "fogvault",
+    version,
+    about = "Encrypted, deduplicating medical-records vault over untrusted object storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new repository (REPO: a directory path).
+    Init {
+        #[arg(long)]
+        repo: String,
+    },
+    /// Mount the vault in the foreground; `fusermount3 -u MOUNTPOINT` or Ctrl-C unmounts.
+    Mount {
+        #[arg(long)]
+        repo: String,
+        mountpoint: PathBuf,
+        /// Fog-node state directory (default ~/.cache/fogvault/<repo id>).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Let other Unix users use the mount (needs root or user_allow_other).
+        #[arg(long)]
+        allow_other: bool,
+    },
+    /// Logical vs stored bytes, chunks, files.
+    Stats {
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that every object is present and authentic; exit 1 on any finding.
+    Verify {
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Also download, decrypt and hash every live chunk.
+        #[arg(long)]
+        deep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn passphrase(confirm: bool) -> Result<Zeroizing<String>, Error> {
+    if let Ok(p) = std::env::var("FOGVAULT_PASSPHRASE") {
+        return Ok(Zeroizing::new(p));
+    }
+    let p = Zeroizing::new(
+        rpassword::prompt_password("fogvault passphrase: ").map_err(|e| {
+            Error::Repo(format!(
+                "cannot read the passphrase (set FOGVAULT_PASSPHRASE for non-interactive use): {e}"
+            ))
+        })?,
+    );
+    if confirm {
+        let again =
+            Zeroizing::new(rpassword::prompt_password("repeat passphrase: ").map_err(Error::Io)?);
+        if *again != *p {
+            return Err(Error::Repo("the passphrases do not match".into()));
+        }
+    }
+    Ok(p)
+}
+
+fn unlock(repo_arg: &str) -> Result<Repo, Error> {
+    let pass = passphrase(false)?;
+    repo::unlock(repo_arg, pass.as_bytes())
+}
+
+fn cache_dir(repo: &Repo, cache: Option<PathBuf>) -> PathBuf {
+    cache.unwrap_or_else(|| repo::default_cache_dir(&repo.repo_id))
+}
+
+fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
+    let meta = std::fs::metadata(mnt)
+        .map_err(|e| Error::Repo(format!("mount point {}: {e}", mnt.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::Repo(format!(
+            "mount point {} is not a directory",
+            mnt.display()
+        )));
+    }
+    let canon = mnt.canonicalize()?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let busy = mounts
+        .lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|p| Path::new(p) == canon));
+    if busy {
+        return Err(Error::Repo(format!(
+            "mount point {} is busy (something is already mounted there)",
+            mnt.display()
+        )));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.cmd {
+        Cmd::Init { repo } => {
+            let pass = passphrase(true)?;
+            let r = repo::init(&repo, pass.as_bytes())?;
+            println!(
+                "initialised repository {} (id {})",
+                r.backend.description(),
+                r.repo_id
+            );
+            Ok(())
+        }
+        Cmd::Mount {
+            repo,
+            mountpoint,
+            cache,
+            allow_other,
+        } => {
+            check_mountpoint(&mountpoint)?;
+            let r = unlock(&repo)?;
+            let dir = cache_dir(&r, cache);
+            let owner = Caller {
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+            };
+            let vault = Arc::new(Vault::open(&r, &dir, owner)?);
+            let flusher = Arc::clone(&vault);
+            std::thread::Builder::new()
+                .name("fogvault-flush".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        if let Err(e) = flusher.flush_idle() {
+                            tracing::error!(error = %e, "background commit failed");
+                        }
+                    }
+                })?;
+            let mnt = mountpoint.clone();
+            fuse_adapter::serve(
+                Arc::clone(&vault),
+                &mountpoint,
+                allow_other,
+                move |mut unmount| {
+                    eprintln!("fogvault: mounted at {}", mnt.display());
+                    let _ = ctrlc::set_handler(move || unmount());
+                },
+            )
+            .map_err(|e| Error::Repo(format!("mount failed: {e}")))?;
+            eprintln!("fogvault: unmounted cleanly");
+            Ok(())
+        }
+        Cmd::Stats { repo, cache, json } => {
+            let r = unlock(&repo)?;
+            let s = tools::stats(&r, &cache_dir(&r, cache))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).expect("stats serialize")
+                );
+            } else {
+                println!("files:          {}", s.files);
+                println!("directories:    {}", s.directories);
+                println!("logical bytes:  {}", s.logical_bytes);
+                println!(
+                    "unique bytes:   {} (dedup ratio {:.2})",
+                    s.unique_bytes, s.dedup_ratio
+                );
+                println!("stored bytes:   {}", s.stored_bytes);
+                println!("chunks:         {}", s.chunks);
+                println!(
+                    "packs:          {} (+{} awaiting upload)",
+                    s.packs, s.upload_backlog_packs
+                );
+            }
+            Ok(())
+        }
+        Cmd::Verify {
+            repo,
+            cache,
+            deep,
+            json,
+        } => {
+            let r = unlock(&repo)?;
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = tools::verify(&r, &cache_dir(&r, cache), deep, |done, total| {
+                if tty {
+                    eprint!("\rverifying packs: {done}/{total}");
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
+            } else {
+                for f in &report.findings {
+                    println!("DAMAGED {}: {}", f.object, f.problem);
+                    for file in &f.files {
+                        println!("  affects {file}");
+                    }
+                }
+                println!(
+                    "checked {} packs{}: {}",
+                    report.packs_checked,
+                    if deep {
+                        format!(", {} chunks", report.chunks_checked)
+                    } else {
+                        String::new()
+                    },
+                    if report.findings.is_empty() {
+                        "no problems found".to_string()
+                    } else {
+                        format!("{} problem(s)", report.findings.len())
+                    }
+                );
+            }
+            if report.findings.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Integrity(
+                    "verification found damaged or missing objects".into(),
+                ))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FOGVAULT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse(); // exits 2 on bad usage
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fogvault: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

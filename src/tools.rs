@@ -1,0 +1,327 @@
+//! `stats` and `verify`: read-only inspection that works whether or not the
+//! repository is mounted (LMDB allows a second process to read).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::chunk_store::{PackId, TRAILER_LEN, decode_header, parse_trailer, staged_packs};
+use crate::crypto::{self, ChunkId};
+use crate::error::{Error, Result};
+use crate::metadata::{ChunkEntry, FileKind, Metadata};
+use crate::repo::Repo;
+use crate::vault::ROOT_INO;
+
+#[derive(Serialize, Debug)]
+pub struct Stats {
+    /// Sum of the sizes of all regular files (each inode once).
+    pub logical_bytes: u64,
+    /// Bytes the store holds for packs (plus the not-yet-uploaded journal).
+    pub stored_bytes: u64,
+    /// Distinct live chunks.
+    pub chunks: u64,
+    /// Regular files (inodes).
+    pub files: u64,
+    pub directories: u64,
+    pub packs: u64,
+    /// Plaintext bytes of distinct live chunks: what is left after dedup.
+    pub unique_bytes: u64,
+    /// logical_bytes / unique_bytes.
+    pub dedup_ratio: f64,
+    /// Packs in the fog node's upload journal.
+    pub upload_backlog_packs: u64,
+}
+
+fn open_meta(repo: &Repo, cache_dir: &Path) -> Result<Metadata> {
+    let dir = cache_dir.join("meta");
+    if !dir.join("data.mdb").exists() {
+        return Err(Error::Repo(format!(
+            "no fog-node index in {} (mount the repository with this --cache first)",
+            cache_dir.display()
+        )));
+    }
+    let meta = Metadata::open(&dir, &repo.keys)?;
+    match meta.read(|tx| tx.meta_bytes("repo_id"))? {
+        Some(id) if id == repo.repo_id.as_bytes() => Ok(meta),
+        _ => Err(Error::Repo(format!(
+            "cache directory {} belongs to a different repository",
+            cache_dir.display()
+        ))),
+    }
+}
+
+pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
+    let meta = open_meta(repo, cache_dir)?;
+    let (mut logical, mut files, mut dirs) = (0u64, 0u64, 0u64);
+    let (mut chunks, mut unique) = (0u64, 0u64);
+    meta.read(|tx| {
+        tx.for_each_inode(|_, rec| {
+            match rec.kind {
+                FileKind::File => {
+                    files += 1;
+                    logical += rec.size;
+                }
+                FileKind::Dir => dirs += 1,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        tx.for_each_chunk(|_, e| {
+            if e.refs > 0 {
+                chunks += 1;
+                unique += e.plain_len as u64;
+            }
+            Ok(())
+        })
+    })?;
+    let packs = repo.backend.list("packs")?;
+    let staged = staged_packs(&cache_dir.join("staging"))?;
+    let stored: u64 =
+        packs.iter().map(|(_, s)| s).sum::<u64>() + staged.iter().map(|(_, s)| s).sum::<u64>();
+    Ok(Stats {
+        logical_bytes: logical,
+        stored_bytes: stored,
+        chunks,
+        files,
+        directories: dirs,
+        packs: packs.len() as u64,
+        unique_bytes: unique,
+        dedup_ratio: if unique == 0 {
+            1.0
+        } else {
+            logical as f64 / unique as f64
+        },
+        upload_backlog_packs: staged.len() as u64,
+    })
+}
+
+#[derive(Serialize, Debug)]
+pub struct Finding {
+    /// Store object name (or staging file) that is damaged or missing.
+    pub object: String,
+    pub problem: String,
+    /// Paths inside the vault whose data depends on it.
+    pub files: Vec<String>,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct VerifyReport {
+    pub packs_checked: u64,
+    pub chunks_checked: u64,
+    pub findings: Vec<Finding>,
+}
+
+/// Check that every pack the index needs is present and authentic; with
+/// `deep`, decrypt and hash every live chunk.
+pub fn verify(
+    repo: &Repo,
+    cache_dir: &Path,
+    deep: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<VerifyReport> {
+    let meta = open_meta(repo, cache_dir)?;
+    let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, ChunkEntry)>> = BTreeMap::new();
+    meta.read(|tx| {
+        tx.for_each_chunk(|id, e| {
+            if e.refs > 0 {
+                by_pack.entry(e.loc.pack).or_default().push((id, e));
+            }
+            Ok(())
+        })
+    })?;
+    let in_store: HashMap<PackId, u64> = repo
+        .backend
+        .list("packs")?
+        .into_iter()
+        .filter_map(|(n, s)| PackId::from_object_name(&n).map(|p| (p, s)))
+        .collect();
+    let staged: HashSet<PackId> = staged_packs(&cache_dir.join("staging"))?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+
+    let mut report = VerifyReport::default();
+    // (object, problem, damaged chunk ids)
+    let mut bad: Vec<(String, String, Vec<ChunkId>)> = Vec::new();
+    let total = by_pack.len() as u64;
+    for (n, (pack, chunks)) in by_pack.iter().enumerate() {
+        progress(n as u64, total);
+        let name = pack.object_name();
+        let ids = || chunks.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+        let Some(&size) = in_store.get(pack) else {
+            if !staged.contains(pack) {
+                bad.push((name, "missing from the store".into(), ids()));
+            }
+            continue;
+        };
+        report.packs_checked += 1;
+        let header = (|| -> Result<Vec<crate::chunk_store::PackEntry>> {
+            if size < TRAILER_LEN {
+                return Err(Error::Integrity("pack is truncated".into()));
+            }
+            let trailer = repo
+                .backend
+                .get_range(&name, size - TRAILER_LEN, TRAILER_LEN)?;
+            let hlen = parse_trailer(&trailer)? as u64;
+            if hlen + TRAILER_LEN > size {
+                return Err(Error::Integrity(
+                    "pack header length is out of range".into(),
+                ));
+            }
+            let sealed = repo
+                .backend
+                .get_range(&name, size - TRAILER_LEN - hlen, hlen)?;
+            let entries = decode_header(&repo.keys.pack, pack, &sealed)?;
+            let data_end = size - TRAILER_LEN - hlen;
+            if entries
+                .iter()
+                .any(|e| e.offset as u64 + e.len as u64 > data_end)
+            {
+                return Err(Error::Integrity(
+                    "pack is shorter than its header says".into(),
+                ));
+            }
+            Ok(entries)
+        })();
+        let entries = match header {
+            Ok(e) => e,
+            Err(e) => {
+                bad.push((name, e.to_string(), ids()));
+                continue;
+            }
+        };
+        let listed: HashMap<ChunkId, (u32, u32)> =
+            entries.iter().map(|e| (e.id, (e.offset, e.len))).collect();
+        let mut damaged = Vec::new();
+        for (id, e) in chunks {
+            if listed.get(id) != Some(&(e.loc.offset, e.loc.len)) {
+                damaged.push(*id);
+            }
+        }
+        if !damaged.is_empty() {
+            bad.push((
+                name.clone(),
+                "pack header disagrees with the index".into(),
+                damaged,
+            ));
+            continue;
+        }
+        if deep {
+            let data_end = entries
+                .iter()
+                .map(|e| e.offset as u64 + e.len as u64)
+                .max()
+                .unwrap_or(0);
+            let body = match repo.backend.get_range(&name, 0, data_end) {
+                Ok(b) => b,
+                Err(e) => {
+                    bad.push((name, e.to_string(), ids()));
+                    continue;
+                }
+            };
+            let mut damaged = Vec::new();
+            for (id, e) in chunks {
+                let env = &body[e.loc.offset as usize..(e.loc.offset + e.loc.len) as usize];
+                report.chunks_checked += 1;
+                match crypto::open_chunk(&repo.keys, id, env, 8 << 20) {
+                    Ok(p) if p.len() == e.plain_len as usize => {}
+                    _ => damaged.push(*id),
+                }
+            }
+            if !damaged.is_empty() {
+                bad.push((
+                    name,
+                    format!("{} chunk(s) fail authentication", damaged.len()),
+                    damaged,
+                ));
+            }
+        }
+    }
+    progress(total, total);
+    // Chunks referenced by files but absent from the index.
+    let mut unindexed: BTreeSet<ChunkId> = BTreeSet::new();
+    meta.read(|tx| {
+        tx.for_each_inode(|_, rec| {
+            for e in &rec.extents {
+                if let Some(id) = e.chunk {
+                    if tx.chunk(&id)?.is_none_or(|c| c.refs == 0) {
+                        unindexed.insert(id);
+                    }
+                }
+            }
+            Ok(())
+        })
+    })?;
+    if !unindexed.is_empty() {
+        bad.push((
+            "metadata index".into(),
+            format!("{} referenced chunk(s) are not indexed", unindexed.len()),
+            unindexed.into_iter().collect(),
+        ));
+    }
+    if !bad.is_empty() {
+        let paths = file_paths(&meta)?;
+        let mut users: HashMap<ChunkId, BTreeSet<u64>> = HashMap::new();
+        let wanted: HashSet<ChunkId> = bad
+            .iter()
+            .flat_map(|(_, _, ids)| ids.iter().copied())
+            .collect();
+        meta.read(|tx| {
+            tx.for_each_inode(|ino, rec| {
+                for e in &rec.extents {
+                    if let Some(id) = e.chunk.filter(|id| wanted.contains(id)) {
+                        users.entry(id).or_default().insert(ino);
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        for (object, problem, ids) in bad {
+            let inos: BTreeSet<u64> = ids
+                .iter()
+                .filter_map(|id| users.get(id))
+                .flatten()
+                .copied()
+                .collect();
+            let files = inos
+                .iter()
+                .flat_map(|ino| {
+                    paths
+                        .get(ino)
+                        .cloned()
+                        .unwrap_or_else(|| vec![format!("<inode {ino}, unlinked>")])
+                })
+                .collect();
+            report.findings.push(Finding {
+                object,
+                problem,
+                files,
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// ino → every path that names it (hard links give several).
+fn file_paths(meta: &Metadata) -> Result<HashMap<u64, Vec<String>>> {
+    let mut out: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut stack = vec![(ROOT_INO, String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let mut after = 0;
+        loop {
+            let batch = meta.read(|tx| tx.list_dir(dir, after, 1024))?;
+            let Some(last) = batch.last() else { break };
+            after = last.0;
+            for (_, d) in batch {
+                let path = format!("{prefix}/{}", String::from_utf8_lossy(&d.name));
+                if d.kind == FileKind::Dir {
+                    stack.push((d.ino, path));
+                } else {
+                    out.entry(d.ino).or_default().push(path);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

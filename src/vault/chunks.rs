@@ -1,0 +1,152 @@
+//! Chunk I/O for the vault: dedup-aware storing and cached, authenticated fetching.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::chunk_store::{ChunkStore, Location};
+use crate::crypto::{self, ChunkId, VaultKeys};
+use crate::error::{Error, Result};
+use crate::metadata::{ChunkEntry, Metadata, WriteTx};
+
+/// Bound on decrypted chunks kept in RAM.
+const CACHE_BYTES: usize = 64 << 20;
+
+struct Cache {
+    lru: LruCache<ChunkId, Arc<Vec<u8>>>,
+    bytes: usize,
+}
+
+pub struct ChunkIo {
+    keys: Arc<VaultKeys>,
+    store: ChunkStore,
+    meta: Arc<Metadata>,
+    cache: Mutex<Cache>,
+    /// Stored but not yet in the LMDB index: lets concurrent writers dedup
+    /// against each other before their commits land.
+    pending: Mutex<HashMap<ChunkId, (Location, u32)>>,
+    max_chunk: usize,
+}
+
+impl ChunkIo {
+    pub fn new(
+        keys: Arc<VaultKeys>,
+        store: ChunkStore,
+        meta: Arc<Metadata>,
+        max_chunk: usize,
+    ) -> Self {
+        ChunkIo {
+            keys,
+            store,
+            meta,
+            cache: Mutex::new(Cache {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            pending: Mutex::new(HashMap::new()),
+            max_chunk,
+        }
+    }
+
+    pub fn store(&self) -> &ChunkStore {
+        &self.store
+    }
+
+    fn cache_insert(&self, id: ChunkId, data: Arc<Vec<u8>>) {
+        let mut c = self.cache.lock();
+        c.bytes += data.len();
+        if let Some(old) = c.lru.put(id, data) {
+            c.bytes -= old.len();
+        }
+        while c.bytes > CACHE_BYTES {
+            match c.lru.pop_lru() {
+                Some((_, v)) => c.bytes -= v.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Where a chunk lives: the committed index, or a not-yet-committed store.
+    fn locate(&self, id: &ChunkId) -> Result<Option<(Location, u32)>> {
+        if let Some(p) = self.pending.lock().get(id) {
+            return Ok(Some(*p));
+        }
+        Ok(self
+            .meta
+            .read(|tx| tx.chunk(id))?
+            .map(|e| (e.loc, e.plain_len)))
+    }
+
+    /// The plaintext of chunk `id`, authenticated. Missing or altered → `Integrity`.
+    pub fn fetch(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+        if let Some(v) = self.cache.lock().lru.get(id) {
+            return Ok(Arc::clone(v));
+        }
+        let (loc, plain_len) = self.locate(id)?.ok_or_else(|| {
+            Error::Integrity(format!("chunk {} is not in the index", &id.hex()[..16]))
+        })?;
+        let env = self.store.read_envelope(&loc)?;
+        let data = crypto::open_chunk(&self.keys, id, &env, self.max_chunk).map_err(|_| {
+            Error::Integrity(format!(
+                "chunk {} in pack {} fails authentication",
+                &id.hex()[..16],
+                loc.pack.hex()
+            ))
+        })?;
+        if data.len() != plain_len as usize {
+            return Err(Error::Integrity(format!(
+                "chunk {} has the wrong length",
+                &id.hex()[..16]
+            )));
+        }
+        let data = Arc::new(data);
+        self.cache_insert(*id, Arc::clone(&data));
+        Ok(data)
+    }
+
+    /// Store `data` unless an identical chunk is already known; returns its id.
+    /// Returns whether new bytes went to the store.
+    pub fn put(&self, data: &[u8]) -> Result<(ChunkId, bool)> {
+        let id = ChunkId::of(&self.keys, data);
+        if self.locate(&id)?.is_some() {
+            return Ok((id, false));
+        }
+        let env = crypto::seal_chunk(&self.keys, &id, data);
+        let loc = self.store.store_chunk(id, &env)?;
+        self.pending
+            .lock()
+            .entry(id)
+            .or_insert((loc, data.len() as u32));
+        self.cache_insert(id, Arc::new(data.to_vec()));
+        Ok((id, true))
+    }
+
+    /// Add `delta` references to `id` inside a metadata transaction.
+    pub fn adjust_refs(&self, tx: &mut WriteTx<'_>, id: &ChunkId, delta: i64) -> Result<()> {
+        let entry = match tx.chunk(id)? {
+            Some(e) => e,
+            None => {
+                let (loc, plain_len) = self.pending.lock().get(id).copied().ok_or_else(|| {
+                    Error::Integrity(format!("chunk {} vanished before commit", &id.hex()[..16]))
+                })?;
+                ChunkEntry {
+                    loc,
+                    plain_len,
+                    refs: 0,
+                }
+            }
+        };
+        let refs = (entry.refs as i64 + delta).max(0) as u64;
+        tx.put_chunk(id, &ChunkEntry { refs, ..entry })
+    }
+
+    /// Drop pending entries now present in the committed index.
+    pub fn forget_pending(&self, ids: &[ChunkId]) {
+        let mut p = self.pending.lock();
+        for id in ids {
+            p.remove(id);
+        }
+    }
+}

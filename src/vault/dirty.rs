@@ -1,0 +1,160 @@
+//! Bytes written to a file but not yet chunked: disjoint ranges keyed by offset.
+
+use std::collections::BTreeMap;
+
+#[derive(Default, Debug)]
+pub struct DirtyMap {
+    map: BTreeMap<u64, Vec<u8>>,
+    bytes: usize,
+}
+
+impl DirtyMap {
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Record `data` at `off`, replacing whatever was dirty there.
+    pub fn write(&mut self, off: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let end = off + data.len() as u64;
+        // Fast path for sequential writes: extend the range that ends at `off`.
+        let touches_next = self.map.range(off..=end).next().is_some();
+        if let Some((&start, buf)) = self.map.range_mut(..=off).next_back() {
+            if start + buf.len() as u64 == off && !touches_next {
+                buf.extend_from_slice(data);
+                self.bytes += data.len();
+                return;
+            }
+        }
+        // General case: merge every range that overlaps or touches [off, end).
+        let mut new_start = off;
+        let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
+        if let Some((&s, b)) = self.map.range(..off).next_back() {
+            if s + b.len() as u64 >= off {
+                new_start = s;
+            }
+        }
+        let keys: Vec<u64> = self.map.range(new_start..=end).map(|(&k, _)| k).collect();
+        for k in keys {
+            let b = self.map.remove(&k).expect("key just listed");
+            self.bytes -= b.len();
+            pieces.push((k, b));
+        }
+        let new_end = pieces
+            .iter()
+            .map(|(s, b)| s + b.len() as u64)
+            .max()
+            .unwrap_or(end)
+            .max(end);
+        let mut merged = vec![0u8; (new_end - new_start) as usize];
+        for (s, b) in &pieces {
+            let at = (s - new_start) as usize;
+            merged[at..at + b.len()].copy_from_slice(b);
+        }
+        let at = (off - new_start) as usize;
+        merged[at..at + data.len()].copy_from_slice(data);
+        self.bytes += merged.len();
+        self.map.insert(new_start, merged);
+    }
+
+    /// Copy dirty bytes that fall inside `[start, start + buf.len())` into `buf`.
+    pub fn overlay(&self, start: u64, buf: &mut [u8]) {
+        let end = start + buf.len() as u64;
+        let first = self
+            .map
+            .range(..=start)
+            .next_back()
+            .map(|(&k, _)| k)
+            .unwrap_or(start);
+        for (&s, b) in self.map.range(first..end) {
+            let e = s + b.len() as u64;
+            let lo = s.max(start);
+            let hi = e.min(end);
+            if lo < hi {
+                buf[(lo - start) as usize..(hi - start) as usize]
+                    .copy_from_slice(&b[(lo - s) as usize..(hi - s) as usize]);
+            }
+        }
+    }
+
+    /// The dirty ranges, in order, as `[start, end)`.
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        self.map
+            .iter()
+            .map(|(&s, b)| (s, s + b.len() as u64))
+            .collect()
+    }
+
+    /// Highest dirty offset + 1, or 0.
+    pub fn end(&self) -> u64 {
+        self.map
+            .iter()
+            .next_back()
+            .map(|(&s, b)| s + b.len() as u64)
+            .unwrap_or(0)
+    }
+
+    /// Forget everything at or beyond `size`.
+    pub fn truncate(&mut self, size: u64) {
+        let keys: Vec<u64> = self
+            .map
+            .range(..)
+            .map(|(&k, _)| k)
+            .filter(|&k| k >= size)
+            .collect();
+        for k in keys {
+            let b = self.map.remove(&k).expect("listed");
+            self.bytes -= b.len();
+        }
+        if let Some((&s, b)) = self.map.range_mut(..size).next_back() {
+            if s + b.len() as u64 > size {
+                let keep = (size - s) as usize;
+                self.bytes -= b.len() - keep;
+                b.truncate(keep);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn behaves_like_a_byte_array(ops in proptest::collection::vec((0u64..5000, proptest::collection::vec(any::<u8>(), 0..700), any::<bool>()), 1..40)) {
+            let mut model = vec![None::<u8>; 6000];
+            let mut d = DirtyMap::default();
+            for (off, data, trunc) in ops {
+                if trunc {
+                    d.truncate(off);
+                    for b in model.iter_mut().skip(off as usize) { *b = None; }
+                } else {
+                    d.write(off, &data);
+                    for (i, &b) in data.iter().enumerate() { model[off as usize + i] = Some(b); }
+                }
+                let mut buf = vec![0xEEu8; 6000];
+                d.overlay(0, &mut buf);
+                for i in 0..6000 {
+                    if let Some(b) = model[i] { prop_assert_eq!(buf[i], b); } else { prop_assert_eq!(buf[i], 0xEE); }
+                }
+                let dirty: usize = model.iter().filter(|b| b.is_some()).count();
+                prop_assert_eq!(d.bytes(), dirty);
+                let rs = d.ranges();
+                for w in rs.windows(2) { prop_assert!(w[0].1 < w[1].0, "ranges must be disjoint and not touching"); }
+            }
+        }
+    }
+}

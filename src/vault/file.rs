@@ -1,0 +1,337 @@
+//! An open (or dirty) regular file: committed extents, dirty bytes, and the
+//! commit that turns dirty bytes into chunks.
+
+use std::collections::HashMap;
+
+use super::chunks::ChunkIo;
+use super::dirty::DirtyMap;
+use crate::chunking::Chunker;
+use crate::crypto::ChunkId;
+use crate::error::Result;
+use crate::metadata::{Extent, InodeRecord, Metadata, Timespec, WriteTx};
+
+pub struct FileState {
+    /// Working record: attributes and the extent list as of the last commit
+    /// plus truncations since. `rec.size` = sum of `rec.extents`.
+    pub rec: InodeRecord,
+    /// Extent list as stored in LMDB: reference counts are diffed against it.
+    base: Vec<Extent>,
+    starts: Vec<u64>,
+    /// Logical size, including dirty bytes and unwritten holes.
+    pub size: u64,
+    pub dirty: DirtyMap,
+    pub opens: u32,
+    /// Attributes changed in memory (e.g. mtime by a write) since the last commit.
+    pub attrs_dirty: bool,
+}
+
+/// Everything a commit needs from the vault.
+pub struct CommitCtx<'a> {
+    pub chunks: &'a ChunkIo,
+    pub chunker: &'a Chunker,
+    pub meta: &'a Metadata,
+}
+
+/// What a read needs once the file lock is released.
+pub enum Piece {
+    Zeros(usize),
+    Chunk {
+        id: ChunkId,
+        from: usize,
+        len: usize,
+    },
+}
+
+fn push_extent(list: &mut Vec<Extent>, e: Extent) {
+    if e.len == 0 {
+        return;
+    }
+    if let (Some(last), None) = (list.last_mut(), e.chunk) {
+        if last.chunk.is_none() {
+            last.len += e.len;
+            return;
+        }
+    }
+    list.push(e);
+}
+
+impl FileState {
+    pub fn new(rec: InodeRecord) -> Self {
+        let size = rec.size;
+        let mut st = FileState {
+            base: rec.extents.clone(),
+            rec,
+            starts: Vec::new(),
+            size,
+            dirty: DirtyMap::default(),
+            opens: 0,
+            attrs_dirty: false,
+        };
+        st.recompute_starts();
+        st
+    }
+
+    fn recompute_starts(&mut self) {
+        self.starts.clear();
+        let mut pos = 0;
+        for e in &self.rec.extents {
+            self.starts.push(pos);
+            pos += e.len;
+        }
+        self.rec.size = pos;
+    }
+
+    /// Index of the extent containing byte `off` (which must be < committed size).
+    fn extent_index(&self, off: u64) -> usize {
+        match self.starts.binary_search(&off) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        }
+    }
+
+    pub fn needs_commit(&self) -> bool {
+        !self.dirty.is_empty()
+            || self.size != self.rec.size
+            || self.attrs_dirty
+            || self.base != self.rec.extents
+    }
+
+    /// Plan a read of `[off, off+len)` (clamped to the size). The flag says
+    /// whether dirty bytes overlap, i.e. `overlay_dirty` must be applied.
+    pub fn read_plan(&self, off: u64, len: usize) -> (Vec<Piece>, bool) {
+        if off >= self.size {
+            return (Vec::new(), false);
+        }
+        let end = (off + len as u64).min(self.size);
+        let committed = self.rec.size;
+        let overlaps_dirty = self.dirty.ranges().iter().any(|&(s, e)| s < end && e > off);
+        let mut out = Vec::new();
+        let mut pos = off;
+        while pos < end.min(committed) {
+            let i = self.extent_index(pos);
+            let (s, e) = (self.starts[i], &self.rec.extents[i]);
+            let hi = (s + e.len).min(end);
+            let n = (hi - pos) as usize;
+            out.push(match e.chunk {
+                Some(id) => Piece::Chunk {
+                    id,
+                    from: (pos - s) as usize,
+                    len: n,
+                },
+                None => Piece::Zeros(n),
+            });
+            pos = hi;
+        }
+        if pos < end {
+            out.push(Piece::Zeros((end - pos) as usize));
+        }
+        (out, overlaps_dirty)
+    }
+
+    /// Overlay dirty bytes onto a buffer read at `off`.
+    pub fn overlay_dirty(&self, off: u64, buf: &mut [u8]) {
+        self.dirty.overlay(off, buf);
+    }
+
+    pub fn write(&mut self, off: u64, data: &[u8]) {
+        self.dirty.write(off, data);
+        self.size = self.size.max(off + data.len() as u64);
+        let now = Timespec::now();
+        self.rec.mtime = now;
+        self.rec.ctime = now;
+        self.attrs_dirty = true;
+    }
+
+    /// Change the logical size. Shrinking below committed data re-dirties the
+    /// kept prefix of the cut chunk so it is re-chunked at the next commit.
+    pub fn set_size(&mut self, chunks: &ChunkIo, new_size: u64) -> Result<()> {
+        if new_size < self.size {
+            self.dirty.truncate(new_size);
+            if new_size < self.rec.size {
+                let i = self.extent_index(new_size);
+                let start = self.starts[i];
+                let keep = (new_size - start) as usize;
+                match self.rec.extents[i].chunk {
+                    _ if keep == 0 => self.rec.extents.truncate(i),
+                    None => {
+                        self.rec.extents[i].len = keep as u64;
+                        self.rec.extents.truncate(i + 1);
+                    }
+                    Some(id) => {
+                        let data = chunks.fetch(&id)?;
+                        let mut buf = data[..keep].to_vec();
+                        self.dirty.overlay(start, &mut buf);
+                        self.dirty.write(start, &buf);
+                        self.rec.extents.truncate(i);
+                    }
+                }
+                self.recompute_starts();
+            }
+        }
+        self.size = new_size;
+        let now = Timespec::now();
+        self.rec.mtime = now;
+        self.rec.ctime = now;
+        self.attrs_dirty = true;
+        Ok(())
+    }
+
+    /// Turn dirty bytes into chunks and commit the inode (plus `extra`, in the
+    /// same transaction). With `pressure`, the tail after the last
+    /// content-defined cut stays dirty so sequential writers get the same
+    /// chunks as a whole-file pass.
+    pub fn commit(
+        &mut self,
+        ino: u64,
+        cx: &CommitCtx<'_>,
+        pressure: bool,
+        extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let committed = self.rec.size;
+        let size = self.size;
+        let extents = &self.rec.extents;
+        // 1. Windows to re-chunk, aligned to existing extent boundaries.
+        let mut windows: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in self.dirty.ranges() {
+            let ws = if a < committed {
+                self.starts[self.extent_index(a)]
+            } else if a == committed && extents.last().is_some_and(|e| e.chunk.is_some()) {
+                // Appending after a forced cut: re-chunk the last chunk too.
+                self.starts[extents.len() - 1]
+            } else {
+                a
+            };
+            let we = if b <= committed {
+                let i = self.extent_index(b - 1);
+                self.starts[i] + extents[i].len
+            } else {
+                b
+            };
+            match windows.last_mut() {
+                Some(last) if ws < last.1 => last.1 = last.1.max(we),
+                _ => windows.push((ws, we)),
+            }
+        }
+        // 2. Build the new extent list.
+        let mut new: Vec<Extent> = Vec::new();
+        let mut leftover: Option<(u64, Vec<u8>)> = None;
+        let mut pos = 0u64; // everything before `pos` is already in `new`
+        let copy_old = |new: &mut Vec<Extent>, from: u64, to: u64| {
+            // Old extents lying entirely in [from, to); windows are extent-aligned.
+            if from >= to {
+                return;
+            }
+            let mut p = from;
+            while p < to.min(committed) {
+                let i = self.extent_index(p);
+                push_extent(new, extents[i]);
+                p = self.starts[i] + extents[i].len;
+            }
+            if to > committed && to > p {
+                push_extent(
+                    new,
+                    Extent {
+                        len: to - p.max(committed),
+                        chunk: None,
+                    },
+                );
+            }
+        };
+        for &(ws, we) in &windows {
+            copy_old(&mut new, pos, ws);
+            let mut buf = vec![0u8; (we - ws) as usize];
+            let mut p = ws;
+            while p < we.min(committed) {
+                let i = self.extent_index(p);
+                let (s, e) = (self.starts[i], extents[i]);
+                if let Some(id) = e.chunk {
+                    let data = cx.chunks.fetch(&id)?;
+                    let lo = (p - s) as usize;
+                    let hi = ((we.min(s + e.len)) - s) as usize;
+                    buf[(p - ws) as usize..(p - ws) as usize + (hi - lo)]
+                        .copy_from_slice(&data[lo..hi]);
+                }
+                p = s + e.len;
+            }
+            self.dirty.overlay(ws, &mut buf);
+            let mut cuts = cx.chunker.cut(&buf);
+            if pressure && we == size {
+                if cuts.len() <= 1 {
+                    leftover = Some((ws, buf));
+                    pos = we;
+                    break;
+                }
+                let (o, _) = cuts.pop().expect("at least two cuts");
+                leftover = Some((ws + o as u64, buf[o..].to_vec()));
+            }
+            for (o, l) in cuts {
+                let piece = &buf[o..o + l];
+                if piece.iter().all(|&b| b == 0) {
+                    push_extent(
+                        &mut new,
+                        Extent {
+                            len: l as u64,
+                            chunk: None,
+                        },
+                    );
+                } else {
+                    let (id, _) = cx.chunks.put(piece)?;
+                    new.push(Extent {
+                        len: l as u64,
+                        chunk: Some(id),
+                    });
+                }
+            }
+            pos = we;
+        }
+        let tail_end = match &leftover {
+            Some((start, _)) => *start,
+            None => size,
+        };
+        if leftover.is_none() || pos < tail_end {
+            copy_old(&mut new, pos, tail_end.max(pos));
+        }
+        // 3. Reference-count deltas against what LMDB holds.
+        let mut delta: HashMap<ChunkId, i64> = HashMap::new();
+        for e in &new {
+            if let Some(id) = e.chunk {
+                *delta.entry(id).or_default() += 1;
+            }
+        }
+        for e in &self.base {
+            if let Some(id) = e.chunk {
+                *delta.entry(id).or_default() -= 1;
+            }
+        }
+        delta.retain(|_, d| *d != 0);
+        let added: Vec<ChunkId> = delta
+            .iter()
+            .filter(|(_, d)| **d > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        if !added.is_empty() {
+            // Chunk bytes must be durable before metadata points at them.
+            cx.chunks.store().sync()?;
+        }
+        let mut rec = self.rec.clone();
+        rec.extents = new;
+        rec.size = rec.extents.iter().map(|e| e.len).sum();
+        cx.meta.write(|tx| {
+            for (id, d) in &delta {
+                cx.chunks.adjust_refs(tx, id, *d)?;
+            }
+            tx.put_inode(ino, &rec)?;
+            extra(tx)
+        })?;
+        cx.chunks.forget_pending(&added);
+        self.base = rec.extents.clone();
+        self.rec = rec;
+        self.recompute_starts();
+        self.dirty.clear();
+        if let Some((start, bytes)) = leftover {
+            self.dirty.write(start, &bytes);
+        }
+        self.attrs_dirty = false;
+        Ok(())
+    }
+}

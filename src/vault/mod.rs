@@ -1,0 +1,1087 @@
+//! Filesystem semantics without FUSE: inodes, directories, open files, write
+//! buffers and readers. `fuse_adapter` is a thin translation onto this API,
+//! and the tests drive it directly against a reference model.
+
+mod chunks;
+mod dirty;
+mod file;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::chunk_store::ChunkStore;
+use crate::chunking::{ChunkParams, Chunker};
+use crate::error::{Error, Result};
+use crate::metadata::{DirentRecord, FileKind, InodeRecord, Metadata, Timespec, WriteTx};
+use crate::repo::Repo;
+use chunks::ChunkIo;
+pub use dirty::DirtyMap;
+use file::{CommitCtx, FileState, Piece};
+
+pub const ROOT_INO: u64 = 1;
+pub const MAX_NAME: usize = 255;
+/// Largest file size we accept (1 PiB): larger requests get `EFBIG`.
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+const MAX_XATTR_NAME: usize = 255;
+const MAX_XATTR_VALUE: usize = 64 * 1024;
+/// Dirty bytes per file before a background commit (bounds RAM per writer).
+const DIRTY_LIMIT: usize = 32 << 20;
+
+/// Who is asking: owner of newly created inodes.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Attributes as the adapter needs them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub crtime: Timespec,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSet {
+    Now,
+    At(Timespec),
+}
+
+#[derive(Default, Clone, Debug)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+    pub ctime: Option<Timespec>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RenameFlags {
+    pub noreplace: bool,
+    pub exchange: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum XattrMode {
+    Any,
+    Create,
+    Replace,
+}
+
+pub struct DirEntry {
+    pub offset: u64,
+    pub ino: u64,
+    pub kind: FileKind,
+    pub name: Vec<u8>,
+}
+
+pub struct StatFs {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub files: u64,
+}
+
+fn attr_of(ino: u64, rec: &InodeRecord, size: u64) -> Attr {
+    Attr {
+        ino,
+        kind: rec.kind,
+        size,
+        perm: rec.perm,
+        nlink: rec.nlink,
+        uid: rec.uid,
+        gid: rec.gid,
+        rdev: rec.rdev,
+        atime: rec.atime,
+        mtime: rec.mtime,
+        ctime: rec.ctime,
+        crtime: rec.crtime,
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > MAX_NAME {
+        return Err(Error::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(Error::Invalid("bad file name"));
+    }
+    Ok(())
+}
+
+type FileRef = Arc<Mutex<FileState>>;
+
+pub struct Vault {
+    meta: Arc<Metadata>,
+    chunks: ChunkIo,
+    chunker: Chunker,
+    /// Regular files that are open or hold uncommitted state.
+    files: Mutex<HashMap<u64, FileRef>>,
+    /// Serializes namespace changes (create, link, unlink, rename, setattr of
+    /// non-open inodes). Lock order: `ns` → `files` → a `FileState`.
+    ns: Mutex<()>,
+    _cache_lock: nix::fcntl::Flock<File>,
+    cache_dir: PathBuf,
+}
+
+impl Vault {
+    /// Open the fog node's state for `repo` in `cache_dir` (created if absent)
+    /// and take its exclusive lock. `root_owner` owns a freshly created root.
+    pub fn open(repo: &Repo, cache_dir: &Path, root_owner: Caller) -> Result<Self> {
+        std::fs::create_dir_all(cache_dir).map_err(|e| {
+            Error::Repo(format!(
+                "cannot create cache directory {}: {e}",
+                cache_dir.display()
+            ))
+        })?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cache_dir.join("lock"))
+            .map_err(|e| {
+                Error::Repo(format!(
+                    "cache directory {} is not usable: {e}",
+                    cache_dir.display()
+                ))
+            })?;
+        let lock_file = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| {
+                Error::Repo(format!(
+                    "the cache directory {} is in use by another fogvault mount",
+                    cache_dir.display()
+                ))
+            })?;
+
+        let meta = Arc::new(Metadata::open(&cache_dir.join("meta"), &repo.keys)?);
+        match meta.read(|tx| tx.meta_bytes("repo_id"))? {
+            Some(id) if id == repo.repo_id.as_bytes() => {}
+            Some(_) => {
+                return Err(Error::Repo(format!(
+                    "cache directory {} belongs to a different repository",
+                    cache_dir.display()
+                )));
+            }
+            None => {
+                if !repo.backend.list("packs")?.is_empty() {
+                    return Err(Error::Repo(
+                        "this repository holds data but the cache directory has no index for it; \
+                         use the cache directory it was mounted with (recovery from the store alone is not implemented yet)"
+                            .into(),
+                    ));
+                }
+                let mut root =
+                    InodeRecord::new(FileKind::Dir, 0o755, root_owner.uid, root_owner.gid);
+                root.parent = ROOT_INO;
+                meta.write(|tx| {
+                    tx.put_inode(ROOT_INO, &root)?;
+                    tx.set_meta_bytes("repo_id", repo.repo_id.as_bytes())
+                })?;
+                meta.sync()?;
+            }
+        }
+        let store = ChunkStore::open(
+            Arc::clone(&repo.backend),
+            repo.keys.pack.clone(),
+            cache_dir.join("staging"),
+        )?;
+        let params = ChunkParams::default();
+        let chunks = ChunkIo::new(
+            Arc::clone(&repo.keys),
+            store,
+            Arc::clone(&meta),
+            params.max + 1024,
+        );
+        let vault = Vault {
+            meta,
+            chunks,
+            chunker: Chunker::new(params, repo.keys.gear_seed),
+            files: Mutex::new(HashMap::new()),
+            ns: Mutex::new(()),
+            _cache_lock: lock_file,
+            cache_dir: cache_dir.to_path_buf(),
+        };
+        vault.purge_orphans()?;
+        Ok(vault)
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    fn ctx(&self) -> CommitCtx<'_> {
+        CommitCtx {
+            chunks: &self.chunks,
+            chunker: &self.chunker,
+            meta: &self.meta,
+        }
+    }
+
+    /// Inodes unlinked while open when the last daemon stopped: free them now.
+    fn purge_orphans(&self) -> Result<()> {
+        for ino in self.meta.read(|tx| tx.orphans())? {
+            self.meta.write(|tx| {
+                if let Some(rec) = tx.inode(ino)? {
+                    self.free_inode_in(tx, ino, &rec)?;
+                }
+                tx.remove_orphan(ino)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn free_inode_in(&self, tx: &mut WriteTx<'_>, ino: u64, rec: &InodeRecord) -> Result<()> {
+        for e in &rec.extents {
+            if let Some(id) = e.chunk {
+                self.chunks.adjust_refs(tx, &id, -1)?;
+            }
+        }
+        tx.delete_inode(ino)
+    }
+
+    fn load(&self, ino: u64) -> Result<InodeRecord> {
+        self.meta.read(|tx| tx.inode(ino))?.ok_or(Error::NotFound)
+    }
+
+    fn open_state(&self, ino: u64) -> Option<FileRef> {
+        self.files.lock().get(&ino).cloned()
+    }
+
+    /// The state of a regular file, loading it if needed (callers hold `ns` or a handle).
+    fn state(&self, ino: u64) -> Result<FileRef> {
+        if let Some(s) = self.open_state(ino) {
+            return Ok(s);
+        }
+        let rec = self.load(ino)?;
+        if rec.kind != FileKind::File {
+            return Err(Error::Invalid("not a regular file"));
+        }
+        let mut files = self.files.lock();
+        Ok(Arc::clone(files.entry(ino).or_insert_with(|| {
+            Arc::new(Mutex::new(FileState::new(rec)))
+        })))
+    }
+
+    /// Drop a file's state if nothing holds it open and nothing is uncommitted.
+    fn maybe_evict(&self, ino: u64) {
+        let mut files = self.files.lock();
+        if let Some(s) = files.get(&ino) {
+            // try_lock: a writer may hold the state and be re-checking the map.
+            let Some(st) = s.try_lock() else { return };
+            if st.opens == 0 && !st.needs_commit() {
+                drop(st);
+                files.remove(&ino);
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        if let Some(s) = self.open_state(ino) {
+            let st = s.lock();
+            return Ok(attr_of(ino, &st.rec, st.size));
+        }
+        let rec = self.load(ino)?;
+        Ok(attr_of(ino, &rec, rec.size))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        if name.len() > MAX_NAME {
+            return Err(Error::NameTooLong);
+        }
+        let d = self
+            .meta
+            .read(|tx| tx.dirent(parent, name))?
+            .ok_or(Error::NotFound)?;
+        self.getattr(d.ino)
+    }
+
+    /// Apply `f` to an inode's record and commit it with `extra` in one
+    /// transaction, through the open-file state when there is one.
+    fn update_inode(
+        &self,
+        ino: u64,
+        f: impl FnOnce(&mut InodeRecord) -> Result<()>,
+        extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
+    ) -> Result<Attr> {
+        if let Some(s) = self.open_state(ino) {
+            let mut st = s.lock();
+            f(&mut st.rec)?;
+            st.commit(ino, &self.ctx(), false, extra)?;
+            return Ok(attr_of(ino, &st.rec, st.size));
+        }
+        self.meta.write(|tx| {
+            let mut rec = tx.inode(ino)?.ok_or(Error::NotFound)?;
+            f(&mut rec)?;
+            tx.put_inode(ino, &rec)?;
+            extra(tx)?;
+            Ok(attr_of(ino, &rec, rec.size))
+        })
+    }
+
+    fn parent_dir(&self, parent: u64) -> Result<InodeRecord> {
+        let rec = self.load(parent)?;
+        if rec.kind != FileKind::Dir {
+            return Err(Error::NotDir);
+        }
+        Ok(rec)
+    }
+
+    /// Create any kind of inode under `parent`.
+    pub fn create_node(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u32,
+        target: &[u8],
+    ) -> Result<Attr> {
+        check_name(name)?;
+        let _ns = self.ns.lock();
+        let pdir = self.parent_dir(parent)?;
+        let mut rec = InodeRecord::new(kind, perm, caller.uid, caller.gid);
+        rec.rdev = rdev;
+        // BSD/SysV group semantics: a setgid directory hands down its group.
+        if pdir.perm & 0o2000 != 0 {
+            rec.gid = pdir.gid;
+            if kind == FileKind::Dir {
+                rec.perm |= 0o2000;
+            }
+        }
+        if kind == FileKind::Symlink {
+            rec.target = target.to_vec();
+            rec.size = target.len() as u64;
+        }
+        if kind == FileKind::Dir {
+            rec.parent = parent;
+        }
+        let now = rec.ctime;
+        let ino = self.meta.write(|tx| {
+            if tx.dirent(parent, name)?.is_some() {
+                return Err(Error::Exists);
+            }
+            let ino = tx.next_ino()?;
+            tx.put_inode(ino, &rec)?;
+            tx.put_dirent(
+                parent,
+                &DirentRecord {
+                    name: name.to_vec(),
+                    ino,
+                    kind,
+                },
+            )?;
+            let mut p = pdir.clone();
+            p.mtime = now;
+            p.ctime = now;
+            if kind == FileKind::Dir {
+                p.nlink += 1;
+            }
+            tx.put_inode(parent, &p)?;
+            Ok(ino)
+        })?;
+        Ok(attr_of(ino, &rec, rec.size))
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let rec = self.load(ino)?;
+        if rec.kind != FileKind::Symlink {
+            return Err(Error::Invalid("not a symlink"));
+        }
+        Ok(rec.target)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        check_name(newname)?;
+        let _ns = self.ns.lock();
+        let pdir = self.parent_dir(newparent)?;
+        let rec = self.load(ino)?;
+        if rec.kind == FileKind::Dir {
+            return Err(Error::NotPermitted);
+        }
+        if self
+            .meta
+            .read(|tx| tx.dirent(newparent, newname))?
+            .is_some()
+        {
+            return Err(Error::Exists);
+        }
+        let kind = rec.kind;
+        let now = Timespec::now();
+        self.update_inode(
+            ino,
+            |r| {
+                if r.nlink >= u32::MAX - 1 {
+                    return Err(Error::Invalid("too many links"));
+                }
+                r.nlink += 1;
+                r.ctime = now;
+                Ok(())
+            },
+            |tx| {
+                tx.put_dirent(
+                    newparent,
+                    &DirentRecord {
+                        name: newname.to_vec(),
+                        ino,
+                        kind,
+                    },
+                )?;
+                let mut p = pdir;
+                p.mtime = now;
+                p.ctime = now;
+                tx.put_inode(newparent, &p)
+            },
+        )
+    }
+
+    /// Drop one link to `ino` inside `tx`-adjacent logic; frees it when unreferenced.
+    fn drop_link(
+        &self,
+        ino: u64,
+        now: Timespec,
+        extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(s) = self.open_state(ino) {
+            let mut st = s.lock();
+            st.rec.nlink = st.rec.nlink.saturating_sub(1);
+            st.rec.ctime = now;
+            let orphan = st.rec.nlink == 0;
+            // Open files live on (as orphans) until the last close.
+            return st.commit(ino, &self.ctx(), false, |tx| {
+                extra(tx)?;
+                if orphan { tx.add_orphan(ino) } else { Ok(()) }
+            });
+        }
+        self.meta.write(|tx| {
+            let mut rec = tx.inode(ino)?.ok_or(Error::NotFound)?;
+            rec.nlink = rec.nlink.saturating_sub(1);
+            rec.ctime = now;
+            let is_dir = rec.kind == FileKind::Dir;
+            if rec.nlink == 0 || is_dir {
+                self.free_inode_in(tx, ino, &rec)?;
+            } else {
+                tx.put_inode(ino, &rec)?;
+            }
+            extra(tx)
+        })
+    }
+
+    fn touch_parent(tx: &mut WriteTx<'_>, ino: u64, now: Timespec, nlink_delta: i32) -> Result<()> {
+        let mut p = tx.inode(ino)?.ok_or(Error::NotFound)?;
+        p.mtime = now;
+        p.ctime = now;
+        p.nlink = (p.nlink as i64 + nlink_delta as i64).max(1) as u32;
+        tx.put_inode(ino, &p)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        let _ns = self.ns.lock();
+        self.parent_dir(parent)?;
+        let d = self
+            .meta
+            .read(|tx| tx.dirent(parent, name))?
+            .ok_or(Error::NotFound)?;
+        if d.kind == FileKind::Dir {
+            return Err(Error::IsDir);
+        }
+        let now = Timespec::now();
+        self.drop_link(d.ino, now, |tx| {
+            tx.delete_dirent(parent, name)?;
+            Self::touch_parent(tx, parent, now, 0)
+        })?;
+        self.maybe_evict(d.ino);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        if name == b"." {
+            return Err(Error::Invalid("cannot remove ."));
+        }
+        if name == b".." {
+            return Err(Error::NotEmpty);
+        }
+        let _ns = self.ns.lock();
+        self.parent_dir(parent)?;
+        let d = self
+            .meta
+            .read(|tx| tx.dirent(parent, name))?
+            .ok_or(Error::NotFound)?;
+        if d.kind != FileKind::Dir {
+            return Err(Error::NotDir);
+        }
+        if !self.meta.read(|tx| tx.dir_is_empty(d.ino))? {
+            return Err(Error::NotEmpty);
+        }
+        let now = Timespec::now();
+        self.meta.write(|tx| {
+            tx.delete_dirent(parent, name)?;
+            tx.delete_inode(d.ino)?;
+            Self::touch_parent(tx, parent, now, -1)
+        })
+    }
+
+    /// Is `ancestor` equal to `ino` or one of its ancestors?
+    fn is_ancestor(&self, ancestor: u64, mut ino: u64) -> Result<bool> {
+        loop {
+            if ino == ancestor {
+                return Ok(true);
+            }
+            if ino == ROOT_INO {
+                return Ok(false);
+            }
+            ino = self.load(ino)?.parent;
+        }
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        check_name(newname)?;
+        let _ns = self.ns.lock();
+        self.parent_dir(parent)?;
+        self.parent_dir(newparent)?;
+        let src = self
+            .meta
+            .read(|tx| tx.dirent(parent, name))?
+            .ok_or(Error::NotFound)?;
+        let dst = self.meta.read(|tx| tx.dirent(newparent, newname))?;
+        let now = Timespec::now();
+        if src.kind == FileKind::Dir && self.is_ancestor(src.ino, newparent)? {
+            return Err(Error::Invalid("cannot move a directory into itself"));
+        }
+        if flags.exchange {
+            let dst = dst.ok_or(Error::NotFound)?;
+            if dst.kind == FileKind::Dir && self.is_ancestor(dst.ino, parent)? {
+                return Err(Error::Invalid("cannot move a directory into itself"));
+            }
+            let dirs_delta =
+                i32::from(src.kind == FileKind::Dir) - i32::from(dst.kind == FileKind::Dir);
+            self.meta.write(|tx| {
+                tx.put_dirent(
+                    parent,
+                    &DirentRecord {
+                        name: name.to_vec(),
+                        ino: dst.ino,
+                        kind: dst.kind,
+                    },
+                )?;
+                tx.put_dirent(
+                    newparent,
+                    &DirentRecord {
+                        name: newname.to_vec(),
+                        ino: src.ino,
+                        kind: src.kind,
+                    },
+                )?;
+                for (ino, kind, np) in [(src.ino, src.kind, newparent), (dst.ino, dst.kind, parent)]
+                {
+                    if kind == FileKind::Dir {
+                        let mut r = tx.inode(ino)?.ok_or(Error::NotFound)?;
+                        r.parent = np;
+                        r.ctime = now;
+                        tx.put_inode(ino, &r)?;
+                    }
+                }
+                if parent != newparent {
+                    Self::touch_parent(tx, parent, now, -dirs_delta)?;
+                    Self::touch_parent(tx, newparent, now, dirs_delta)
+                } else {
+                    Self::touch_parent(tx, parent, now, 0)
+                }
+            })?;
+            for (ino, kind) in [(src.ino, src.kind), (dst.ino, dst.kind)] {
+                if kind != FileKind::Dir {
+                    self.update_inode(
+                        ino,
+                        |r| {
+                            r.ctime = now;
+                            Ok(())
+                        },
+                        |_| Ok(()),
+                    )?;
+                }
+            }
+            return Ok(());
+        }
+        if let Some(dst) = &dst {
+            if flags.noreplace {
+                return Err(Error::Exists);
+            }
+            if dst.ino == src.ino {
+                return Ok(()); // two links to one inode: POSIX says do nothing
+            }
+            match (src.kind == FileKind::Dir, dst.kind == FileKind::Dir) {
+                (true, false) => return Err(Error::NotDir),
+                (false, true) => return Err(Error::IsDir),
+                (true, true) if !self.meta.read(|tx| tx.dir_is_empty(dst.ino))? => {
+                    return Err(Error::NotEmpty);
+                }
+                _ => {}
+            }
+        }
+        let src_is_dir = src.kind == FileKind::Dir;
+        let replaced_dir = dst.as_ref().is_some_and(|d| d.kind == FileKind::Dir);
+        let moves = |tx: &mut WriteTx<'_>| -> Result<()> {
+            tx.delete_dirent(parent, name)?;
+            tx.put_dirent(
+                newparent,
+                &DirentRecord {
+                    name: newname.to_vec(),
+                    ino: src.ino,
+                    kind: src.kind,
+                },
+            )?;
+            if src_is_dir {
+                let mut r = tx.inode(src.ino)?.ok_or(Error::NotFound)?;
+                r.parent = newparent;
+                r.ctime = now;
+                tx.put_inode(src.ino, &r)?;
+            }
+            let (out, inn) = (
+                -i32::from(src_is_dir),
+                i32::from(src_is_dir) - i32::from(replaced_dir),
+            );
+            if parent == newparent {
+                Self::touch_parent(tx, parent, now, out + inn)
+            } else {
+                Self::touch_parent(tx, parent, now, out)?;
+                Self::touch_parent(tx, newparent, now, inn)
+            }
+        };
+        match dst {
+            Some(d) if d.kind == FileKind::Dir => self.meta.write(|tx| {
+                tx.delete_inode(d.ino)?;
+                moves(tx)
+            })?,
+            Some(d) => {
+                self.drop_link(d.ino, now, moves)?;
+                self.maybe_evict(d.ino);
+            }
+            None => self.meta.write(moves)?,
+        }
+        if !src_is_dir {
+            self.update_inode(
+                src.ino,
+                |r| {
+                    r.ctime = now;
+                    Ok(())
+                },
+                |_| Ok(()),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
+        let _ns = self.ns.lock();
+        let rec = self.load(ino)?;
+        if let Some(size) = set.size {
+            if rec.kind == FileKind::Dir {
+                return Err(Error::IsDir);
+            }
+            if rec.kind != FileKind::File {
+                return Err(Error::Invalid("size of a special file"));
+            }
+            if size > MAX_FILE_SIZE {
+                return Err(Error::TooBig);
+            }
+        }
+        let now = Timespec::now();
+        let apply = |r: &mut InodeRecord| -> Result<()> {
+            if let Some(m) = set.mode {
+                r.perm = m & 0o7777;
+            }
+            if let Some(u) = set.uid {
+                r.uid = u;
+            }
+            if let Some(g) = set.gid {
+                r.gid = g;
+            }
+            let pick = |t: TimeSet| match t {
+                TimeSet::Now => now,
+                TimeSet::At(t) => t,
+            };
+            if let Some(t) = set.atime {
+                r.atime = pick(t);
+            }
+            if let Some(t) = set.mtime {
+                r.mtime = pick(t);
+            }
+            r.ctime = set.ctime.unwrap_or(now);
+            Ok(())
+        };
+        if rec.kind == FileKind::File {
+            let s = self.state(ino)?;
+            let attr = {
+                let mut st = s.lock();
+                if let Some(size) = set.size {
+                    st.set_size(&self.chunks, size)?;
+                }
+                apply(&mut st.rec)?;
+                st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
+                attr_of(ino, &st.rec, st.size)
+            };
+            self.maybe_evict(ino);
+            return Ok(attr);
+        }
+        self.update_inode(ino, apply, |_| Ok(()))
+    }
+
+    // ---- open files ----
+
+    /// Open a regular file; `truncate` for O_TRUNC.
+    pub fn open_file(&self, ino: u64, truncate: bool) -> Result<()> {
+        let _ns = self.ns.lock();
+        let s = self.state(ino)?;
+        let mut st = s.lock();
+        st.opens += 1;
+        if truncate && st.size > 0 {
+            st.set_size(&self.chunks, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Commit a file's pending bytes; `durable` waits for stable storage.
+    pub fn flush(&self, ino: u64, durable: bool) -> Result<()> {
+        let Some(s) = self.open_state(ino) else {
+            return Ok(());
+        };
+        let mut st = s.lock();
+        if st.needs_commit() {
+            st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
+            if durable {
+                self.meta.sync()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make everything committed so far durable (fsync on any file).
+    pub fn fsync(&self, ino: u64) -> Result<()> {
+        self.flush(ino, false)?;
+        self.chunks.store().sync()?;
+        self.meta.sync()
+    }
+
+    /// Last close of a handle: commit, and free the inode if it was unlinked.
+    pub fn release(&self, ino: u64) -> Result<()> {
+        let Some(s) = self.open_state(ino) else {
+            return Ok(());
+        };
+        let result = {
+            let mut st = s.lock();
+            st.opens = st.opens.saturating_sub(1);
+            if st.opens == 0 && st.rec.nlink == 0 {
+                let rec = st.rec.clone();
+                let r = self.meta.write(|tx| {
+                    // Free what LMDB holds (the committed extents).
+                    let stored = tx.inode(ino)?.unwrap_or(rec);
+                    self.free_inode_in(tx, ino, &stored)?;
+                    tx.remove_orphan(ino)
+                });
+                drop(st);
+                self.files.lock().remove(&ino);
+                return r;
+            }
+            if st.needs_commit() {
+                st.commit(ino, &self.ctx(), false, |_| Ok(()))
+                    .and_then(|_| self.meta.sync())
+            } else {
+                Ok(())
+            }
+        };
+        let _ns = self.ns.lock();
+        self.maybe_evict(ino);
+        result
+    }
+
+    pub fn read(&self, ino: u64, off: u64, len: usize) -> Result<Vec<u8>> {
+        let s = self.state(ino)?;
+        let st = s.lock();
+        let (plan, overlay) = st.read_plan(off, len);
+        let guard = if overlay {
+            Some(st)
+        } else {
+            drop(st);
+            None
+        };
+        let total: usize = plan
+            .iter()
+            .map(|p| match p {
+                Piece::Zeros(n) => *n,
+                Piece::Chunk { len, .. } => *len,
+            })
+            .sum();
+        let mut out = Vec::with_capacity(total);
+        for p in plan {
+            match p {
+                Piece::Zeros(n) => out.resize(out.len() + n, 0),
+                Piece::Chunk { id, from, len } => {
+                    let data = self.chunks.fetch(&id)?;
+                    out.extend_from_slice(&data[from..from + len]);
+                }
+            }
+        }
+        if let Some(st) = guard {
+            st.overlay_dirty(off, &mut out);
+        }
+        Ok(out)
+    }
+
+    pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
+        if off
+            .checked_add(data.len() as u64)
+            .is_none_or(|end| end > MAX_FILE_SIZE)
+        {
+            return Err(Error::TooBig);
+        }
+        let (s, mut st) = loop {
+            let s = self.state(ino)?;
+            let st = s.lock_arc();
+            // The state may have been evicted between lookup and lock (writes
+            // with no open handle, e.g. mmap writeback): retry with the live one.
+            if self
+                .files
+                .lock()
+                .get(&ino)
+                .is_some_and(|cur| Arc::ptr_eq(cur, &s))
+            {
+                break (s, st);
+            }
+        };
+        let _ = &s;
+        st.write(off, data);
+        if st.dirty.bytes() > DIRTY_LIMIT {
+            st.commit(ino, &self.ctx(), true, |_| Ok(()))?;
+        }
+        Ok(data.len())
+    }
+
+    /// `fallocate`: mode 0 extends the size; KEEP_SIZE is a no-op (we never
+    /// preallocate); other modes are not supported.
+    pub fn fallocate(&self, ino: u64, off: u64, len: u64, keep_size: bool) -> Result<()> {
+        let end = off.checked_add(len).ok_or(Error::TooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(Error::TooBig);
+        }
+        if keep_size {
+            return Ok(());
+        }
+        let s = self.state(ino)?;
+        let mut st = s.lock();
+        if end > st.size {
+            st.set_size(&self.chunks, end)?;
+        }
+        Ok(())
+    }
+
+    // ---- directories ----
+
+    /// Entries with offset greater than `offset`, including "." and "..".
+    pub fn readdir(&self, ino: u64, offset: u64, limit: usize) -> Result<Vec<DirEntry>> {
+        let rec = self.load(ino)?;
+        if rec.kind != FileKind::Dir {
+            return Err(Error::NotDir);
+        }
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push(DirEntry {
+                offset: 1,
+                ino,
+                kind: FileKind::Dir,
+                name: b".".to_vec(),
+            });
+        }
+        if offset < 2 {
+            out.push(DirEntry {
+                offset: 2,
+                ino: rec.parent.max(1),
+                kind: FileKind::Dir,
+                name: b"..".to_vec(),
+            });
+        }
+        let rest = self
+            .meta
+            .read(|tx| tx.list_dir(ino, offset.max(2), limit))?;
+        out.extend(rest.into_iter().map(|(off, d)| DirEntry {
+            offset: off,
+            ino: d.ino,
+            kind: d.kind,
+            name: d.name,
+        }));
+        Ok(out)
+    }
+
+    // ---- extended attributes ----
+
+    fn xattr_ns_ok(name: &[u8]) -> Result<()> {
+        if name.is_empty() || name.len() > MAX_XATTR_NAME {
+            return Err(if name.is_empty() {
+                Error::Invalid("empty xattr name")
+            } else {
+                Error::Range
+            });
+        }
+        for ns in [&b"user."[..], b"trusted.", b"security."] {
+            if name.starts_with(ns) {
+                return Ok(());
+            }
+        }
+        Err(Error::NotSupported)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
+        Self::xattr_ns_ok(name)?;
+        if value.len() > MAX_XATTR_VALUE {
+            return Err(Error::TooBig);
+        }
+        let _ns = self.ns.lock();
+        let now = Timespec::now();
+        self.update_inode(
+            ino,
+            |r| {
+                let pos = r.xattrs.iter().position(|(n, _)| n == name);
+                match (pos, mode) {
+                    (Some(_), XattrMode::Create) => return Err(Error::Exists),
+                    (None, XattrMode::Replace) => return Err(Error::NoAttr),
+                    (Some(i), _) => r.xattrs[i].1 = value.to_vec(),
+                    (None, _) => r.xattrs.push((name.to_vec(), value.to_vec())),
+                }
+                r.ctime = now;
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let rec = match self.open_state(ino) {
+            Some(s) => s.lock().rec.clone(),
+            None => self.load(ino)?,
+        };
+        rec.xattrs
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or(Error::NoAttr)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let rec = match self.open_state(ino) {
+            Some(s) => s.lock().rec.clone(),
+            None => self.load(ino)?,
+        };
+        Ok(rec.xattrs.into_iter().map(|(n, _)| n).collect())
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        let _ns = self.ns.lock();
+        let now = Timespec::now();
+        self.update_inode(
+            ino,
+            |r| {
+                let i = r
+                    .xattrs
+                    .iter()
+                    .position(|(n, _)| n == name)
+                    .ok_or(Error::NoAttr)?;
+                r.xattrs.remove(i);
+                r.ctime = now;
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let (total, free) = self
+            .chunks
+            .store()
+            .backend()
+            .capacity()
+            .unwrap_or((1 << 50, 1 << 49));
+        StatFs {
+            total_bytes: total,
+            free_bytes: free,
+            files: 0,
+        }
+    }
+
+    /// Commit every open file, upload every pack, sync the index (clean unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        let files: Vec<(u64, FileRef)> = self
+            .files
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, Arc::clone(v)))
+            .collect();
+        let mut first_err = None;
+        for (ino, s) in files {
+            let mut st = s.lock();
+            if st.needs_commit() {
+                if let Err(e) = st.commit(ino, &self.ctx(), false, |_| Ok(())) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.chunks.store().sync()?;
+        self.meta.sync()?;
+        if let Err(e) = self.chunks.store().shutdown() {
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Commit files that hold uncommitted bytes but no open handle (mmap
+    /// writeback after close). Called periodically by the mount loop.
+    pub fn flush_idle(&self) -> Result<()> {
+        let idle: Vec<(u64, FileRef)> = self
+            .files
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, Arc::clone(v)))
+            .collect();
+        for (ino, s) in idle {
+            {
+                let mut st = s.lock();
+                if st.opens > 0 || !st.needs_commit() {
+                    continue;
+                }
+                st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
+            }
+            let _ns = self.ns.lock();
+            self.maybe_evict(ino);
+        }
+        Ok(())
+    }
+
+    /// Packs still waiting in the local upload journal.
+    pub fn upload_backlog(&self) -> usize {
+        self.chunks.store().backlog()
+    }
+}
