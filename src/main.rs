@@ -70,16 +70,11 @@ fn passphrase(confirm: bool) -> Result<Zeroizing<String>, Error> {
     if let Ok(p) = std::env::var("FOGVAULT_PASSPHRASE") {
         return Ok(Zeroizing::new(p));
     }
-    let p = Zeroizing::new(
-        rpassword::prompt_password("fogvault passphrase: ").map_err(|e| {
-            Error::Repo(format!(
-                "cannot read the passphrase (set FOGVAULT_PASSPHRASE for non-interactive use): {e}"
-            ))
-        })?,
-    );
+    let p = Zeroizing::new(rpassword::prompt_password("fogvault passphrase: ").map_err(|e| {
+        Error::Repo(format!("cannot read the passphrase (set FOGVAULT_PASSPHRASE for non-interactive use): {e}"))
+    })?);
     if confirm {
-        let again =
-            Zeroizing::new(rpassword::prompt_password("repeat passphrase: ").map_err(Error::Io)?);
+        let again = Zeroizing::new(rpassword::prompt_password("repeat passphrase: ").map_err(Error::Io)?);
         if *again != *p {
             return Err(Error::Repo("the passphrases do not match".into()));
         }
@@ -97,24 +92,15 @@ fn cache_dir(repo: &Repo, cache: Option<PathBuf>) -> PathBuf {
 }
 
 fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
-    let meta = std::fs::metadata(mnt)
-        .map_err(|e| Error::Repo(format!("mount point {}: {e}", mnt.display())))?;
+    let meta = std::fs::metadata(mnt).map_err(|e| Error::Repo(format!("mount point {}: {e}", mnt.display())))?;
     if !meta.is_dir() {
-        return Err(Error::Repo(format!(
-            "mount point {} is not a directory",
-            mnt.display()
-        )));
+        return Err(Error::Repo(format!("mount point {} is not a directory", mnt.display())));
     }
     let canon = mnt.canonicalize()?;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let busy = mounts
-        .lines()
-        .any(|l| l.split(' ').nth(4).is_some_and(|p| Path::new(p) == canon));
+    let busy = mounts.lines().any(|l| l.split(' ').nth(4).is_some_and(|p| Path::new(p) == canon));
     if busy {
-        return Err(Error::Repo(format!(
-            "mount point {} is busy (something is already mounted there)",
-            mnt.display()
-        )));
+        return Err(Error::Repo(format!("mount point {} is busy (something is already mounted there)", mnt.display())));
     }
     Ok(())
 }
@@ -124,48 +110,29 @@ fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Init { repo } => {
             let pass = passphrase(true)?;
             let r = repo::init(&repo, pass.as_bytes())?;
-            println!(
-                "initialised repository {} (id {})",
-                r.backend.description(),
-                r.repo_id
-            );
+            println!("initialised repository {} (id {})", r.backend.description(), r.repo_id);
             Ok(())
         }
-        Cmd::Mount {
-            repo,
-            mountpoint,
-            cache,
-            allow_other,
-        } => {
+        Cmd::Mount { repo, mountpoint, cache, allow_other } => {
             check_mountpoint(&mountpoint)?;
             let r = unlock(&repo)?;
             let dir = cache_dir(&r, cache);
-            let owner = Caller {
-                uid: nix::unistd::getuid().as_raw(),
-                gid: nix::unistd::getgid().as_raw(),
-            };
+            let owner = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
             let vault = Arc::new(Vault::open(&r, &dir, owner)?);
             let flusher = Arc::clone(&vault);
-            std::thread::Builder::new()
-                .name("fogvault-flush".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(5));
-                        if let Err(e) = flusher.flush_idle() {
-                            tracing::error!(error = %e, "background commit failed");
-                        }
+            std::thread::Builder::new().name("fogvault-flush".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    if let Err(e) = flusher.flush_idle() {
+                        tracing::error!(error = %e, "background commit failed");
                     }
-                })?;
+                }
+            })?;
             let mnt = mountpoint.clone();
-            fuse_adapter::serve(
-                Arc::clone(&vault),
-                &mountpoint,
-                allow_other,
-                move |mut unmount| {
-                    eprintln!("fogvault: mounted at {}", mnt.display());
-                    let _ = ctrlc::set_handler(move || unmount());
-                },
-            )
+            fuse_adapter::serve(Arc::clone(&vault), &mountpoint, allow_other, move |mut unmount| {
+                eprintln!("fogvault: mounted at {}", mnt.display());
+                let _ = ctrlc::set_handler(move || unmount());
+            })
             .map_err(|e| Error::Repo(format!("mount failed: {e}")))?;
             eprintln!("fogvault: unmounted cleanly");
             Ok(())
@@ -174,33 +141,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             let r = unlock(&repo)?;
             let s = tools::stats(&r, &cache_dir(&r, cache))?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&s).expect("stats serialize")
-                );
+                println!("{}", serde_json::to_string_pretty(&s).expect("stats serialize"));
             } else {
                 println!("files:          {}", s.files);
                 println!("directories:    {}", s.directories);
                 println!("logical bytes:  {}", s.logical_bytes);
-                println!(
-                    "unique bytes:   {} (dedup ratio {:.2})",
-                    s.unique_bytes, s.dedup_ratio
-                );
+                println!("unique bytes:   {} (dedup ratio {:.2})", s.unique_bytes, s.dedup_ratio);
                 println!("stored bytes:   {}", s.stored_bytes);
                 println!("chunks:         {}", s.chunks);
-                println!(
-                    "packs:          {} (+{} awaiting upload)",
-                    s.packs, s.upload_backlog_packs
-                );
+                println!("packs:          {} (+{} awaiting upload)", s.packs, s.upload_backlog_packs);
             }
             Ok(())
         }
-        Cmd::Verify {
-            repo,
-            cache,
-            deep,
-            json,
-        } => {
+        Cmd::Verify { repo, cache, deep, json } => {
             let r = unlock(&repo)?;
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let report = tools::verify(&r, &cache_dir(&r, cache), deep, |done, total| {
@@ -212,10 +165,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
             })?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("report serializes")
-                );
+                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
             } else {
                 for f in &report.findings {
                     println!("DAMAGED {}: {}", f.object, f.problem);
@@ -226,11 +176,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 println!(
                     "checked {} packs{}: {}",
                     report.packs_checked,
-                    if deep {
-                        format!(", {} chunks", report.chunks_checked)
-                    } else {
-                        String::new()
-                    },
+                    if deep { format!(", {} chunks", report.chunks_checked) } else { String::new() },
                     if report.findings.is_empty() {
                         "no problems found".to_string()
                     } else {
@@ -241,9 +187,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             if report.findings.is_empty() {
                 Ok(())
             } else {
-                Err(Error::Integrity(
-                    "verification found damaged or missing objects".into(),
-                ))
+                Err(Error::Integrity("verification found damaged or missing objects".into()))
             }
         }
     }

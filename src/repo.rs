@@ -44,10 +44,7 @@ pub fn init(location: &str, passphrase: &[u8]) -> Result<Repo> {
     }
     let backend = Arc::new(Backend::open(location, true)?);
     if backend.size(CONFIG_OBJECT)?.is_some() {
-        return Err(Error::Repo(format!(
-            "a repository is already initialised at {}",
-            backend.description()
-        )));
+        return Err(Error::Repo(format!("a repository is already initialised at {}", backend.description())));
     }
     let root = Key32::random();
     let mut id = [0u8; 16];
@@ -56,25 +53,13 @@ pub fn init(location: &str, passphrase: &[u8]) -> Result<Repo> {
     let kdf = KdfParams::new_random();
     let kek = crypto::derive_kek(passphrase, &kdf).map_err(Error::Repo)?;
     let sealed_root = crypto::seal(&kek, &config_aad(&repo_id, FORMAT_VERSION), root.as_bytes());
-    let cfg = ConfigFile {
-        format: "fogvault".into(),
-        version: FORMAT_VERSION,
-        repo_id: repo_id.clone(),
-        kdf,
-        sealed_root,
-    };
+    let cfg =
+        ConfigFile { format: "fogvault".into(), version: FORMAT_VERSION, repo_id: repo_id.clone(), kdf, sealed_root };
     let json = serde_json::to_vec_pretty(&cfg).expect("config serializes");
     if !backend.put_if_absent(CONFIG_OBJECT, Bytes::from(json))? {
-        return Err(Error::Repo(format!(
-            "a repository is already initialised at {}",
-            backend.description()
-        )));
+        return Err(Error::Repo(format!("a repository is already initialised at {}", backend.description())));
     }
-    Ok(Repo {
-        backend,
-        keys: Arc::new(VaultKeys::derive(&root)),
-        repo_id,
-    })
+    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id })
 }
 
 /// Open and unlock an existing repository.
@@ -86,33 +71,20 @@ pub fn unlock(location: &str, passphrase: &[u8]) -> Result<Repo> {
             backend.description()
         ))
     })?;
-    let cfg: ConfigFile = serde_json::from_slice(&raw)
-        .map_err(|e| Error::Repo(format!("the repository config is malformed: {e}")))?;
+    let cfg: ConfigFile =
+        serde_json::from_slice(&raw).map_err(|e| Error::Repo(format!("the repository config is malformed: {e}")))?;
     if cfg.format != "fogvault" || cfg.version != FORMAT_VERSION {
-        return Err(Error::Repo(format!(
-            "unsupported repository format {} v{}",
-            cfg.format, cfg.version
-        )));
+        return Err(Error::Repo(format!("unsupported repository format {} v{}", cfg.format, cfg.version)));
     }
     let kek = crypto::derive_kek(passphrase, &cfg.kdf).map_err(Error::Repo)?;
     let root = Zeroizing::new(
-        crypto::open(
-            &kek,
-            &config_aad(&cfg.repo_id, cfg.version),
-            &cfg.sealed_root,
-        )
-        .map_err(|_| Error::WrongPassphrase)?,
+        crypto::open(&kek, &config_aad(&cfg.repo_id, cfg.version), &cfg.sealed_root)
+            .map_err(|_| Error::WrongPassphrase)?,
     );
-    let root: [u8; 32] = root
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Repo("the sealed root secret has the wrong length".into()))?;
+    let root: [u8; 32] =
+        root.as_slice().try_into().map_err(|_| Error::Repo("the sealed root secret has the wrong length".into()))?;
     let root = Key32::from_bytes(root);
-    Ok(Repo {
-        backend,
-        keys: Arc::new(VaultKeys::derive(&root)),
-        repo_id: cfg.repo_id,
-    })
+    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id: cfg.repo_id })
 }
 
 /// Default fog-node state directory: `$XDG_CACHE_HOME/fogvault/<repo id>`.

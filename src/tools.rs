@@ -44,10 +44,7 @@ fn open_meta(repo: &Repo, cache_dir: &Path) -> Result<Metadata> {
     let meta = Metadata::open(&dir, &repo.keys)?;
     match meta.read(|tx| tx.meta_bytes("repo_id"))? {
         Some(id) if id == repo.repo_id.as_bytes() => Ok(meta),
-        _ => Err(Error::Repo(format!(
-            "cache directory {} belongs to a different repository",
-            cache_dir.display()
-        ))),
+        _ => Err(Error::Repo(format!("cache directory {} belongs to a different repository", cache_dir.display()))),
     }
 }
 
@@ -77,8 +74,7 @@ pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
     })?;
     let packs = repo.backend.list("packs")?;
     let staged = staged_packs(&cache_dir.join("staging"))?;
-    let stored: u64 =
-        packs.iter().map(|(_, s)| s).sum::<u64>() + staged.iter().map(|(_, s)| s).sum::<u64>();
+    let stored: u64 = packs.iter().map(|(_, s)| s).sum::<u64>() + staged.iter().map(|(_, s)| s).sum::<u64>();
     Ok(Stats {
         logical_bytes: logical,
         stored_bytes: stored,
@@ -87,11 +83,7 @@ pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
         directories: dirs,
         packs: packs.len() as u64,
         unique_bytes: unique,
-        dedup_ratio: if unique == 0 {
-            1.0
-        } else {
-            logical as f64 / unique as f64
-        },
+        dedup_ratio: if unique == 0 { 1.0 } else { logical as f64 / unique as f64 },
         upload_backlog_packs: staged.len() as u64,
     })
 }
@@ -114,12 +106,7 @@ pub struct VerifyReport {
 
 /// Check that every pack the index needs is present and authentic; with
 /// `deep`, decrypt and hash every live chunk.
-pub fn verify(
-    repo: &Repo,
-    cache_dir: &Path,
-    deep: bool,
-    mut progress: impl FnMut(u64, u64),
-) -> Result<VerifyReport> {
+pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport> {
     let meta = open_meta(repo, cache_dir)?;
     let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, ChunkEntry)>> = BTreeMap::new();
     meta.read(|tx| {
@@ -136,10 +123,7 @@ pub fn verify(
         .into_iter()
         .filter_map(|(n, s)| PackId::from_object_name(&n).map(|p| (p, s)))
         .collect();
-    let staged: HashSet<PackId> = staged_packs(&cache_dir.join("staging"))?
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    let staged: HashSet<PackId> = staged_packs(&cache_dir.join("staging"))?.into_iter().map(|(p, _)| p).collect();
 
     let mut report = VerifyReport::default();
     // (object, problem, damaged chunk ids)
@@ -160,27 +144,16 @@ pub fn verify(
             if size < TRAILER_LEN {
                 return Err(Error::Integrity("pack is truncated".into()));
             }
-            let trailer = repo
-                .backend
-                .get_range(&name, size - TRAILER_LEN, TRAILER_LEN)?;
+            let trailer = repo.backend.get_range(&name, size - TRAILER_LEN, TRAILER_LEN)?;
             let hlen = parse_trailer(&trailer)? as u64;
             if hlen + TRAILER_LEN > size {
-                return Err(Error::Integrity(
-                    "pack header length is out of range".into(),
-                ));
+                return Err(Error::Integrity("pack header length is out of range".into()));
             }
-            let sealed = repo
-                .backend
-                .get_range(&name, size - TRAILER_LEN - hlen, hlen)?;
+            let sealed = repo.backend.get_range(&name, size - TRAILER_LEN - hlen, hlen)?;
             let entries = decode_header(&repo.keys.pack, pack, &sealed)?;
             let data_end = size - TRAILER_LEN - hlen;
-            if entries
-                .iter()
-                .any(|e| e.offset as u64 + e.len as u64 > data_end)
-            {
-                return Err(Error::Integrity(
-                    "pack is shorter than its header says".into(),
-                ));
+            if entries.iter().any(|e| e.offset as u64 + e.len as u64 > data_end) {
+                return Err(Error::Integrity("pack is shorter than its header says".into()));
             }
             Ok(entries)
         })();
@@ -191,8 +164,7 @@ pub fn verify(
                 continue;
             }
         };
-        let listed: HashMap<ChunkId, (u32, u32)> =
-            entries.iter().map(|e| (e.id, (e.offset, e.len))).collect();
+        let listed: HashMap<ChunkId, (u32, u32)> = entries.iter().map(|e| (e.id, (e.offset, e.len))).collect();
         let mut damaged = Vec::new();
         for (id, e) in chunks {
             if listed.get(id) != Some(&(e.loc.offset, e.loc.len)) {
@@ -200,19 +172,11 @@ pub fn verify(
             }
         }
         if !damaged.is_empty() {
-            bad.push((
-                name.clone(),
-                "pack header disagrees with the index".into(),
-                damaged,
-            ));
+            bad.push((name.clone(), "pack header disagrees with the index".into(), damaged));
             continue;
         }
         if deep {
-            let data_end = entries
-                .iter()
-                .map(|e| e.offset as u64 + e.len as u64)
-                .max()
-                .unwrap_or(0);
+            let data_end = entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
             let body = match repo.backend.get_range(&name, 0, data_end) {
                 Ok(b) => b,
                 Err(e) => {
@@ -230,11 +194,7 @@ pub fn verify(
                 }
             }
             if !damaged.is_empty() {
-                bad.push((
-                    name,
-                    format!("{} chunk(s) fail authentication", damaged.len()),
-                    damaged,
-                ));
+                bad.push((name, format!("{} chunk(s) fail authentication", damaged.len()), damaged));
             }
         }
     }
@@ -263,10 +223,7 @@ pub fn verify(
     if !bad.is_empty() {
         let paths = file_paths(&meta)?;
         let mut users: HashMap<ChunkId, BTreeSet<u64>> = HashMap::new();
-        let wanted: HashSet<ChunkId> = bad
-            .iter()
-            .flat_map(|(_, _, ids)| ids.iter().copied())
-            .collect();
+        let wanted: HashSet<ChunkId> = bad.iter().flat_map(|(_, _, ids)| ids.iter().copied()).collect();
         meta.read(|tx| {
             tx.for_each_inode(|ino, rec| {
                 for e in &rec.extents {
@@ -278,26 +235,12 @@ pub fn verify(
             })
         })?;
         for (object, problem, ids) in bad {
-            let inos: BTreeSet<u64> = ids
-                .iter()
-                .filter_map(|id| users.get(id))
-                .flatten()
-                .copied()
-                .collect();
+            let inos: BTreeSet<u64> = ids.iter().filter_map(|id| users.get(id)).flatten().copied().collect();
             let files = inos
                 .iter()
-                .flat_map(|ino| {
-                    paths
-                        .get(ino)
-                        .cloned()
-                        .unwrap_or_else(|| vec![format!("<inode {ino}, unlinked>")])
-                })
+                .flat_map(|ino| paths.get(ino).cloned().unwrap_or_else(|| vec![format!("<inode {ino}, unlinked>")]))
                 .collect();
-            report.findings.push(Finding {
-                object,
-                problem,
-                files,
-            });
+            report.findings.push(Finding { object, problem, files });
         }
     }
     Ok(report)

@@ -60,12 +60,7 @@ impl Backend {
         }
         let dir = dir.canonicalize()?;
         let store = LocalFileSystem::new_with_prefix(&dir).map_err(map_err)?;
-        Ok(Backend {
-            store: Arc::new(store),
-            rt,
-            description: dir.display().to_string(),
-            local_root: Some(dir),
-        })
+        Ok(Backend { store: Arc::new(store), rt, description: dir.display().to_string(), local_root: Some(dir) })
     }
 
     pub fn description(&self) -> &str {
@@ -75,13 +70,9 @@ impl Backend {
     fn sync_local(&self, name: &str) -> Result<()> {
         if let Some(root) = &self.local_root {
             let path = root.join(name);
-            std::fs::File::open(&path)?
-                .sync_all()
-                .map_err(Error::from_io)?;
+            std::fs::File::open(&path)?.sync_all().map_err(Error::from_io)?;
             if let Some(parent) = path.parent() {
-                std::fs::File::open(parent)?
-                    .sync_all()
-                    .map_err(Error::from_io)?;
+                std::fs::File::open(parent)?.sync_all().map_err(Error::from_io)?;
             }
         }
         Ok(())
@@ -89,23 +80,15 @@ impl Backend {
 
     pub fn put(&self, name: &str, data: Bytes) -> Result<()> {
         let path = Path::from(name);
-        self.rt
-            .block_on(self.store.put(&path, PutPayload::from(data)))
-            .map_err(map_err)?;
+        self.rt.block_on(self.store.put(&path, PutPayload::from(data))).map_err(map_err)?;
         self.sync_local(name)
     }
 
     /// Create `name` only if absent; `Ok(false)` if it already existed.
     pub fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
         let path = Path::from(name);
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .rt
-            .block_on(self.store.put_opts(&path, PutPayload::from(data), opts))
-        {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.rt.block_on(self.store.put_opts(&path, PutPayload::from(data), opts)) {
             Ok(_) => {
                 self.sync_local(name)?;
                 Ok(true)
@@ -131,24 +114,15 @@ impl Backend {
     /// Ranged read. A missing object or a short object is an integrity failure.
     pub fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Bytes> {
         let path = Path::from(name);
-        match self
-            .rt
-            .block_on(self.store.get_range(&path, start..start + len))
-        {
+        match self.rt.block_on(self.store.get_range(&path, start..start + len)) {
             Ok(b) if b.len() as u64 == len => Ok(b),
-            Ok(_) => Err(Error::Integrity(format!(
-                "object {name} is shorter than expected"
-            ))),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::Integrity(format!("object {name} is missing")))
-            }
+            Ok(_) => Err(Error::Integrity(format!("object {name} is shorter than expected"))),
+            Err(object_store::Error::NotFound { .. }) => Err(Error::Integrity(format!("object {name} is missing"))),
             Err(e) => {
                 let msg = e.to_string();
                 // The local store reports reads past the end as a range error.
                 if msg.contains("range") || msg.contains("Range") {
-                    Err(Error::Integrity(format!(
-                        "object {name} is shorter than expected"
-                    )))
+                    Err(Error::Integrity(format!("object {name} is shorter than expected")))
                 } else {
                     Err(map_err(e))
                 }
@@ -169,12 +143,7 @@ impl Backend {
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let p = Path::from(prefix);
         self.rt
-            .block_on(
-                self.store
-                    .list(Some(&p))
-                    .map_ok(|m| (m.location.to_string(), m.size))
-                    .try_collect(),
-            )
+            .block_on(self.store.list(Some(&p)).map_ok(|m| (m.location.to_string(), m.size)).try_collect())
             .map_err(map_err)
     }
 

@@ -71,15 +71,11 @@ pub fn parse_trailer(trailer: &[u8]) -> Result<u32> {
     if trailer.len() != TRAILER_LEN as usize || &trailer[4..] != TRAILER_MAGIC {
         return Err(Error::Integrity("pack trailer is damaged".into()));
     }
-    Ok(u32::from_le_bytes(
-        trailer[..4].try_into().expect("4 bytes"),
-    ))
+    Ok(u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")))
 }
 
 pub fn decode_header(key: &Key32, pack: &PackId, sealed: &[u8]) -> Result<Vec<PackEntry>> {
-    let plain = crypto::open(key, &header_aad(pack), sealed).map_err(|_| {
-        Error::Integrity(format!("pack {} header fails authentication", pack.hex()))
-    })?;
-    postcard::from_bytes(&plain)
-        .map_err(|_| Error::Integrity(format!("pack {} header is malformed", pack.hex())))
+    let plain = crypto::open(key, &header_aad(pack), sealed)
+        .map_err(|_| Error::Integrity(format!("pack {} header fails authentication", pack.hex())))?;
+    postcard::from_bytes(&plain).map_err(|_| Error::Integrity(format!("pack {} header is malformed", pack.hex())))
 }

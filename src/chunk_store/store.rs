@@ -99,14 +99,9 @@ impl ChunkStore {
         });
         let (tx, rx) = mpsc::channel::<UploadJob>();
         let worker = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("fogvault-upload".into())
-            .spawn(move || uploader_loop(worker, rx))?;
-        let store = ChunkStore {
-            shared,
-            tx: Mutex::new(Some(tx)),
-            uploader: Mutex::new(Some(handle)),
-        };
+        let handle =
+            std::thread::Builder::new().name("fogvault-upload".into()).spawn(move || uploader_loop(worker, rx))?;
+        let store = ChunkStore { shared, tx: Mutex::new(Some(tx)), uploader: Mutex::new(Some(handle)) };
         store.recover_staging()?;
         Ok(store)
     }
@@ -158,63 +153,34 @@ impl ChunkStore {
         // Back-pressure: bounded staging backlog, but never wait on a store that is failing.
         while st.queued >= MAX_QUEUED {
             if let Some(err) = &st.upload_error {
-                return Err(if st.upload_error_nospace {
-                    Error::NoSpace
-                } else {
-                    Error::Store(err.clone())
-                });
+                return Err(if st.upload_error_nospace { Error::NoSpace } else { Error::Store(err.clone()) });
             }
-            self.shared
-                .changed
-                .wait_for(&mut st, Duration::from_millis(200));
+            self.shared.changed.wait_for(&mut st, Duration::from_millis(200));
         }
         if st.current.is_none() {
             let pid = PackId::random();
-            let data = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .read(true)
-                .open(data_path(&self.shared.dir, &pid))?;
-            let idx = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(idx_path(&self.shared.dir, &pid))?;
+            let data =
+                OpenOptions::new().create_new(true).append(true).read(true).open(data_path(&self.shared.dir, &pid))?;
+            let idx = OpenOptions::new().create_new(true).append(true).open(idx_path(&self.shared.dir, &pid))?;
             let data = Arc::new(data);
             st.staged.insert(pid, Arc::clone(&data));
-            st.current = Some(OpenPack {
-                id: pid,
-                data,
-                idx,
-                len: 0,
-                entries: Vec::new(),
-            });
+            st.current = Some(OpenPack { id: pid, data, idx, len: 0, entries: Vec::new() });
         }
         let cur = st.current.as_mut().expect("current pack exists");
         let offset = cur.len;
-        let entry = PackEntry {
-            id,
-            offset: offset as u32,
-            len: envelope.len() as u32,
-        };
+        let entry = PackEntry { id, offset: offset as u32, len: envelope.len() as u32 };
         let mut rec = [0u8; IDX_RECORD];
         rec[..32].copy_from_slice(&id.0);
         rec[32..36].copy_from_slice(&entry.offset.to_le_bytes());
         rec[36..40].copy_from_slice(&entry.len.to_le_bytes());
-        if let Err(e) = (&*cur.data)
-            .write_all(envelope)
-            .and_then(|_| cur.idx.write_all(&rec))
-        {
+        if let Err(e) = (&*cur.data).write_all(envelope).and_then(|_| cur.idx.write_all(&rec)) {
             // Roll the pack back to its last good length so a later append starts clean.
             let _ = cur.data.set_len(offset);
             return Err(Error::from_io(e));
         }
         cur.len += envelope.len() as u64;
         cur.entries.push(entry);
-        let loc = Location {
-            pack: cur.id,
-            offset: entry.offset,
-            len: entry.len,
-        };
+        let loc = Location { pack: cur.id, offset: entry.offset, len: entry.len };
         if cur.len >= TARGET_PACK_SIZE {
             let full = st.current.take().expect("current pack exists");
             drop(st);
@@ -261,9 +227,7 @@ impl ChunkStore {
             if let Some(e) = &st.upload_error {
                 return Err(Error::Store(format!("uploads are failing: {e}")));
             }
-            self.shared
-                .changed
-                .wait_for(&mut st, Duration::from_millis(200));
+            self.shared.changed.wait_for(&mut st, Duration::from_millis(200));
         }
         Ok(())
     }
@@ -279,16 +243,11 @@ impl ChunkStore {
         let staged = self.shared.state.lock().staged.get(&loc.pack).cloned();
         if let Some(f) = staged {
             let mut buf = vec![0u8; loc.len as usize];
-            f.read_exact_at(&mut buf, loc.offset as u64).map_err(|_| {
-                Error::Integrity(format!("staged pack {} is truncated", loc.pack.hex()))
-            })?;
+            f.read_exact_at(&mut buf, loc.offset as u64)
+                .map_err(|_| Error::Integrity(format!("staged pack {} is truncated", loc.pack.hex())))?;
             return Ok(buf);
         }
-        Ok(self
-            .shared
-            .backend
-            .get_range(&loc.pack.object_name(), loc.offset as u64, loc.len as u64)?
-            .to_vec())
+        Ok(self.shared.backend.get_range(&loc.pack.object_name(), loc.offset as u64, loc.len as u64)?.to_vec())
     }
 
     pub fn backend(&self) -> &Backend {
@@ -318,11 +277,7 @@ impl Drop for ChunkStore {
 fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
     let data = std::fs::read(data_path(&shared.dir, &job.id))?;
     let mut obj = data;
-    obj.extend_from_slice(&encode_header_and_trailer(
-        &shared.pack_key,
-        &job.id,
-        &job.entries,
-    ));
+    obj.extend_from_slice(&encode_header_and_trailer(&shared.pack_key, &job.id, &job.entries));
     shared.backend.put(&job.id.object_name(), Bytes::from(obj))
 }
 

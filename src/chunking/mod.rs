@@ -14,11 +14,7 @@ pub struct ChunkParams {
 
 impl Default for ChunkParams {
     fn default() -> Self {
-        ChunkParams {
-            min: 256 * 1024,
-            avg: 1024 * 1024,
-            max: 4 * 1024 * 1024,
-        }
+        ChunkParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 }
     }
 }
 
@@ -95,10 +91,7 @@ mod tests {
         edited.extend_from_slice(&[0xAB; 100]);
         edited.extend_from_slice(&data[50 << 20..]);
         let set = |d: &[u8]| {
-            c.cut(d)
-                .into_iter()
-                .map(|(o, l)| blake3::hash(&d[o..o + l]))
-                .collect::<std::collections::HashSet<_>>()
+            c.cut(d).into_iter().map(|(o, l)| blake3::hash(&d[o..o + l])).collect::<std::collections::HashSet<_>>()
         };
         let (a, b) = (set(&data), set(&edited));
         let new = b.difference(&a).count();

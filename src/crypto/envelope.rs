@@ -77,39 +77,18 @@ pub fn seal_chunk(keys: &VaultKeys, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
     }
     let (cipher, nonce, aad) = cipher_for(keys, id);
     cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: &body,
-                aad: &aad,
-            },
-        )
+        .encrypt(&nonce, Payload { msg: &body, aad: &aad })
         .expect("XChaCha20-Poly1305 encryption cannot fail for chunk sizes")
 }
 
 /// Decrypt and check a chunk envelope. `max_len` bounds decompression so a
 /// hostile envelope cannot make us allocate without limit.
-pub fn open_chunk(
-    keys: &VaultKeys,
-    id: &ChunkId,
-    envelope: &[u8],
-    max_len: usize,
-) -> Result<Vec<u8>, AuthError> {
+pub fn open_chunk(keys: &VaultKeys, id: &ChunkId, envelope: &[u8], max_len: usize) -> Result<Vec<u8>, AuthError> {
     let (cipher, nonce, aad) = cipher_for(keys, id);
-    let body = cipher
-        .decrypt(
-            &nonce,
-            Payload {
-                msg: envelope,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| AuthError)?;
+    let body = cipher.decrypt(&nonce, Payload { msg: envelope, aad: &aad }).map_err(|_| AuthError)?;
     let plaintext = match body.split_first() {
         Some((&CODEC_RAW, rest)) => rest.to_vec(),
-        Some((&CODEC_ZSTD, rest)) => {
-            zstd::bulk::decompress(rest, max_len).map_err(|_| AuthError)?
-        }
+        Some((&CODEC_ZSTD, rest)) => zstd::bulk::decompress(rest, max_len).map_err(|_| AuthError)?,
         _ => return Err(AuthError),
     };
     // Content addressing: the bytes must hash back to the id we asked for.
@@ -131,12 +110,9 @@ mod tests {
     #[test]
     fn convergent_and_authenticated() {
         let k = keys();
-        for data in [
-            vec![7u8; 100_000],
-            (0..50_000u32)
-                .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
-                .collect(),
-        ] {
+        for data in
+            [vec![7u8; 100_000], (0..50_000u32).flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes()).collect()]
+        {
             let id = ChunkId::of(&k, &data);
             let a = seal_chunk(&k, &id, &data);
             let b = seal_chunk(&k, &id, &data);

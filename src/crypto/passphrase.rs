@@ -20,13 +20,7 @@ impl KdfParams {
     pub fn new_random() -> Self {
         let mut salt = vec![0u8; 16];
         super::random_bytes(&mut salt);
-        KdfParams {
-            algorithm: "argon2id".into(),
-            m_cost_kib: 64 * 1024,
-            t_cost: 3,
-            p_cost: 1,
-            salt,
-        }
+        KdfParams { algorithm: "argon2id".into(), m_cost_kib: 64 * 1024, t_cost: 3, p_cost: 1, salt }
     }
 }
 
@@ -39,8 +33,6 @@ pub fn derive_kek(passphrase: &[u8], params: &KdfParams) -> Result<Key32, String
         .map_err(|e| format!("bad KDF parameters: {e}"))?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
     let mut out = [0u8; 32];
-    argon
-        .hash_password_into(passphrase, &params.salt, &mut out)
-        .map_err(|e| format!("KDF failed: {e}"))?;
+    argon.hash_password_into(passphrase, &params.salt, &mut out).map_err(|e| format!("KDF failed: {e}"))?;
     Ok(Key32::from_bytes(out))
 }

@@ -13,13 +13,7 @@ pub fn seal(key: &Key32, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; 24];
     random_bytes(&mut nonce);
     let ct = cipher
-        .encrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
+        .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad })
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory sizes");
     let mut out = Vec::with_capacity(24 + ct.len());
     out.extend_from_slice(&nonce);
@@ -34,9 +28,7 @@ pub fn open(key: &Key32, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError
     let (nonce, ct) = sealed.split_at(24);
     let nonce: [u8; 24] = nonce.try_into().map_err(|_| AuthError)?;
     let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
-    cipher
-        .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad })
-        .map_err(|_| AuthError)
+    cipher.decrypt(&XNonce::from(nonce), Payload { msg: ct, aad }).map_err(|_| AuthError)
 }
 
 #[cfg(test)]

@@ -20,11 +20,9 @@ pub fn errno(e: &Error) -> Errno {
         Error::TooBig => libc::EFBIG,
         Error::CrossDevice => libc::EXDEV,
         Error::NoSpace => libc::ENOSPC,
-        Error::Integrity(_)
-        | Error::Store(_)
-        | Error::Metadata(_)
-        | Error::Repo(_)
-        | Error::WrongPassphrase => libc::EIO,
+        Error::Integrity(_) | Error::Store(_) | Error::Metadata(_) | Error::Repo(_) | Error::WrongPassphrase => {
+            libc::EIO
+        }
         Error::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
     };
     Errno::from_i32(code)

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, MountOption, OpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL,
+    TimeOrNow, WriteFlags,
 };
 
 pub use errno::errno;
@@ -35,29 +35,19 @@ fn to_system_time(t: Timespec) -> SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
-            + Duration::from_nanos(t.nanos as u64)
+        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + Duration::from_nanos(t.nanos as u64)
     }
 }
 
 fn from_system_time(t: SystemTime) -> Timespec {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timespec {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos(),
-        },
+        Ok(d) => Timespec { secs: d.as_secs() as i64, nanos: d.subsec_nanos() },
         Err(e) => {
             let d = e.duration();
             if d.subsec_nanos() == 0 {
-                Timespec {
-                    secs: -(d.as_secs() as i64),
-                    nanos: 0,
-                }
+                Timespec { secs: -(d.as_secs() as i64), nanos: 0 }
             } else {
-                Timespec {
-                    secs: -(d.as_secs() as i64) - 1,
-                    nanos: 1_000_000_000 - d.subsec_nanos(),
-                }
+                Timespec { secs: -(d.as_secs() as i64) - 1, nanos: 1_000_000_000 - d.subsec_nanos() }
             }
         }
     }
@@ -96,10 +86,7 @@ fn fuse_attr(a: &Attr) -> FileAttr {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
+    Caller { uid: req.uid(), gid: req.gid() }
 }
 
 fn time_set(t: TimeOrNow) -> TimeSet {
@@ -131,10 +118,7 @@ fn empty(reply: ReplyEmpty, r: Result<(), Error>) {
 
 fn log_err(op: &str, e: &Error) {
     // Never log names or contents: only the operation and the error class.
-    if matches!(
-        e,
-        Error::Integrity(_) | Error::Store(_) | Error::Metadata(_) | Error::Io(_)
-    ) {
+    if matches!(e, Error::Integrity(_) | Error::Store(_) | Error::Metadata(_) | Error::Io(_)) {
         tracing::error!(op, error = %e, "operation failed");
     }
 }
@@ -228,41 +212,11 @@ impl Filesystem for FogFs {
             libc::S_IFBLK => FileKind::BlockDev,
             _ => return reply.error(fuser::Errno::from_i32(libc::EINVAL)),
         };
-        self.entry(
-            reply,
-            self.vault.create_node(
-                caller(req),
-                parent.0,
-                name.as_bytes(),
-                kind,
-                mode,
-                rdev,
-                b"",
-            ),
-        )
+        self.entry(reply, self.vault.create_node(caller(req), parent.0, name.as_bytes(), kind, mode, rdev, b""))
     }
 
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
-        self.entry(
-            reply,
-            self.vault.create_node(
-                caller(req),
-                parent.0,
-                name.as_bytes(),
-                FileKind::Dir,
-                mode,
-                0,
-                b"",
-            ),
-        )
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.entry(reply, self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::Dir, mode, 0, b""))
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -273,26 +227,11 @@ impl Filesystem for FogFs {
         empty(reply, self.vault.rmdir(parent.0, name.as_bytes()))
     }
 
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let t = target.as_os_str().as_bytes();
         self.entry(
             reply,
-            self.vault.create_node(
-                caller(req),
-                parent.0,
-                link_name.as_bytes(),
-                FileKind::Symlink,
-                0o777,
-                0,
-                t,
-            ),
+            self.vault.create_node(caller(req), parent.0, link_name.as_bytes(), FileKind::Symlink, 0o777, 0, t),
         )
     }
 
@@ -313,30 +252,11 @@ impl Filesystem for FogFs {
             noreplace: flags.contains(FuseRenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE),
         };
-        empty(
-            reply,
-            self.vault.rename(
-                parent.0,
-                name.as_bytes(),
-                newparent.0,
-                newname.as_bytes(),
-                f,
-            ),
-        )
+        empty(reply, self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f))
     }
 
-    fn link(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        self.entry(
-            reply,
-            self.vault.link(ino.0, newparent.0, newname.as_bytes()),
-        )
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.entry(reply, self.vault.link(ino.0, newparent.0, newname.as_bytes()))
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -389,14 +309,7 @@ impl Filesystem for FogFs {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         // close(2): commit and make durable, so data survives a crash after close returns.
         let r = self.vault.flush(ino.0, true);
         if let Err(e) = &r {
@@ -422,14 +335,7 @@ impl Filesystem for FogFs {
         empty(reply, r)
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let r = self.vault.fsync(ino.0);
         if let Err(e) = &r {
             log_err("fsync", e);
@@ -445,14 +351,7 @@ impl Filesystem for FogFs {
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let mut offset = offset;
         loop {
             let batch = match self.vault.readdir(ino.0, offset, 256) {
@@ -463,12 +362,7 @@ impl Filesystem for FogFs {
                 return reply.ok();
             }
             for d in batch {
-                if reply.add(
-                    INodeNo(d.ino),
-                    d.offset,
-                    file_type(d.kind),
-                    OsStr::from_bytes(&d.name),
-                ) {
+                if reply.add(INodeNo(d.ino), d.offset, file_type(d.kind), OsStr::from_bytes(&d.name)) {
                     return reply.ok();
                 }
                 offset = d.offset;
@@ -476,14 +370,7 @@ impl Filesystem for FogFs {
         }
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         empty(reply, self.vault.fsync(ino.0))
     }
 
@@ -519,10 +406,7 @@ impl Filesystem for FogFs {
         } else {
             XattrMode::Any
         };
-        empty(
-            reply,
-            self.vault.setxattr(ino.0, name.as_bytes(), value, mode),
-        )
+        empty(reply, self.vault.setxattr(ino.0, name.as_bytes(), value, mode))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -570,28 +454,10 @@ impl Filesystem for FogFs {
     ) {
         let r = self
             .vault
-            .create_node(
-                caller(req),
-                parent.0,
-                name.as_bytes(),
-                FileKind::File,
-                mode,
-                0,
-                b"",
-            )
-            .and_then(|a| {
-                self.vault
-                    .open_file(a.ino, flags & libc::O_TRUNC != 0)
-                    .map(|()| a)
-            });
+            .create_node(caller(req), parent.0, name.as_bytes(), FileKind::File, mode, 0, b"")
+            .and_then(|a| self.vault.open_file(a.ino, flags & libc::O_TRUNC != 0).map(|()| a));
         match r {
-            Ok(a) => reply.created(
-                &TTL,
-                &fuse_attr(&a),
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(a) => reply.created(&TTL, &fuse_attr(&a), Generation(0), FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -641,11 +507,7 @@ pub fn serve(
     allow_other: bool,
     on_ready: impl FnOnce(Box<dyn FnMut() + Send>),
 ) -> std::io::Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8)
-        * 2;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8) * 2;
     let cfg = mount_config(allow_other, threads);
     let mut session = fuser::Session::new(FogFs::new(vault), mountpoint, &cfg)?;
     let mut unmounter = session.unmount_callable();

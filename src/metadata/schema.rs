@@ -24,13 +24,8 @@ pub struct Timespec {
 
 impl Timespec {
     pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timespec {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos(),
-        }
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timespec { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
     }
 }
 

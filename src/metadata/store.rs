@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use lmdb::{
-    Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, RoTransaction, RwTransaction,
-    Transaction, WriteFlags,
+    Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, RoTransaction, RwTransaction, Transaction,
+    WriteFlags,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -73,16 +73,8 @@ impl Metadata {
             .set_map_size(MAP_SIZE)
             .set_flags(EnvironmentFlags::NO_SYNC)
             .open(dir)
-            .map_err(|e| {
-                Error::Metadata(format!(
-                    "cannot open metadata index in {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        let c = |name| {
-            env.create_db(Some(name), DatabaseFlags::empty())
-                .map_err(map_lmdb)
-        };
+            .map_err(|e| Error::Metadata(format!("cannot open metadata index in {}: {e}", dir.display())))?;
+        let c = |name| env.create_db(Some(name), DatabaseFlags::empty()).map_err(map_lmdb);
         let dbs = Dbs {
             meta: c("meta")?,
             inodes: c("inodes")?,
@@ -90,12 +82,7 @@ impl Metadata {
             chunks: c("chunks")?,
             orphans: c("orphans")?,
         };
-        Ok(Metadata {
-            env,
-            dbs,
-            folder_key: keys.root_folder.clone(),
-            names_key: keys.names.clone(),
-        })
+        Ok(Metadata { env, dbs, folder_key: keys.root_folder.clone(), names_key: keys.names.clone() })
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&ReadTx<'_>) -> Result<T>) -> Result<T> {
@@ -142,21 +129,14 @@ impl<T: Transaction> Tx<'_, T> {
         }
     }
 
-    fn open_sealed<R: DeserializeOwned>(
-        &self,
-        table: &[u8],
-        key: &[u8],
-        sealed: &[u8],
-    ) -> Result<R> {
+    fn open_sealed<R: DeserializeOwned>(&self, table: &[u8], key: &[u8], sealed: &[u8]) -> Result<R> {
         let plain = crypto::open(&self.m.folder_key, &sealed_aad(table, key), sealed)
             .map_err(|_| Error::Integrity("a metadata record fails authentication".into()))?;
         decode(&plain, std::str::from_utf8(table).unwrap_or("sealed"))
     }
 
     pub fn meta_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .get_raw(self.m.dbs.meta, name.as_bytes())?
-            .map(<[u8]>::to_vec))
+        Ok(self.get_raw(self.m.dbs.meta, name.as_bytes())?.map(<[u8]>::to_vec))
     }
 
     pub fn inode(&self, ino: u64) -> Result<Option<InodeRecord>> {
@@ -179,17 +159,9 @@ impl<T: Transaction> Tx<'_, T> {
     }
 
     /// Entries of `parent` whose offset is greater than `after`, in offset order.
-    pub fn list_dir(
-        &self,
-        parent: u64,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, DirentRecord)>> {
+    pub fn list_dir(&self, parent: u64, after: u64, limit: usize) -> Result<Vec<(u64, DirentRecord)>> {
         let start = dirent_key(parent, after.saturating_add(1));
-        let mut cur = self
-            .txn
-            .open_ro_cursor(self.m.dbs.dirents)
-            .map_err(map_lmdb)?;
+        let mut cur = self.txn.open_ro_cursor(self.m.dbs.dirents).map_err(map_lmdb)?;
         let mut out = Vec::new();
         for item in cur.iter_from(start) {
             let (k, v) = item.map_err(map_lmdb)?;
@@ -207,56 +179,33 @@ impl<T: Transaction> Tx<'_, T> {
     }
 
     pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkEntry>> {
-        self.get_raw(self.m.dbs.chunks, &id.0)?
-            .map(|v| decode(v, "chunk"))
-            .transpose()
+        self.get_raw(self.m.dbs.chunks, &id.0)?.map(|v| decode(v, "chunk")).transpose()
     }
 
     pub fn orphans(&self) -> Result<Vec<u64>> {
-        let mut cur = self
-            .txn
-            .open_ro_cursor(self.m.dbs.orphans)
-            .map_err(map_lmdb)?;
+        let mut cur = self.txn.open_ro_cursor(self.m.dbs.orphans).map_err(map_lmdb)?;
         cur.iter_start()
-            .map(|r| {
-                r.map_err(map_lmdb)
-                    .map(|(k, _)| u64::from_be_bytes(k.try_into().unwrap_or([0; 8])))
-            })
+            .map(|r| r.map_err(map_lmdb).map(|(k, _)| u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))))
             .collect()
     }
 
     /// Visit every inode (verify, stats). Stops at the first error.
     pub fn for_each_inode(&self, mut f: impl FnMut(u64, InodeRecord) -> Result<()>) -> Result<()> {
-        let mut cur = self
-            .txn
-            .open_ro_cursor(self.m.dbs.inodes)
-            .map_err(map_lmdb)?;
+        let mut cur = self.txn.open_ro_cursor(self.m.dbs.inodes).map_err(map_lmdb)?;
         for item in cur.iter_start() {
             let (k, v) = item.map_err(map_lmdb)?;
-            let ino = u64::from_be_bytes(
-                k.try_into()
-                    .map_err(|_| Error::Metadata("bad inode key".into()))?,
-            );
+            let ino = u64::from_be_bytes(k.try_into().map_err(|_| Error::Metadata("bad inode key".into()))?);
             f(ino, self.open_sealed(b"inode", k, v)?)?;
         }
         Ok(())
     }
 
     /// Visit every chunk index entry.
-    pub fn for_each_chunk(
-        &self,
-        mut f: impl FnMut(ChunkId, ChunkEntry) -> Result<()>,
-    ) -> Result<()> {
-        let mut cur = self
-            .txn
-            .open_ro_cursor(self.m.dbs.chunks)
-            .map_err(map_lmdb)?;
+    pub fn for_each_chunk(&self, mut f: impl FnMut(ChunkId, ChunkEntry) -> Result<()>) -> Result<()> {
+        let mut cur = self.txn.open_ro_cursor(self.m.dbs.chunks).map_err(map_lmdb)?;
         for item in cur.iter_start() {
             let (k, v) = item.map_err(map_lmdb)?;
-            let id = ChunkId(
-                k.try_into()
-                    .map_err(|_| Error::Metadata("bad chunk key".into()))?,
-            );
+            let id = ChunkId(k.try_into().map_err(|_| Error::Metadata("bad chunk key".into()))?);
             f(id, decode(v, "chunk")?)?;
         }
         Ok(())
@@ -265,9 +214,7 @@ impl<T: Transaction> Tx<'_, T> {
 
 impl WriteTx<'_> {
     fn put_raw(&mut self, db: Database, key: &[u8], val: &[u8]) -> Result<()> {
-        self.txn
-            .put(db, &key, &val, WriteFlags::empty())
-            .map_err(map_lmdb)
+        self.txn.put(db, &key, &val, WriteFlags::empty()).map_err(map_lmdb)
     }
     fn del_raw(&mut self, db: Database, key: &[u8]) -> Result<()> {
         match self.txn.del(db, &key, None) {
@@ -283,10 +230,7 @@ impl WriteTx<'_> {
     /// Allocate a fresh inode number (never reused).
     pub fn next_ino(&mut self) -> Result<u64> {
         let cur = match self.meta_bytes("next_ino")? {
-            Some(b) => u64::from_be_bytes(
-                b.try_into()
-                    .map_err(|_| Error::Metadata("bad next_ino".into()))?,
-            ),
+            Some(b) => u64::from_be_bytes(b.try_into().map_err(|_| Error::Metadata("bad next_ino".into()))?),
             None => 2, // 1 is the root
         };
         self.set_meta_bytes("next_ino", &(cur + 1).to_be_bytes())?;

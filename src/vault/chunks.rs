@@ -31,20 +31,12 @@ pub struct ChunkIo {
 }
 
 impl ChunkIo {
-    pub fn new(
-        keys: Arc<VaultKeys>,
-        store: ChunkStore,
-        meta: Arc<Metadata>,
-        max_chunk: usize,
-    ) -> Self {
+    pub fn new(keys: Arc<VaultKeys>, store: ChunkStore, meta: Arc<Metadata>, max_chunk: usize) -> Self {
         ChunkIo {
             keys,
             store,
             meta,
-            cache: Mutex::new(Cache {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-            }),
+            cache: Mutex::new(Cache { lru: LruCache::unbounded(), bytes: 0 }),
             pending: Mutex::new(HashMap::new()),
             max_chunk,
         }
@@ -73,10 +65,7 @@ impl ChunkIo {
         if let Some(p) = self.pending.lock().get(id) {
             return Ok(Some(*p));
         }
-        Ok(self
-            .meta
-            .read(|tx| tx.chunk(id))?
-            .map(|e| (e.loc, e.plain_len)))
+        Ok(self.meta.read(|tx| tx.chunk(id))?.map(|e| (e.loc, e.plain_len)))
     }
 
     /// The plaintext of chunk `id`, authenticated. Missing or altered → `Integrity`.
@@ -84,22 +73,15 @@ impl ChunkIo {
         if let Some(v) = self.cache.lock().lru.get(id) {
             return Ok(Arc::clone(v));
         }
-        let (loc, plain_len) = self.locate(id)?.ok_or_else(|| {
-            Error::Integrity(format!("chunk {} is not in the index", &id.hex()[..16]))
-        })?;
+        let (loc, plain_len) = self
+            .locate(id)?
+            .ok_or_else(|| Error::Integrity(format!("chunk {} is not in the index", &id.hex()[..16])))?;
         let env = self.store.read_envelope(&loc)?;
         let data = crypto::open_chunk(&self.keys, id, &env, self.max_chunk).map_err(|_| {
-            Error::Integrity(format!(
-                "chunk {} in pack {} fails authentication",
-                &id.hex()[..16],
-                loc.pack.hex()
-            ))
+            Error::Integrity(format!("chunk {} in pack {} fails authentication", &id.hex()[..16], loc.pack.hex()))
         })?;
         if data.len() != plain_len as usize {
-            return Err(Error::Integrity(format!(
-                "chunk {} has the wrong length",
-                &id.hex()[..16]
-            )));
+            return Err(Error::Integrity(format!("chunk {} has the wrong length", &id.hex()[..16])));
         }
         let data = Arc::new(data);
         self.cache_insert(*id, Arc::clone(&data));
@@ -115,29 +97,24 @@ impl ChunkIo {
         }
         let env = crypto::seal_chunk(&self.keys, &id, data);
         let loc = self.store.store_chunk(id, &env)?;
-        self.pending
-            .lock()
-            .entry(id)
-            .or_insert((loc, data.len() as u32));
+        self.pending.lock().entry(id).or_insert((loc, data.len() as u32));
         self.cache_insert(id, Arc::new(data.to_vec()));
         Ok((id, true))
     }
 
     /// Add `delta` references to `id` inside a metadata transaction.
     pub fn adjust_refs(&self, tx: &mut WriteTx<'_>, id: &ChunkId, delta: i64) -> Result<()> {
-        let entry = match tx.chunk(id)? {
-            Some(e) => e,
-            None => {
-                let (loc, plain_len) = self.pending.lock().get(id).copied().ok_or_else(|| {
-                    Error::Integrity(format!("chunk {} vanished before commit", &id.hex()[..16]))
-                })?;
-                ChunkEntry {
-                    loc,
-                    plain_len,
-                    refs: 0,
+        let entry =
+            match tx.chunk(id)? {
+                Some(e) => e,
+                None => {
+                    let (loc, plain_len) =
+                        self.pending.lock().get(id).copied().ok_or_else(|| {
+                            Error::Integrity(format!("chunk {} vanished before commit", &id.hex()[..16]))
+                        })?;
+                    ChunkEntry { loc, plain_len, refs: 0 }
                 }
-            }
-        };
+            };
         let refs = (entry.refs as i64 + delta).max(0) as u64;
         tx.put_chunk(id, &ChunkEntry { refs, ..entry })
     }

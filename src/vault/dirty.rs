@@ -46,12 +46,7 @@ impl DirtyMap {
             self.bytes -= b.len();
             pieces.push((k, b));
         }
-        let new_end = pieces
-            .iter()
-            .map(|(s, b)| s + b.len() as u64)
-            .max()
-            .unwrap_or(end)
-            .max(end);
+        let new_end = pieces.iter().map(|(s, b)| s + b.len() as u64).max().unwrap_or(end).max(end);
         let mut merged = vec![0u8; (new_end - new_start) as usize];
         for (s, b) in &pieces {
             let at = (s - new_start) as usize;
@@ -66,12 +61,7 @@ impl DirtyMap {
     /// Copy dirty bytes that fall inside `[start, start + buf.len())` into `buf`.
     pub fn overlay(&self, start: u64, buf: &mut [u8]) {
         let end = start + buf.len() as u64;
-        let first = self
-            .map
-            .range(..=start)
-            .next_back()
-            .map(|(&k, _)| k)
-            .unwrap_or(start);
+        let first = self.map.range(..=start).next_back().map(|(&k, _)| k).unwrap_or(start);
         for (&s, b) in self.map.range(first..end) {
             let e = s + b.len() as u64;
             let lo = s.max(start);
@@ -85,29 +75,17 @@ impl DirtyMap {
 
     /// The dirty ranges, in order, as `[start, end)`.
     pub fn ranges(&self) -> Vec<(u64, u64)> {
-        self.map
-            .iter()
-            .map(|(&s, b)| (s, s + b.len() as u64))
-            .collect()
+        self.map.iter().map(|(&s, b)| (s, s + b.len() as u64)).collect()
     }
 
     /// Highest dirty offset + 1, or 0.
     pub fn end(&self) -> u64 {
-        self.map
-            .iter()
-            .next_back()
-            .map(|(&s, b)| s + b.len() as u64)
-            .unwrap_or(0)
+        self.map.iter().next_back().map(|(&s, b)| s + b.len() as u64).unwrap_or(0)
     }
 
     /// Forget everything at or beyond `size`.
     pub fn truncate(&mut self, size: u64) {
-        let keys: Vec<u64> = self
-            .map
-            .range(..)
-            .map(|(&k, _)| k)
-            .filter(|&k| k >= size)
-            .collect();
+        let keys: Vec<u64> = self.map.range(..).map(|(&k, _)| k).filter(|&k| k >= size).collect();
         for k in keys {
             let b = self.map.remove(&k).expect("listed");
             self.bytes -= b.len();

@@ -35,11 +35,7 @@ pub struct CommitCtx<'a> {
 /// What a read needs once the file lock is released.
 pub enum Piece {
     Zeros(usize),
-    Chunk {
-        id: ChunkId,
-        from: usize,
-        len: usize,
-    },
+    Chunk { id: ChunkId, from: usize, len: usize },
 }
 
 fn push_extent(list: &mut Vec<Extent>, e: Extent) {
@@ -90,10 +86,7 @@ impl FileState {
     }
 
     pub fn needs_commit(&self) -> bool {
-        !self.dirty.is_empty()
-            || self.size != self.rec.size
-            || self.attrs_dirty
-            || self.base != self.rec.extents
+        !self.dirty.is_empty() || self.size != self.rec.size || self.attrs_dirty || self.base != self.rec.extents
     }
 
     /// Plan a read of `[off, off+len)` (clamped to the size). The flag says
@@ -113,11 +106,7 @@ impl FileState {
             let hi = (s + e.len).min(end);
             let n = (hi - pos) as usize;
             out.push(match e.chunk {
-                Some(id) => Piece::Chunk {
-                    id,
-                    from: (pos - s) as usize,
-                    len: n,
-                },
+                Some(id) => Piece::Chunk { id, from: (pos - s) as usize, len: n },
                 None => Piece::Zeros(n),
             });
             pos = hi;
@@ -228,13 +217,7 @@ impl FileState {
                 p = self.starts[i] + extents[i].len;
             }
             if to > committed && to > p {
-                push_extent(
-                    new,
-                    Extent {
-                        len: to - p.max(committed),
-                        chunk: None,
-                    },
-                );
+                push_extent(new, Extent { len: to - p.max(committed), chunk: None });
             }
         };
         for &(ws, we) in &windows {
@@ -248,8 +231,7 @@ impl FileState {
                     let data = cx.chunks.fetch(&id)?;
                     let lo = (p - s) as usize;
                     let hi = ((we.min(s + e.len)) - s) as usize;
-                    buf[(p - ws) as usize..(p - ws) as usize + (hi - lo)]
-                        .copy_from_slice(&data[lo..hi]);
+                    buf[(p - ws) as usize..(p - ws) as usize + (hi - lo)].copy_from_slice(&data[lo..hi]);
                 }
                 p = s + e.len;
             }
@@ -267,19 +249,10 @@ impl FileState {
             for (o, l) in cuts {
                 let piece = &buf[o..o + l];
                 if piece.iter().all(|&b| b == 0) {
-                    push_extent(
-                        &mut new,
-                        Extent {
-                            len: l as u64,
-                            chunk: None,
-                        },
-                    );
+                    push_extent(&mut new, Extent { len: l as u64, chunk: None });
                 } else {
                     let (id, _) = cx.chunks.put(piece)?;
-                    new.push(Extent {
-                        len: l as u64,
-                        chunk: Some(id),
-                    });
+                    new.push(Extent { len: l as u64, chunk: Some(id) });
                 }
             }
             pos = we;
@@ -304,11 +277,7 @@ impl FileState {
             }
         }
         delta.retain(|_, d| *d != 0);
-        let added: Vec<ChunkId> = delta
-            .iter()
-            .filter(|(_, d)| **d > 0)
-            .map(|(id, _)| *id)
-            .collect();
+        let added: Vec<ChunkId> = delta.iter().filter(|(_, d)| **d > 0).map(|(id, _)| *id).collect();
         if !added.is_empty() {
             // Chunk bytes must be durable before metadata points at them.
             cx.chunks.store().sync()?;

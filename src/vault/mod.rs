@@ -119,8 +119,7 @@ fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > MAX_NAME {
         return Err(Error::NameTooLong);
     }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(Error::Invalid("bad file name"));
     }
     Ok(())
@@ -145,30 +144,17 @@ impl Vault {
     /// Open the fog node's state for `repo` in `cache_dir` (created if absent)
     /// and take its exclusive lock. `root_owner` owns a freshly created root.
     pub fn open(repo: &Repo, cache_dir: &Path, root_owner: Caller) -> Result<Self> {
-        std::fs::create_dir_all(cache_dir).map_err(|e| {
-            Error::Repo(format!(
-                "cannot create cache directory {}: {e}",
-                cache_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(cache_dir)
+            .map_err(|e| Error::Repo(format!("cannot create cache directory {}: {e}", cache_dir.display())))?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(cache_dir.join("lock"))
-            .map_err(|e| {
-                Error::Repo(format!(
-                    "cache directory {} is not usable: {e}",
-                    cache_dir.display()
-                ))
-            })?;
-        let lock_file = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| {
-                Error::Repo(format!(
-                    "the cache directory {} is in use by another fogvault mount",
-                    cache_dir.display()
-                ))
-            })?;
+            .map_err(|e| Error::Repo(format!("cache directory {} is not usable: {e}", cache_dir.display())))?;
+        let lock_file = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+            Error::Repo(format!("the cache directory {} is in use by another fogvault mount", cache_dir.display()))
+        })?;
 
         let meta = Arc::new(Metadata::open(&cache_dir.join("meta"), &repo.keys)?);
         match meta.read(|tx| tx.meta_bytes("repo_id"))? {
@@ -187,8 +173,7 @@ impl Vault {
                             .into(),
                     ));
                 }
-                let mut root =
-                    InodeRecord::new(FileKind::Dir, 0o755, root_owner.uid, root_owner.gid);
+                let mut root = InodeRecord::new(FileKind::Dir, 0o755, root_owner.uid, root_owner.gid);
                 root.parent = ROOT_INO;
                 meta.write(|tx| {
                     tx.put_inode(ROOT_INO, &root)?;
@@ -197,18 +182,9 @@ impl Vault {
                 meta.sync()?;
             }
         }
-        let store = ChunkStore::open(
-            Arc::clone(&repo.backend),
-            repo.keys.pack.clone(),
-            cache_dir.join("staging"),
-        )?;
+        let store = ChunkStore::open(Arc::clone(&repo.backend), repo.keys.pack.clone(), cache_dir.join("staging"))?;
         let params = ChunkParams::default();
-        let chunks = ChunkIo::new(
-            Arc::clone(&repo.keys),
-            store,
-            Arc::clone(&meta),
-            params.max + 1024,
-        );
+        let chunks = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
         let vault = Vault {
             meta,
             chunks,
@@ -227,11 +203,7 @@ impl Vault {
     }
 
     fn ctx(&self) -> CommitCtx<'_> {
-        CommitCtx {
-            chunks: &self.chunks,
-            chunker: &self.chunker,
-            meta: &self.meta,
-        }
+        CommitCtx { chunks: &self.chunks, chunker: &self.chunker, meta: &self.meta }
     }
 
     /// Inodes unlinked while open when the last daemon stopped: free them now.
@@ -274,9 +246,7 @@ impl Vault {
             return Err(Error::Invalid("not a regular file"));
         }
         let mut files = self.files.lock();
-        Ok(Arc::clone(files.entry(ino).or_insert_with(|| {
-            Arc::new(Mutex::new(FileState::new(rec)))
-        })))
+        Ok(Arc::clone(files.entry(ino).or_insert_with(|| Arc::new(Mutex::new(FileState::new(rec))))))
     }
 
     /// Drop a file's state if nothing holds it open and nothing is uncommitted.
@@ -305,10 +275,7 @@ impl Vault {
         if name.len() > MAX_NAME {
             return Err(Error::NameTooLong);
         }
-        let d = self
-            .meta
-            .read(|tx| tx.dirent(parent, name))?
-            .ok_or(Error::NotFound)?;
+        let d = self.meta.read(|tx| tx.dirent(parent, name))?.ok_or(Error::NotFound)?;
         self.getattr(d.ino)
     }
 
@@ -380,14 +347,7 @@ impl Vault {
             }
             let ino = tx.next_ino()?;
             tx.put_inode(ino, &rec)?;
-            tx.put_dirent(
-                parent,
-                &DirentRecord {
-                    name: name.to_vec(),
-                    ino,
-                    kind,
-                },
-            )?;
+            tx.put_dirent(parent, &DirentRecord { name: name.to_vec(), ino, kind })?;
             let mut p = pdir.clone();
             p.mtime = now;
             p.ctime = now;
@@ -416,11 +376,7 @@ impl Vault {
         if rec.kind == FileKind::Dir {
             return Err(Error::NotPermitted);
         }
-        if self
-            .meta
-            .read(|tx| tx.dirent(newparent, newname))?
-            .is_some()
-        {
+        if self.meta.read(|tx| tx.dirent(newparent, newname))?.is_some() {
             return Err(Error::Exists);
         }
         let kind = rec.kind;
@@ -436,14 +392,7 @@ impl Vault {
                 Ok(())
             },
             |tx| {
-                tx.put_dirent(
-                    newparent,
-                    &DirentRecord {
-                        name: newname.to_vec(),
-                        ino,
-                        kind,
-                    },
-                )?;
+                tx.put_dirent(newparent, &DirentRecord { name: newname.to_vec(), ino, kind })?;
                 let mut p = pdir;
                 p.mtime = now;
                 p.ctime = now;
@@ -453,12 +402,7 @@ impl Vault {
     }
 
     /// Drop one link to `ino` inside `tx`-adjacent logic; frees it when unreferenced.
-    fn drop_link(
-        &self,
-        ino: u64,
-        now: Timespec,
-        extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
-    ) -> Result<()> {
+    fn drop_link(&self, ino: u64, now: Timespec, extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>) -> Result<()> {
         if let Some(s) = self.open_state(ino) {
             let mut st = s.lock();
             st.rec.nlink = st.rec.nlink.saturating_sub(1);
@@ -495,10 +439,7 @@ impl Vault {
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
         let _ns = self.ns.lock();
         self.parent_dir(parent)?;
-        let d = self
-            .meta
-            .read(|tx| tx.dirent(parent, name))?
-            .ok_or(Error::NotFound)?;
+        let d = self.meta.read(|tx| tx.dirent(parent, name))?.ok_or(Error::NotFound)?;
         if d.kind == FileKind::Dir {
             return Err(Error::IsDir);
         }
@@ -520,10 +461,7 @@ impl Vault {
         }
         let _ns = self.ns.lock();
         self.parent_dir(parent)?;
-        let d = self
-            .meta
-            .read(|tx| tx.dirent(parent, name))?
-            .ok_or(Error::NotFound)?;
+        let d = self.meta.read(|tx| tx.dirent(parent, name))?.ok_or(Error::NotFound)?;
         if d.kind != FileKind::Dir {
             return Err(Error::NotDir);
         }
@@ -551,22 +489,12 @@ impl Vault {
         }
     }
 
-    pub fn rename(
-        &self,
-        parent: u64,
-        name: &[u8],
-        newparent: u64,
-        newname: &[u8],
-        flags: RenameFlags,
-    ) -> Result<()> {
+    pub fn rename(&self, parent: u64, name: &[u8], newparent: u64, newname: &[u8], flags: RenameFlags) -> Result<()> {
         check_name(newname)?;
         let _ns = self.ns.lock();
         self.parent_dir(parent)?;
         self.parent_dir(newparent)?;
-        let src = self
-            .meta
-            .read(|tx| tx.dirent(parent, name))?
-            .ok_or(Error::NotFound)?;
+        let src = self.meta.read(|tx| tx.dirent(parent, name))?.ok_or(Error::NotFound)?;
         let dst = self.meta.read(|tx| tx.dirent(newparent, newname))?;
         let now = Timespec::now();
         if src.kind == FileKind::Dir && self.is_ancestor(src.ino, newparent)? {
@@ -577,27 +505,11 @@ impl Vault {
             if dst.kind == FileKind::Dir && self.is_ancestor(dst.ino, parent)? {
                 return Err(Error::Invalid("cannot move a directory into itself"));
             }
-            let dirs_delta =
-                i32::from(src.kind == FileKind::Dir) - i32::from(dst.kind == FileKind::Dir);
+            let dirs_delta = i32::from(src.kind == FileKind::Dir) - i32::from(dst.kind == FileKind::Dir);
             self.meta.write(|tx| {
-                tx.put_dirent(
-                    parent,
-                    &DirentRecord {
-                        name: name.to_vec(),
-                        ino: dst.ino,
-                        kind: dst.kind,
-                    },
-                )?;
-                tx.put_dirent(
-                    newparent,
-                    &DirentRecord {
-                        name: newname.to_vec(),
-                        ino: src.ino,
-                        kind: src.kind,
-                    },
-                )?;
-                for (ino, kind, np) in [(src.ino, src.kind, newparent), (dst.ino, dst.kind, parent)]
-                {
+                tx.put_dirent(parent, &DirentRecord { name: name.to_vec(), ino: dst.ino, kind: dst.kind })?;
+                tx.put_dirent(newparent, &DirentRecord { name: newname.to_vec(), ino: src.ino, kind: src.kind })?;
+                for (ino, kind, np) in [(src.ino, src.kind, newparent), (dst.ino, dst.kind, parent)] {
                     if kind == FileKind::Dir {
                         let mut r = tx.inode(ino)?.ok_or(Error::NotFound)?;
                         r.parent = np;
@@ -646,24 +558,14 @@ impl Vault {
         let replaced_dir = dst.as_ref().is_some_and(|d| d.kind == FileKind::Dir);
         let moves = |tx: &mut WriteTx<'_>| -> Result<()> {
             tx.delete_dirent(parent, name)?;
-            tx.put_dirent(
-                newparent,
-                &DirentRecord {
-                    name: newname.to_vec(),
-                    ino: src.ino,
-                    kind: src.kind,
-                },
-            )?;
+            tx.put_dirent(newparent, &DirentRecord { name: newname.to_vec(), ino: src.ino, kind: src.kind })?;
             if src_is_dir {
                 let mut r = tx.inode(src.ino)?.ok_or(Error::NotFound)?;
                 r.parent = newparent;
                 r.ctime = now;
                 tx.put_inode(src.ino, &r)?;
             }
-            let (out, inn) = (
-                -i32::from(src_is_dir),
-                i32::from(src_is_dir) - i32::from(replaced_dir),
-            );
+            let (out, inn) = (-i32::from(src_is_dir), i32::from(src_is_dir) - i32::from(replaced_dir));
             if parent == newparent {
                 Self::touch_parent(tx, parent, now, out + inn)
             } else {
@@ -807,8 +709,7 @@ impl Vault {
                 return r;
             }
             if st.needs_commit() {
-                st.commit(ino, &self.ctx(), false, |_| Ok(()))
-                    .and_then(|_| self.meta.sync())
+                st.commit(ino, &self.ctx(), false, |_| Ok(())).and_then(|_| self.meta.sync())
             } else {
                 Ok(())
             }
@@ -852,10 +753,7 @@ impl Vault {
     }
 
     pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
-        if off
-            .checked_add(data.len() as u64)
-            .is_none_or(|end| end > MAX_FILE_SIZE)
-        {
+        if off.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(Error::TooBig);
         }
         let (s, mut st) = loop {
@@ -863,12 +761,7 @@ impl Vault {
             let st = s.lock_arc();
             // The state may have been evicted between lookup and lock (writes
             // with no open handle, e.g. mmap writeback): retry with the live one.
-            if self
-                .files
-                .lock()
-                .get(&ino)
-                .is_some_and(|cur| Arc::ptr_eq(cur, &s))
-            {
+            if self.files.lock().get(&ino).is_some_and(|cur| Arc::ptr_eq(cur, &s)) {
                 break (s, st);
             }
         };
@@ -908,30 +801,13 @@ impl Vault {
         }
         let mut out = Vec::new();
         if offset < 1 {
-            out.push(DirEntry {
-                offset: 1,
-                ino,
-                kind: FileKind::Dir,
-                name: b".".to_vec(),
-            });
+            out.push(DirEntry { offset: 1, ino, kind: FileKind::Dir, name: b".".to_vec() });
         }
         if offset < 2 {
-            out.push(DirEntry {
-                offset: 2,
-                ino: rec.parent.max(1),
-                kind: FileKind::Dir,
-                name: b"..".to_vec(),
-            });
+            out.push(DirEntry { offset: 2, ino: rec.parent.max(1), kind: FileKind::Dir, name: b"..".to_vec() });
         }
-        let rest = self
-            .meta
-            .read(|tx| tx.list_dir(ino, offset.max(2), limit))?;
-        out.extend(rest.into_iter().map(|(off, d)| DirEntry {
-            offset: off,
-            ino: d.ino,
-            kind: d.kind,
-            name: d.name,
-        }));
+        let rest = self.meta.read(|tx| tx.list_dir(ino, offset.max(2), limit))?;
+        out.extend(rest.into_iter().map(|(off, d)| DirEntry { offset: off, ino: d.ino, kind: d.kind, name: d.name }));
         Ok(out)
     }
 
@@ -939,11 +815,7 @@ impl Vault {
 
     fn xattr_ns_ok(name: &[u8]) -> Result<()> {
         if name.is_empty() || name.len() > MAX_XATTR_NAME {
-            return Err(if name.is_empty() {
-                Error::Invalid("empty xattr name")
-            } else {
-                Error::Range
-            });
+            return Err(if name.is_empty() { Error::Invalid("empty xattr name") } else { Error::Range });
         }
         for ns in [&b"user."[..], b"trusted.", b"security."] {
             if name.starts_with(ns) {
@@ -983,11 +855,7 @@ impl Vault {
             Some(s) => s.lock().rec.clone(),
             None => self.load(ino)?,
         };
-        rec.xattrs
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .ok_or(Error::NoAttr)
+        rec.xattrs.into_iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or(Error::NoAttr)
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
@@ -1004,11 +872,7 @@ impl Vault {
         self.update_inode(
             ino,
             |r| {
-                let i = r
-                    .xattrs
-                    .iter()
-                    .position(|(n, _)| n == name)
-                    .ok_or(Error::NoAttr)?;
+                let i = r.xattrs.iter().position(|(n, _)| n == name).ok_or(Error::NoAttr)?;
                 r.xattrs.remove(i);
                 r.ctime = now;
                 Ok(())
@@ -1019,27 +883,13 @@ impl Vault {
     }
 
     pub fn statfs(&self) -> StatFs {
-        let (total, free) = self
-            .chunks
-            .store()
-            .backend()
-            .capacity()
-            .unwrap_or((1 << 50, 1 << 49));
-        StatFs {
-            total_bytes: total,
-            free_bytes: free,
-            files: 0,
-        }
+        let (total, free) = self.chunks.store().backend().capacity().unwrap_or((1 << 50, 1 << 49));
+        StatFs { total_bytes: total, free_bytes: free, files: 0 }
     }
 
     /// Commit every open file, upload every pack, sync the index (clean unmount).
     pub fn shutdown(&self) -> Result<()> {
-        let files: Vec<(u64, FileRef)> = self
-            .files
-            .lock()
-            .iter()
-            .map(|(k, v)| (*k, Arc::clone(v)))
-            .collect();
+        let files: Vec<(u64, FileRef)> = self.files.lock().iter().map(|(k, v)| (*k, Arc::clone(v))).collect();
         let mut first_err = None;
         for (ino, s) in files {
             let mut st = s.lock();
@@ -1060,12 +910,7 @@ impl Vault {
     /// Commit files that hold uncommitted bytes but no open handle (mmap
     /// writeback after close). Called periodically by the mount loop.
     pub fn flush_idle(&self) -> Result<()> {
-        let idle: Vec<(u64, FileRef)> = self
-            .files
-            .lock()
-            .iter()
-            .map(|(k, v)| (*k, Arc::clone(v)))
-            .collect();
+        let idle: Vec<(u64, FileRef)> = self.files.lock().iter().map(|(k, v)| (*k, Arc::clone(v))).collect();
         for (ino, s) in idle {
             {
                 let mut st = s.lock();
