@@ -28,8 +28,19 @@ pub const MAX_NAME: usize = 255;
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 const MAX_XATTR_NAME: usize = 255;
 const MAX_XATTR_VALUE: usize = 64 * 1024;
-/// Dirty bytes per file before a background commit (bounds RAM per writer).
-const DIRTY_LIMIT: usize = 32 << 20;
+/// Tunables; the defaults are what `fogvault mount` uses.
+#[derive(Clone, Copy, Debug)]
+pub struct VaultOptions {
+    pub chunk_params: ChunkParams,
+    /// Dirty bytes per file before a commit under memory pressure (bounds RAM per writer).
+    pub dirty_limit: usize,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions { chunk_params: ChunkParams::default(), dirty_limit: 32 << 20 }
+    }
+}
 
 /// Who is asking: owner of newly created inodes.
 #[derive(Clone, Copy, Debug)]
@@ -131,6 +142,7 @@ pub struct Vault {
     meta: Arc<Metadata>,
     chunks: ChunkIo,
     chunker: Chunker,
+    dirty_limit: usize,
     /// Regular files that are open or hold uncommitted state.
     files: Mutex<HashMap<u64, FileRef>>,
     /// Serializes namespace changes (create, link, unlink, rename, setattr of
@@ -144,6 +156,10 @@ impl Vault {
     /// Open the fog node's state for `repo` in `cache_dir` (created if absent)
     /// and take its exclusive lock. `root_owner` owns a freshly created root.
     pub fn open(repo: &Repo, cache_dir: &Path, root_owner: Caller) -> Result<Self> {
+        Self::open_with(repo, cache_dir, root_owner, VaultOptions::default())
+    }
+
+    pub fn open_with(repo: &Repo, cache_dir: &Path, root_owner: Caller, opts: VaultOptions) -> Result<Self> {
         std::fs::create_dir_all(cache_dir)
             .map_err(|e| Error::Repo(format!("cannot create cache directory {}: {e}", cache_dir.display())))?;
         let lock = std::fs::OpenOptions::new()
@@ -183,12 +199,13 @@ impl Vault {
             }
         }
         let store = ChunkStore::open(Arc::clone(&repo.backend), repo.keys.pack.clone(), cache_dir.join("staging"))?;
-        let params = ChunkParams::default();
+        let params = opts.chunk_params;
         let chunks = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
         let vault = Vault {
             meta,
             chunks,
             chunker: Chunker::new(params, repo.keys.gear_seed),
+            dirty_limit: opts.dirty_limit,
             files: Mutex::new(HashMap::new()),
             ns: Mutex::new(()),
             _cache_lock: lock_file,
@@ -767,7 +784,7 @@ impl Vault {
         };
         let _ = &s;
         st.write(off, data);
-        if st.dirty.bytes() > DIRTY_LIMIT {
+        if st.dirty.bytes() > self.dirty_limit {
             st.commit(ino, &self.ctx(), true, |_| Ok(()))?;
         }
         Ok(data.len())
