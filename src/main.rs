@@ -129,9 +129,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
             })?;
             let mnt = mountpoint.clone();
-            fuse_adapter::serve(Arc::clone(&vault), &mountpoint, allow_other, move |mut unmount| {
+            fuse_adapter::serve(Arc::clone(&vault), &mountpoint, allow_other, move |unmount| {
                 eprintln!("fogvault: mounted at {}", mnt.display());
-                let _ = ctrlc::set_handler(move || unmount());
+                let _ = ctrlc::set_handler(unmount);
             })
             .map_err(|e| Error::Repo(format!("mount failed: {e}")))?;
             eprintln!("fogvault: unmounted cleanly");

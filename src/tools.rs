@@ -204,10 +204,10 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
     meta.read(|tx| {
         tx.for_each_inode(|_, rec| {
             for e in &rec.extents {
-                if let Some(id) = e.chunk {
-                    if tx.chunk(&id)?.is_none_or(|c| c.refs == 0) {
-                        unindexed.insert(id);
-                    }
+                if let Some(id) = e.chunk
+                    && tx.chunk(&id)?.is_none_or(|c| c.refs == 0)
+                {
+                    unindexed.insert(id);
                 }
             }
             Ok(())

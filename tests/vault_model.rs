@@ -43,7 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     // Half the seeds give zero runs (holes), the rest pseudo-random bytes.
-    if seed % 4 == 0 {
+    if seed.is_multiple_of(4) {
         return vec![0; len];
     }
     let mut x = (seed as u32).wrapping_mul(2654435761) | 1;
@@ -94,12 +94,12 @@ impl Harness {
     fn drop_link(&mut self, ino: u64) {
         if !self.names.values().any(|&i| i == ino) {
             // Last link gone: the open handle keeps the data alive until release.
-            if let Some((_, open)) = self.files.get(&ino) {
-                if *open {
-                    let data = self.v().read(ino, 0, 1 << 20).unwrap();
-                    assert_eq!(data, self.files[&ino].0, "unlinked-but-open file must stay readable");
-                    self.v().release(ino).unwrap();
-                }
+            if let Some((_, open)) = self.files.get(&ino)
+                && *open
+            {
+                let data = self.v().read(ino, 0, 1 << 20).unwrap();
+                assert_eq!(data, self.files[&ino].0, "unlinked-but-open file must stay readable");
+                self.v().release(ino).unwrap();
             }
             self.files.remove(&ino);
             assert!(self.v().getattr(ino).is_err(), "freed inode must be gone");

@@ -25,10 +25,10 @@ pub struct Backend {
 fn map_err(e: object_store::Error) -> Error {
     let mut src: Option<&(dyn StdError + 'static)> = Some(&e);
     while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(libc::ENOSPC) {
-                return Error::NoSpace;
-            }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(libc::ENOSPC)
+        {
+            return Error::NoSpace;
         }
         src = s.source();
     }

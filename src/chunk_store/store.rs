@@ -32,6 +32,10 @@ pub const TARGET_PACK_SIZE: u64 = 16 * 1024 * 1024;
 /// Sealed packs waiting for upload before writers are made to wait.
 const MAX_QUEUED: usize = 4;
 const IDX_RECORD: usize = 40;
+/// Free space kept back on the journal's and the local store's filesystems:
+/// room to upload the open pack and for the metadata index to grow, so that
+/// deleting files and committing metadata still work when data writes get ENOSPC.
+pub const SPACE_RESERVE: u64 = 2 * TARGET_PACK_SIZE + 8 * 1024 * 1024;
 
 /// Where a chunk's envelope lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,10 +116,10 @@ impl ChunkStore {
         let mut found = Vec::new();
         for e in std::fs::read_dir(&self.shared.dir)? {
             let name = e?.file_name().to_string_lossy().into_owned();
-            if let Some(hex) = name.strip_suffix(".data") {
-                if let Some(id) = PackId::from_hex(hex) {
-                    found.push(id);
-                }
+            if let Some(hex) = name.strip_suffix(".data")
+                && let Some(id) = PackId::from_hex(hex)
+            {
+                found.push(id);
             }
         }
         for id in found {
@@ -147,8 +151,20 @@ impl ChunkStore {
             .map_err(|_| Error::Store("upload worker stopped".into()))
     }
 
+    fn check_space(&self, need: u64) -> Result<()> {
+        let avail = |p: &Path| nix::sys::statvfs::statvfs(p).map(|s| s.blocks_available() * s.fragment_size()).ok();
+        let store_free = self.shared.backend.capacity().map(|(_, free)| free);
+        for free in [avail(&self.shared.dir), store_free].into_iter().flatten() {
+            if free < need + SPACE_RESERVE {
+                return Err(Error::NoSpace);
+            }
+        }
+        Ok(())
+    }
+
     /// Append one envelope; returns where it lives. Not durable until `sync`.
     pub fn store_chunk(&self, id: ChunkId, envelope: &[u8]) -> Result<Location> {
+        self.check_space(envelope.len() as u64)?;
         let mut st = self.shared.state.lock();
         // Back-pressure: bounded staging backlog, but never wait on a store that is failing.
         while st.queued >= MAX_QUEUED {

@@ -25,20 +25,21 @@ impl DirtyMap {
         let end = off + data.len() as u64;
         // Fast path for sequential writes: extend the range that ends at `off`.
         let touches_next = self.map.range(off..=end).next().is_some();
-        if let Some((&start, buf)) = self.map.range_mut(..=off).next_back() {
-            if start + buf.len() as u64 == off && !touches_next {
-                buf.extend_from_slice(data);
-                self.bytes += data.len();
-                return;
-            }
+        if let Some((&start, buf)) = self.map.range_mut(..=off).next_back()
+            && start + buf.len() as u64 == off
+            && !touches_next
+        {
+            buf.extend_from_slice(data);
+            self.bytes += data.len();
+            return;
         }
         // General case: merge every range that overlaps or touches [off, end).
         let mut new_start = off;
         let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
-        if let Some((&s, b)) = self.map.range(..off).next_back() {
-            if s + b.len() as u64 >= off {
-                new_start = s;
-            }
+        if let Some((&s, b)) = self.map.range(..off).next_back()
+            && s + b.len() as u64 >= off
+        {
+            new_start = s;
         }
         let keys: Vec<u64> = self.map.range(new_start..=end).map(|(&k, _)| k).collect();
         for k in keys {
@@ -90,12 +91,12 @@ impl DirtyMap {
             let b = self.map.remove(&k).expect("listed");
             self.bytes -= b.len();
         }
-        if let Some((&s, b)) = self.map.range_mut(..size).next_back() {
-            if s + b.len() as u64 > size {
-                let keep = (size - s) as usize;
-                self.bytes -= b.len() - keep;
-                b.truncate(keep);
-            }
+        if let Some((&s, b)) = self.map.range_mut(..size).next_back()
+            && s + b.len() as u64 > size
+        {
+            let keep = (size - s) as usize;
+            self.bytes -= b.len() - keep;
+            b.truncate(keep);
         }
     }
 

@@ -42,11 +42,11 @@ fn push_extent(list: &mut Vec<Extent>, e: Extent) {
     if e.len == 0 {
         return;
     }
-    if let (Some(last), None) = (list.last_mut(), e.chunk) {
-        if last.chunk.is_none() {
-            last.len += e.len;
-            return;
-        }
+    if let (Some(last), None) = (list.last_mut(), e.chunk)
+        && last.chunk.is_none()
+    {
+        last.len += e.len;
+        return;
     }
     list.push(e);
 }
@@ -182,8 +182,10 @@ impl FileState {
         // 1. Windows to re-chunk, aligned to existing extent boundaries.
         let mut windows: Vec<(u64, u64)> = Vec::new();
         for (a, b) in self.dirty.ranges() {
+            // Chunks are re-cut whole; holes are split where the write lands.
             let ws = if a < committed {
-                self.starts[self.extent_index(a)]
+                let i = self.extent_index(a);
+                if extents[i].chunk.is_some() { self.starts[i] } else { a }
             } else if a == committed && extents.last().is_some_and(|e| e.chunk.is_some()) {
                 // Appending after a forced cut: re-chunk the last chunk too.
                 self.starts[extents.len() - 1]
@@ -192,7 +194,7 @@ impl FileState {
             };
             let we = if b <= committed {
                 let i = self.extent_index(b - 1);
-                self.starts[i] + extents[i].len
+                if extents[i].chunk.is_some() { self.starts[i] + extents[i].len } else { b }
             } else {
                 b
             };
@@ -206,15 +208,18 @@ impl FileState {
         let mut leftover: Option<(u64, Vec<u8>)> = None;
         let mut pos = 0u64; // everything before `pos` is already in `new`
         let copy_old = |new: &mut Vec<Extent>, from: u64, to: u64| {
-            // Old extents lying entirely in [from, to); windows are extent-aligned.
-            if from >= to {
-                return;
-            }
+            // Old extents in [from, to): chunks lie wholly inside (windows are
+            // chunk-aligned); holes may be cut anywhere.
             let mut p = from;
             while p < to.min(committed) {
                 let i = self.extent_index(p);
-                push_extent(new, extents[i]);
-                p = self.starts[i] + extents[i].len;
+                let (s, e) = (self.starts[i], extents[i]);
+                let hi = (s + e.len).min(to);
+                match e.chunk {
+                    Some(_) => push_extent(new, e),
+                    None => push_extent(new, Extent { len: hi - p, chunk: None }),
+                }
+                p = hi;
             }
             if to > committed && to > p {
                 push_extent(new, Extent { len: to - p.max(committed), chunk: None });

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, layering, Rust unit/property tests, and
+# the real-mount shell suites (cp/rsync/tar, crash, tampering, errors, large
+# and sparse files, concurrency, 100k-entry dirs, mmap, DICOM/Orthanc, pjdfstest).
+# Installs what it needs (idempotent). Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== dependencies"
+scripts/deps.sh test
+
+echo "== static checks"
+cargo fmt --all -- --check
+scripts/check_layers.sh
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== rust tests"
+cargo test --release --locked
+
+echo "== build"
+cargo build --release --locked
+export FOGVAULT="$PWD/target/release/fogvault"
+
+suites=(roundtrip integrity durability errors large concurrency dicom pjdfstest)
+failed=()
+for s in "${suites[@]}"; do
+    echo "== shell: $s"
+    start=$(date +%s)
+    if bash "tests/shell/$s.sh"; then
+        echo "-- $s passed in $(( $(date +%s) - start ))s"
+    else
+        echo "-- $s FAILED after $(( $(date +%s) - start ))s"
+        failed+=("$s")
+    fi
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "FAILED suites: ${failed[*]}"
+    exit 1
+fi
+echo "all tests passed"
