@@ -30,6 +30,8 @@ pub enum Error {
     NotSupported,
     #[error("file too large")]
     TooBig,
+    #[error("too many links")]
+    TooManyLinks,
     #[error("cross-device link")]
     CrossDevice,
     #[error("no space left in the store or cache")]

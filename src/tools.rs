@@ -188,7 +188,7 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
             for (id, e) in chunks {
                 let env = &body[e.loc.offset as usize..(e.loc.offset + e.loc.len) as usize];
                 report.chunks_checked += 1;
-                match crypto::open_chunk(&repo.keys, id, env, 8 << 20) {
+                match crypto::open_chunk_checked(&repo.keys, id, env, 8 << 20) {
                     Ok(p) if p.len() == e.plain_len as usize => {}
                     _ => damaged.push(*id),
                 }

@@ -19,6 +19,7 @@ pub fn errno(e: &Error) -> Errno {
         Error::NotSupported => libc::EOPNOTSUPP,
         Error::TooBig => libc::EFBIG,
         Error::CrossDevice => libc::EXDEV,
+        Error::TooManyLinks => libc::EMLINK,
         Error::NoSpace => libc::ENOSPC,
         Error::Integrity(_) | Error::Store(_) | Error::Metadata(_) | Error::Repo(_) | Error::WrongPassphrase => {
             libc::EIO

@@ -1,7 +1,7 @@
 //! Chunk I/O for the vault: dedup-aware storing and cached, authenticated fetching.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, mpsc};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -27,18 +27,45 @@ pub struct ChunkIo {
     /// Stored but not yet in the LMDB index: lets concurrent writers dedup
     /// against each other before their commits land.
     pending: Mutex<HashMap<ChunkId, (Location, u32)>>,
+    inflight: Mutex<HashMap<ChunkId, Arc<OnceLock<LoadResult>>>>,
+    prefetch_tx: Mutex<mpsc::SyncSender<Vec<ChunkId>>>,
     max_chunk: usize,
 }
 
+/// A shared load outcome: `Err((is_integrity_failure, message))`.
+type LoadResult = std::result::Result<Arc<Vec<u8>>, (bool, String)>;
+
 impl ChunkIo {
-    pub fn new(keys: Arc<VaultKeys>, store: ChunkStore, meta: Arc<Metadata>, max_chunk: usize) -> Self {
-        ChunkIo {
+    /// Returns the chunk I/O and the receiver the prefetch thread must drain
+    /// (see [`ChunkIo::run_prefetcher`]).
+    pub fn new(
+        keys: Arc<VaultKeys>,
+        store: ChunkStore,
+        meta: Arc<Metadata>,
+        max_chunk: usize,
+    ) -> (Self, mpsc::Receiver<Vec<ChunkId>>) {
+        let (tx, rx) = mpsc::sync_channel(4);
+        let io = ChunkIo {
             keys,
             store,
             meta,
             cache: Mutex::new(Cache { lru: LruCache::unbounded(), bytes: 0 }),
             pending: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            prefetch_tx: Mutex::new(tx),
             max_chunk,
+        };
+        (io, rx)
+    }
+
+    /// Body of the prefetch thread: loads requested chunks until the vault is dropped.
+    pub fn run_prefetcher(io: std::sync::Weak<Self>, rx: mpsc::Receiver<Vec<ChunkId>>) {
+        while let Ok(ids) = rx.recv() {
+            let Some(io) = io.upgrade() else { return };
+            for id in ids {
+                // Errors surface when the reader itself asks for the chunk.
+                let _ = io.fetch(&id);
+            }
         }
     }
 
@@ -69,10 +96,28 @@ impl ChunkIo {
     }
 
     /// The plaintext of chunk `id`, authenticated. Missing or altered → `Integrity`.
+    /// Concurrent requests for one chunk (kernel readahead, prefetch) share a
+    /// single load.
     pub fn fetch(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
         if let Some(v) = self.cache.lock().lru.get(id) {
             return Ok(Arc::clone(v));
         }
+        let cell = Arc::clone(self.inflight.lock().entry(*id).or_default());
+        let res = cell.get_or_init(|| self.load(id).map_err(|e| (matches!(e, Error::Integrity(_)), e.to_string())));
+        {
+            let mut inflight = self.inflight.lock();
+            if inflight.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                inflight.remove(id);
+            }
+        }
+        match res {
+            Ok(d) => Ok(Arc::clone(d)),
+            Err((true, msg)) => Err(Error::Integrity(msg.clone())),
+            Err((false, msg)) => Err(Error::Store(msg.clone())),
+        }
+    }
+
+    fn load(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
         let (loc, plain_len) = self
             .locate(id)?
             .ok_or_else(|| Error::Integrity(format!("chunk {} is not in the index", &id.hex()[..16])))?;
@@ -86,6 +131,17 @@ impl ChunkIo {
         let data = Arc::new(data);
         self.cache_insert(*id, Arc::clone(&data));
         Ok(data)
+    }
+
+    /// Warm the cache with `ids` on the prefetch thread (sequential reads).
+    pub fn prefetch(&self, ids: Vec<ChunkId>) {
+        let ids: Vec<ChunkId> = {
+            let c = self.cache.lock();
+            ids.into_iter().filter(|id| !c.lru.contains(id)).collect()
+        };
+        if !ids.is_empty() {
+            let _ = self.prefetch_tx.lock().try_send(ids);
+        }
     }
 
     /// Store `data` unless an identical chunk is already known; returns its id.

@@ -23,6 +23,11 @@ pub struct FileState {
     pub opens: u32,
     /// Attributes changed in memory (e.g. mtime by a write) since the last commit.
     pub attrs_dirty: bool,
+    /// Committed to LMDB but not yet forced to disk (a commit under memory
+    /// pressure): the next close must sync even if nothing is dirty.
+    pub unsynced: bool,
+    /// End of the last read, to recognise sequential readers.
+    pub last_read_end: u64,
 }
 
 /// Everything a commit needs from the vault.
@@ -62,6 +67,8 @@ impl FileState {
             dirty: DirtyMap::default(),
             opens: 0,
             attrs_dirty: false,
+            unsynced: false,
+            last_read_end: 0,
         };
         st.recompute_starts();
         st
@@ -115,6 +122,14 @@ impl FileState {
             out.push(Piece::Zeros((end - pos) as usize));
         }
         (out, overlaps_dirty)
+    }
+
+    /// Ids of up to `n` chunks starting at or after byte `off` (for prefetch).
+    pub fn chunks_after(&self, off: u64, n: usize) -> Vec<ChunkId> {
+        if off >= self.rec.size {
+            return Vec::new();
+        }
+        self.rec.extents[self.extent_index(off)..].iter().filter_map(|e| e.chunk).take(n).collect()
     }
 
     /// Overlay dirty bytes onto a buffer read at `off`.
@@ -306,6 +321,7 @@ impl FileState {
             self.dirty.write(start, &bytes);
         }
         self.attrs_dirty = false;
+        self.unsynced = true;
         Ok(())
     }
 }

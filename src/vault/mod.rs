@@ -23,6 +23,8 @@ pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState, Piece};
 
 pub const ROOT_INO: u64 = 1;
+/// Chunks decrypted ahead of a sequential reader.
+const PREFETCH_CHUNKS: usize = 2;
 pub const MAX_NAME: usize = 255;
 /// Largest file size we accept (1 PiB): larger requests get `EFBIG`.
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
@@ -140,7 +142,7 @@ type FileRef = Arc<Mutex<FileState>>;
 
 pub struct Vault {
     meta: Arc<Metadata>,
-    chunks: ChunkIo,
+    chunks: Arc<ChunkIo>,
     chunker: Chunker,
     dirty_limit: usize,
     /// Regular files that are open or hold uncommitted state.
@@ -200,7 +202,12 @@ impl Vault {
         }
         let store = ChunkStore::open(Arc::clone(&repo.backend), repo.keys.pack.clone(), cache_dir.join("staging"))?;
         let params = opts.chunk_params;
-        let chunks = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
+        let (chunks, prefetch_rx) = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
+        let chunks = Arc::new(chunks);
+        let weak = Arc::downgrade(&chunks);
+        std::thread::Builder::new()
+            .name("fogvault-prefetch".into())
+            .spawn(move || ChunkIo::run_prefetcher(weak, prefetch_rx))?;
         let vault = Vault {
             meta,
             chunks,
@@ -404,7 +411,7 @@ impl Vault {
             ino,
             |r| {
                 if r.nlink >= u32::MAX - 1 {
-                    return Err(Error::Invalid("too many links"));
+                    return Err(Error::TooManyLinks);
                 }
                 r.nlink += 1;
                 r.ctime = now;
@@ -700,9 +707,10 @@ impl Vault {
         let mut st = s.lock();
         if st.needs_commit() {
             st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
-            if durable {
-                self.meta.sync()?;
-            }
+        }
+        if durable && st.unsynced {
+            self.meta.sync()?;
+            st.unsynced = false;
         }
         Ok(())
     }
@@ -734,10 +742,12 @@ impl Vault {
                 self.files.lock().remove(&ino);
                 return r;
             }
-            if st.needs_commit() {
-                st.commit(ino, &self.ctx(), false, |_| Ok(())).and_then(|_| self.meta.sync())
+            let r = if st.needs_commit() { st.commit(ino, &self.ctx(), false, |_| Ok(())) } else { Ok(()) };
+            if r.is_ok() && st.unsynced {
+                st.unsynced = false;
+                self.meta.sync()
             } else {
-                Ok(())
+                r
             }
         };
         let _ns = self.ns.lock();
@@ -747,8 +757,14 @@ impl Vault {
 
     pub fn read(&self, ino: u64, off: u64, len: usize) -> Result<Vec<u8>> {
         let s = self.state(ino)?;
-        let st = s.lock();
+        let mut st = s.lock();
         let (plan, overlay) = st.read_plan(off, len);
+        // Sequential reader: decrypt the next chunks on the prefetch thread
+        // while this one is copied out.
+        if st.last_read_end == off {
+            self.chunks.prefetch(st.chunks_after(off + len as u64, PREFETCH_CHUNKS));
+        }
+        st.last_read_end = off + len as u64;
         let guard = if overlay {
             Some(st)
         } else {
