@@ -63,6 +63,16 @@ impl Backend {
         Ok(Backend { store: Arc::new(store), rt, description: dir.display().to_string(), local_root: Some(dir) })
     }
 
+    /// Root directory of a local-directory store.
+    pub fn local_root(&self) -> Option<&FsPath> {
+        self.local_root.as_deref()
+    }
+
+    /// Where object `name` lives on disk, for a local-directory store.
+    pub fn local_object_path(&self, name: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|r| r.join(name))
+    }
+
     pub fn description(&self) -> &str {
         &self.description
     }

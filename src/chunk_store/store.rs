@@ -91,8 +91,16 @@ fn idx_path(dir: &Path, id: &PackId) -> PathBuf {
 }
 
 impl ChunkStore {
-    /// Open the store, re-queue any packs left in staging by a crash.
-    pub fn open(backend: Arc<Backend>, pack_key: Key32, staging_dir: PathBuf) -> Result<Self> {
+    /// Open the store and re-queue any packs left in staging by a crash.
+    /// `indexed` returns the entries the metadata index holds for the given
+    /// staged packs: the `.idx` side file is not synced (one fsync fewer per
+    /// close), so the index is the authority for committed chunks.
+    pub fn open(
+        backend: Arc<Backend>,
+        pack_key: Key32,
+        staging_dir: PathBuf,
+        indexed: &dyn Fn(&[PackId]) -> Result<Vec<(PackId, PackEntry)>>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&staging_dir).map_err(Error::from_io)?;
         let shared = Arc::new(Shared {
             backend,
@@ -106,13 +114,13 @@ impl ChunkStore {
         let handle =
             std::thread::Builder::new().name("fogvault-upload".into()).spawn(move || uploader_loop(worker, rx))?;
         let store = ChunkStore { shared, tx: Mutex::new(Some(tx)), uploader: Mutex::new(Some(handle)) };
-        store.recover_staging()?;
+        store.recover_staging(indexed)?;
         Ok(store)
     }
 
     /// Packs left in staging by a crash: keep the entries whose bytes are
     /// fully present (a torn tail was never acknowledged), then upload.
-    fn recover_staging(&self) -> Result<()> {
+    fn recover_staging(&self, indexed: &dyn Fn(&[PackId]) -> Result<Vec<(PackId, PackEntry)>>) -> Result<()> {
         let mut found = Vec::new();
         for e in std::fs::read_dir(&self.shared.dir)? {
             let name = e?.file_name().to_string_lossy().into_owned();
@@ -120,21 +128,37 @@ impl ChunkStore {
                 && let Some(id) = PackId::from_hex(hex)
             {
                 found.push(id);
+            } else if let Some(hex) = name.strip_suffix(".idx")
+                && let Some(id) = PackId::from_hex(hex)
+                && !data_path(&self.shared.dir, &id).exists()
+            {
+                // Crash between promoting a pack and removing its side file.
+                let _ = std::fs::remove_file(idx_path(&self.shared.dir, &id));
             }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let mut known: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+        for (pack, e) in indexed(&found)? {
+            known.entry(pack).or_default().push(e);
         }
         for id in found {
             let data = File::open(data_path(&self.shared.dir, &id))?;
             let data_len = data.metadata()?.len();
             let raw = std::fs::read(idx_path(&self.shared.dir, &id)).unwrap_or_default();
-            let entries: Vec<PackEntry> = raw
+            let mut entries: Vec<PackEntry> = raw
                 .chunks_exact(IDX_RECORD)
                 .map(|r| PackEntry {
                     id: ChunkId(r[..32].try_into().expect("32 bytes")),
                     offset: u32::from_le_bytes(r[32..36].try_into().expect("4 bytes")),
                     len: u32::from_le_bytes(r[36..40].try_into().expect("4 bytes")),
                 })
-                .filter(|e| e.offset as u64 + e.len as u64 <= data_len)
                 .collect();
+            entries.extend(known.remove(&id).unwrap_or_default());
+            entries.retain(|e| e.offset as u64 + e.len as u64 <= data_len);
+            entries.sort_by_key(|e| e.offset);
+            entries.dedup_by_key(|e| e.offset);
             tracing::info!(pack = %id.hex(), chunks = entries.len(), "re-queueing staged pack after restart");
             self.shared.state.lock().staged.insert(id, Arc::new(data));
             self.enqueue(id, entries)?;
@@ -209,19 +233,11 @@ impl ChunkStore {
         self.enqueue(pack.id, pack.entries)
     }
 
-    /// Make every chunk stored so far durable (fdatasync of staging files).
+    /// Make every chunk stored so far durable (fdatasync of staging data files).
     pub fn sync(&self) -> Result<()> {
-        let (files, idx) = {
-            let st = self.shared.state.lock();
-            let files: Vec<Arc<File>> = st.staged.values().cloned().collect();
-            let idx = st.current.as_ref().map(|c| c.idx.try_clone()).transpose()?;
-            (files, idx)
-        };
+        let files: Vec<Arc<File>> = self.shared.state.lock().staged.values().cloned().collect();
         for f in files {
             f.sync_data().map_err(Error::from_io)?;
-        }
-        if let Some(i) = idx {
-            i.sync_data().map_err(Error::from_io)?;
         }
         Ok(())
     }
@@ -291,10 +307,38 @@ impl Drop for ChunkStore {
 }
 
 fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
-    let data = std::fs::read(data_path(&shared.dir, &job.id))?;
-    let mut obj = data;
-    obj.extend_from_slice(&encode_header_and_trailer(&shared.pack_key, &job.id, &job.entries));
-    shared.backend.put(&job.id.object_name(), Bytes::from(obj))
+    let tail = encode_header_and_trailer(&shared.pack_key, &job.id, &job.entries);
+    let staged = data_path(&shared.dir, &job.id);
+    let name = job.id.object_name();
+    if let Some(dest) = shared.backend.local_object_path(&name)
+        && same_filesystem(&shared.dir, shared.backend.local_root().unwrap_or(&shared.dir))
+    {
+        // Local store on the same filesystem: the staging file already holds
+        // the pack's bytes, so finish it in place and rename it into the
+        // store instead of writing every byte a second time.
+        let data_end = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
+        let mut f = OpenOptions::new().write(true).open(&staged)?;
+        // Drop a torn tail (or a header from a failed earlier attempt) first.
+        f.set_len(data_end).map_err(Error::from_io)?;
+        f.write_all_at(&tail, data_end).map_err(Error::from_io)?;
+        f.sync_data().map_err(Error::from_io)?;
+        let parent = dest.parent().expect("object path has a parent");
+        std::fs::create_dir_all(parent).map_err(Error::from_io)?;
+        std::fs::rename(&staged, &dest).map_err(Error::from_io)?;
+        File::open(parent)?.sync_all().map_err(Error::from_io)?;
+        return Ok(());
+    }
+    let mut obj = std::fs::read(&staged)?;
+    obj.extend_from_slice(&tail);
+    shared.backend.put(&name, Bytes::from(obj))
+}
+
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
+    }
 }
 
 fn uploader_loop(shared: Arc<Shared>, rx: mpsc::Receiver<UploadJob>) {

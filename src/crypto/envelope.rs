@@ -2,11 +2,11 @@
 //!
 //! `id = BLAKE3-keyed(K_id, plaintext)`, `ck = BLAKE3-keyed(K_ck, id)`,
 //! envelope = XChaCha20-Poly1305(ck, nonce = id[..24], AAD = id ‖ version)
-//! over `codec (1) ‖ body`, where codec 0 = raw, 1 = zstd.
+//! over `body ‖ codec (1)`, where codec 0 = raw, 1 = zstd.
 //! Identical plaintext → identical id and envelope, from any user or folder,
 //! so dedup needs nobody's help; without `K_dd` nobody can confirm a guess.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
@@ -64,21 +64,24 @@ fn compress_if_useful(plaintext: &[u8]) -> Option<Vec<u8>> {
 
 /// Encrypt one chunk whose id is `id` (computed by the caller with `ChunkId::of`).
 pub fn seal_chunk(keys: &VaultKeys, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(plaintext.len() + 1);
+    // In place: one copy of the plaintext, room for the tag reserved up front.
+    let mut body = Vec::with_capacity(plaintext.len() + ENVELOPE_OVERHEAD);
+    // The codec byte trails the body so opening can drop it without a copy.
     match compress_if_useful(plaintext) {
         Some(c) => {
-            body.push(CODEC_ZSTD);
             body.extend_from_slice(&c);
+            body.push(CODEC_ZSTD);
         }
         None => {
-            body.push(CODEC_RAW);
             body.extend_from_slice(plaintext);
+            body.push(CODEC_RAW);
         }
     }
     let (cipher, nonce, aad) = cipher_for(keys, id);
     cipher
-        .encrypt(&nonce, Payload { msg: &body, aad: &aad })
-        .expect("XChaCha20-Poly1305 encryption cannot fail for chunk sizes")
+        .encrypt_in_place(&nonce, &aad, &mut body)
+        .expect("XChaCha20-Poly1305 encryption cannot fail for chunk sizes");
+    body
 }
 
 /// Decrypt and authenticate a chunk envelope. `max_len` bounds decompression
@@ -105,13 +108,13 @@ pub fn open_chunk_checked(
 
 fn open_inner(keys: &VaultKeys, id: &ChunkId, envelope: &[u8], max_len: usize) -> Result<Vec<u8>, AuthError> {
     let (cipher, nonce, aad) = cipher_for(keys, id);
-    let body = cipher.decrypt(&nonce, Payload { msg: envelope, aad: &aad }).map_err(|_| AuthError)?;
-    let plaintext = match body.split_first() {
-        Some((&CODEC_RAW, rest)) => rest.to_vec(),
-        Some((&CODEC_ZSTD, rest)) => zstd::bulk::decompress(rest, max_len).map_err(|_| AuthError)?,
-        _ => return Err(AuthError),
-    };
-    Ok(plaintext)
+    let mut body = envelope.to_vec();
+    cipher.decrypt_in_place(&nonce, &aad, &mut body).map_err(|_| AuthError)?;
+    match body.pop() {
+        Some(CODEC_RAW) => Ok(body),
+        Some(CODEC_ZSTD) => zstd::bulk::decompress(&body, max_len).map_err(|_| AuthError),
+        _ => Err(AuthError),
+    }
 }
 
 #[cfg(test)]

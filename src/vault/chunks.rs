@@ -28,7 +28,7 @@ pub struct ChunkIo {
     /// against each other before their commits land.
     pending: Mutex<HashMap<ChunkId, (Location, u32)>>,
     inflight: Mutex<HashMap<ChunkId, Arc<OnceLock<LoadResult>>>>,
-    prefetch_tx: Mutex<mpsc::SyncSender<Vec<ChunkId>>>,
+    prefetch_tx: Mutex<mpsc::SyncSender<ChunkId>>,
     max_chunk: usize,
 }
 
@@ -43,8 +43,8 @@ impl ChunkIo {
         store: ChunkStore,
         meta: Arc<Metadata>,
         max_chunk: usize,
-    ) -> (Self, mpsc::Receiver<Vec<ChunkId>>) {
-        let (tx, rx) = mpsc::sync_channel(4);
+    ) -> (Self, mpsc::Receiver<ChunkId>) {
+        let (tx, rx) = mpsc::sync_channel(8);
         let io = ChunkIo {
             keys,
             store,
@@ -58,14 +58,14 @@ impl ChunkIo {
         (io, rx)
     }
 
-    /// Body of the prefetch thread: loads requested chunks until the vault is dropped.
-    pub fn run_prefetcher(io: std::sync::Weak<Self>, rx: mpsc::Receiver<Vec<ChunkId>>) {
-        while let Ok(ids) = rx.recv() {
+    /// Body of a prefetch thread (several share `rx`): loads requested chunks
+    /// until the vault is dropped.
+    pub fn run_prefetcher(io: std::sync::Weak<Self>, rx: Arc<Mutex<mpsc::Receiver<ChunkId>>>) {
+        loop {
+            let Ok(id) = rx.lock().recv() else { return };
             let Some(io) = io.upgrade() else { return };
-            for id in ids {
-                // Errors surface when the reader itself asks for the chunk.
-                let _ = io.fetch(&id);
-            }
+            // Errors surface when the reader itself asks for the chunk.
+            let _ = io.fetch(&id);
         }
     }
 
@@ -139,8 +139,10 @@ impl ChunkIo {
             let c = self.cache.lock();
             ids.into_iter().filter(|id| !c.lru.contains(id)).collect()
         };
-        if !ids.is_empty() {
-            let _ = self.prefetch_tx.lock().try_send(ids);
+        let tx = self.prefetch_tx.lock();
+        for id in ids {
+            // A full queue means the prefetchers are busy: skipping is fine.
+            let _ = tx.try_send(id);
         }
     }
 
@@ -154,7 +156,6 @@ impl ChunkIo {
         let env = crypto::seal_chunk(&self.keys, &id, data);
         let loc = self.store.store_chunk(id, &env)?;
         self.pending.lock().entry(id).or_insert((loc, data.len() as u32));
-        self.cache_insert(id, Arc::new(data.to_vec()));
         Ok((id, true))
     }
 

@@ -84,6 +84,17 @@ impl DirtyMap {
         self.map.iter().next_back().map(|(&s, b)| s + b.len() as u64).unwrap_or(0)
     }
 
+    /// Remove and return the range `[start, end)` if it is exactly one dirty
+    /// buffer (the streaming-writer case: commit it without copying).
+    pub fn take_exact(&mut self, start: u64, end: u64) -> Option<Vec<u8>> {
+        if self.map.get(&start)?.len() as u64 != end - start {
+            return None;
+        }
+        let b = self.map.remove(&start)?;
+        self.bytes -= b.len();
+        Some(b)
+    }
+
     /// Forget everything at or beyond `size`.
     pub fn truncate(&mut self, size: u64) {
         let keys: Vec<u64> = self.map.range(..).map(|(&k, _)| k).filter(|&k| k >= size).collect();

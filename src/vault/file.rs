@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use super::chunks::ChunkIo;
 use super::dirty::DirtyMap;
 use crate::chunking::Chunker;
@@ -191,12 +193,44 @@ impl FileState {
         pressure: bool,
         extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
     ) -> Result<()> {
+        // Work on the dirty map out of `self`; buffers handed to the chunker
+        // without a copy are collected in `taken` and put back if anything
+        // fails, so a failed commit (e.g. ENOSPC) loses no written byte.
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut taken = Vec::new();
+        match self.commit_inner(ino, cx, pressure, extra, &mut dirty, &mut taken) {
+            Ok(leftover) => {
+                if let Some((start, bytes)) = leftover {
+                    self.dirty.write(start, &bytes);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for (start, bytes) in taken {
+                    dirty.write(start, &bytes);
+                }
+                self.dirty = dirty;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn commit_inner(
+        &mut self,
+        ino: u64,
+        cx: &CommitCtx<'_>,
+        pressure: bool,
+        extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
+        dirty: &mut DirtyMap,
+        taken: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<Option<(u64, Vec<u8>)>> {
         let committed = self.rec.size;
         let size = self.size;
         let extents = &self.rec.extents;
         // 1. Windows to re-chunk, aligned to existing extent boundaries.
         let mut windows: Vec<(u64, u64)> = Vec::new();
-        for (a, b) in self.dirty.ranges() {
+        for (a, b) in dirty.ranges() {
             // Chunks are re-cut whole; holes are split where the write lands.
             let ws = if a < committed {
                 let i = self.extent_index(a);
@@ -222,6 +256,7 @@ impl FileState {
         let mut new: Vec<Extent> = Vec::new();
         let mut leftover: Option<(u64, Vec<u8>)> = None;
         let mut pos = 0u64; // everything before `pos` is already in `new`
+        let mut materialized: Vec<u8>;
         let copy_old = |new: &mut Vec<Extent>, from: u64, to: u64| {
             // Old extents in [from, to): chunks lie wholly inside (windows are
             // chunk-aligned); holes may be cut anywhere.
@@ -242,38 +277,39 @@ impl FileState {
         };
         for &(ws, we) in &windows {
             copy_old(&mut new, pos, ws);
-            let mut buf = vec![0u8; (we - ws) as usize];
-            let mut p = ws;
-            while p < we.min(committed) {
-                let i = self.extent_index(p);
-                let (s, e) = (self.starts[i], extents[i]);
-                if let Some(id) = e.chunk {
-                    let data = cx.chunks.fetch(&id)?;
-                    let lo = (p - s) as usize;
-                    let hi = ((we.min(s + e.len)) - s) as usize;
-                    buf[(p - ws) as usize..(p - ws) as usize + (hi - lo)].copy_from_slice(&data[lo..hi]);
-                }
-                p = s + e.len;
+            // Streaming append: the window is exactly one dirty buffer; use it as is.
+            if ws >= committed
+                && let Some(b) = dirty.take_exact(ws, we)
+            {
+                taken.push((ws, b));
             }
-            self.dirty.overlay(ws, &mut buf);
-            let mut cuts = cx.chunker.cut(&buf);
+            let buf: &[u8] = match taken.last() {
+                Some((s, b)) if *s == ws && b.len() as u64 == we - ws => b,
+                _ => {
+                    materialized = self.materialize(cx, dirty, ws, we, committed)?;
+                    &materialized
+                }
+            };
+            let mut cuts = cx.chunker.cut(buf);
             if pressure && we == size {
                 if cuts.len() <= 1 {
-                    leftover = Some((ws, buf));
+                    leftover = Some((ws, buf.to_vec()));
                     pos = we;
                     break;
                 }
                 let (o, _) = cuts.pop().expect("at least two cuts");
                 leftover = Some((ws + o as u64, buf[o..].to_vec()));
             }
-            for (o, l) in cuts {
-                let piece = &buf[o..o + l];
-                if piece.iter().all(|&b| b == 0) {
-                    push_extent(&mut new, Extent { len: l as u64, chunk: None });
-                } else {
-                    let (id, _) = cx.chunks.put(piece)?;
-                    new.push(Extent { len: l as u64, chunk: Some(id) });
-                }
+            // Hash, compress and encrypt the window's chunks on all cores.
+            let stored: Vec<Option<ChunkId>> = cuts
+                .par_iter()
+                .map(|&(o, l)| {
+                    let piece = &buf[o..o + l];
+                    if piece.iter().all(|&b| b == 0) { Ok(None) } else { cx.chunks.put(piece).map(|(id, _)| Some(id)) }
+                })
+                .collect::<Result<_>>()?;
+            for (&(_, l), chunk) in cuts.iter().zip(stored) {
+                push_extent(&mut new, Extent { len: l as u64, chunk });
             }
             pos = we;
         }
@@ -316,12 +352,27 @@ impl FileState {
         self.base = rec.extents.clone();
         self.rec = rec;
         self.recompute_starts();
-        self.dirty.clear();
-        if let Some((start, bytes)) = leftover {
-            self.dirty.write(start, &bytes);
-        }
         self.attrs_dirty = false;
         self.unsynced = true;
-        Ok(())
+        Ok(leftover)
+    }
+
+    /// The bytes of `[ws, we)`: committed chunks (holes as zeros) with dirty bytes on top.
+    fn materialize(&self, cx: &CommitCtx<'_>, dirty: &DirtyMap, ws: u64, we: u64, committed: u64) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; (we - ws) as usize];
+        let mut p = ws;
+        while p < we.min(committed) {
+            let i = self.extent_index(p);
+            let (s, e) = (self.starts[i], self.rec.extents[i]);
+            if let Some(id) = e.chunk {
+                let data = cx.chunks.fetch(&id)?;
+                let lo = (p - s) as usize;
+                let hi = ((we.min(s + e.len)) - s) as usize;
+                buf[(p - ws) as usize..(p - ws) as usize + (hi - lo)].copy_from_slice(&data[lo..hi]);
+            }
+            p = s + e.len;
+        }
+        dirty.overlay(ws, &mut buf);
+        Ok(buf)
     }
 }

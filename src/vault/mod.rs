@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::chunk_store::ChunkStore;
+use crate::chunk_store::{ChunkStore, PackEntry, PackId};
 use crate::chunking::{ChunkParams, Chunker};
 use crate::error::{Error, Result};
 use crate::metadata::{DirentRecord, FileKind, InodeRecord, Metadata, Timespec, WriteTx};
@@ -23,8 +23,9 @@ pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState, Piece};
 
 pub const ROOT_INO: u64 = 1;
-/// Chunks decrypted ahead of a sequential reader.
-const PREFETCH_CHUNKS: usize = 2;
+/// Chunks decrypted ahead of a sequential reader, and threads doing it.
+const PREFETCH_CHUNKS: usize = 3;
+const PREFETCH_THREADS: usize = 2;
 pub const MAX_NAME: usize = 255;
 /// Largest file size we accept (1 PiB): larger requests get `EFBIG`.
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
@@ -40,7 +41,7 @@ pub struct VaultOptions {
 
 impl Default for VaultOptions {
     fn default() -> Self {
-        VaultOptions { chunk_params: ChunkParams::default(), dirty_limit: 32 << 20 }
+        VaultOptions { chunk_params: ChunkParams::default(), dirty_limit: 16 << 20 }
     }
 }
 
@@ -200,14 +201,30 @@ impl Vault {
                 meta.sync()?;
             }
         }
-        let store = ChunkStore::open(Arc::clone(&repo.backend), repo.keys.pack.clone(), cache_dir.join("staging"))?;
+        let indexed = |packs: &[PackId]| -> Result<Vec<(PackId, PackEntry)>> {
+            let mut out = Vec::new();
+            meta.read(|tx| {
+                tx.for_each_chunk(|id, e| {
+                    if packs.contains(&e.loc.pack) {
+                        out.push((e.loc.pack, PackEntry { id, offset: e.loc.offset, len: e.loc.len }));
+                    }
+                    Ok(())
+                })
+            })?;
+            Ok(out)
+        };
+        let store =
+            ChunkStore::open(Arc::clone(&repo.backend), repo.keys.pack.clone(), cache_dir.join("staging"), &indexed)?;
         let params = opts.chunk_params;
         let (chunks, prefetch_rx) = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
         let chunks = Arc::new(chunks);
-        let weak = Arc::downgrade(&chunks);
-        std::thread::Builder::new()
-            .name("fogvault-prefetch".into())
-            .spawn(move || ChunkIo::run_prefetcher(weak, prefetch_rx))?;
+        let prefetch_rx = Arc::new(Mutex::new(prefetch_rx));
+        for _ in 0..PREFETCH_THREADS {
+            let (weak, rx) = (Arc::downgrade(&chunks), Arc::clone(&prefetch_rx));
+            std::thread::Builder::new()
+                .name("fogvault-prefetch".into())
+                .spawn(move || ChunkIo::run_prefetcher(weak, rx))?;
+        }
         let vault = Vault {
             meta,
             chunks,
