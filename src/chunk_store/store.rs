@@ -37,6 +37,9 @@ const IDX_RECORD: usize = 40;
 /// deleting files and committing metadata still work when data writes get ENOSPC.
 pub const SPACE_RESERVE: u64 = 2 * TARGET_PACK_SIZE + 8 * 1024 * 1024;
 
+/// Entries the metadata index holds for the given staged packs.
+pub type IndexedEntries<'a> = dyn Fn(&[PackId]) -> Result<Vec<(PackId, PackEntry)>> + 'a;
+
 /// Where a chunk's envelope lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
@@ -99,7 +102,7 @@ impl ChunkStore {
         backend: Arc<Backend>,
         pack_key: Key32,
         staging_dir: PathBuf,
-        indexed: &dyn Fn(&[PackId]) -> Result<Vec<(PackId, PackEntry)>>,
+        indexed: &IndexedEntries<'_>,
     ) -> Result<Self> {
         std::fs::create_dir_all(&staging_dir).map_err(Error::from_io)?;
         let shared = Arc::new(Shared {
@@ -120,7 +123,7 @@ impl ChunkStore {
 
     /// Packs left in staging by a crash: keep the entries whose bytes are
     /// fully present (a torn tail was never acknowledged), then upload.
-    fn recover_staging(&self, indexed: &dyn Fn(&[PackId]) -> Result<Vec<(PackId, PackEntry)>>) -> Result<()> {
+    fn recover_staging(&self, indexed: &IndexedEntries<'_>) -> Result<()> {
         let mut found = Vec::new();
         for e in std::fs::read_dir(&self.shared.dir)? {
             let name = e?.file_name().to_string_lossy().into_owned();
@@ -317,7 +320,7 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
         // the pack's bytes, so finish it in place and rename it into the
         // store instead of writing every byte a second time.
         let data_end = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
-        let mut f = OpenOptions::new().write(true).open(&staged)?;
+        let f = OpenOptions::new().write(true).open(&staged)?;
         // Drop a torn tail (or a header from a failed earlier attempt) first.
         f.set_len(data_end).map_err(Error::from_io)?;
         f.write_all_at(&tail, data_end).map_err(Error::from_io)?;
