@@ -79,3 +79,40 @@ pub fn decode_header(key: &Key32, pack: &PackId, sealed: &[u8]) -> Result<Vec<Pa
         .map_err(|_| Error::Integrity(format!("pack {} header fails authentication", pack.hex())))?;
     postcard::from_bytes(&plain).map_err(|_| Error::Integrity(format!("pack {} header is malformed", pack.hex())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_roundtrip_binds_pack_id_and_detects_tampering() {
+        let key = Key32::random();
+        let pack = PackId::random();
+        let entries = vec![
+            PackEntry { id: ChunkId([1; 32]), offset: 0, len: 100 },
+            PackEntry { id: ChunkId([2; 32]), offset: 100, len: 4_000_000 },
+        ];
+        let tail = encode_header_and_trailer(&key, &pack, &entries);
+        let hlen = parse_trailer(&tail[tail.len() - 8..]).unwrap() as usize;
+        assert_eq!(hlen + 8, tail.len());
+        let sealed = &tail[..hlen];
+        assert_eq!(decode_header(&key, &pack, sealed).unwrap(), entries);
+        // Moved to another pack, altered, or read with another key: refused.
+        assert!(decode_header(&key, &PackId::random(), sealed).is_err());
+        let mut bad = sealed.to_vec();
+        bad[hlen / 2] ^= 1;
+        assert!(decode_header(&key, &pack, &bad).is_err());
+        assert!(decode_header(&Key32::random(), &pack, sealed).is_err());
+        assert!(parse_trailer(b"\0\0\0\0FVP2").is_err());
+        assert!(parse_trailer(b"short").is_err());
+    }
+
+    #[test]
+    fn object_names_roundtrip() {
+        let p = PackId::random();
+        let name = p.object_name();
+        assert!(name.starts_with(&format!("packs/{}/", &p.hex()[..2])));
+        assert_eq!(PackId::from_object_name(&name), Some(p));
+        assert_eq!(PackId::from_object_name("packs/zz/not-hex"), None);
+    }
+}

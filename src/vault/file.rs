@@ -30,6 +30,9 @@ pub struct FileState {
     pub unsynced: bool,
     /// End of the last read, to recognise sequential readers.
     pub last_read_end: u64,
+    /// The last chunk ends at a natural content-defined cut (a streaming
+    /// commit kept the tail dirty), so an append need not re-read it.
+    tail_natural: bool,
 }
 
 /// Everything a commit needs from the vault.
@@ -71,6 +74,7 @@ impl FileState {
             attrs_dirty: false,
             unsynced: false,
             last_read_end: 0,
+            tail_natural: false,
         };
         st.recompute_starts();
         st
@@ -235,7 +239,7 @@ impl FileState {
             let ws = if a < committed {
                 let i = self.extent_index(a);
                 if extents[i].chunk.is_some() { self.starts[i] } else { a }
-            } else if a == committed && extents.last().is_some_and(|e| e.chunk.is_some()) {
+            } else if a == committed && !self.tail_natural && extents.last().is_some_and(|e| e.chunk.is_some()) {
                 // Appending after a forced cut: re-chunk the last chunk too.
                 self.starts[extents.len() - 1]
             } else {
@@ -354,6 +358,8 @@ impl FileState {
         self.recompute_starts();
         self.attrs_dirty = false;
         self.unsynced = true;
+        // A kept tail starts at a natural cut; anything else may end in a forced one.
+        self.tail_natural = leftover.as_ref().is_some_and(|(start, _)| *start == self.rec.size);
         Ok(leftover)
     }
 
