@@ -815,16 +815,15 @@ impl Vault {
         if off.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(Error::TooBig);
         }
-        let (s, mut st) = loop {
+        let mut st = loop {
             let s = self.state(ino)?;
             let st = s.lock_arc();
             // The state may have been evicted between lookup and lock (writes
             // with no open handle, e.g. mmap writeback): retry with the live one.
             if self.files.lock().get(&ino).is_some_and(|cur| Arc::ptr_eq(cur, &s)) {
-                break (s, st);
+                break st;
             }
         };
-        let _ = &s;
         st.write(off, data);
         if st.dirty.bytes() > self.dirty_limit {
             st.commit(ino, &self.ctx(), true, |_| Ok(()))?;

@@ -69,3 +69,12 @@ assert s["logical_bytes"] > 0 and s["files"] > 0 and s["chunks"] > 0, s
 assert s["unique_bytes"] * 2 < s["logical_bytes"], s
 PY
 pass "verify --deep clean; stats show dedup across copies"
+
+# Stolen disk / curious cloud: with the daemon stopped, neither the store nor
+# the fog node's cache (LMDB, journal) holds a known name or known content.
+for needle in slice-001.raw adt-hardlink.hl7 patient.json p001-renamed 'ADT^A01' '"resourceType":"Patient"' synthetic-test; do
+    if grep -rlaF -- "$needle" "$d/repo" "$d/cache" >/dev/null; then
+        fail "plaintext '$needle' found in the store or cache"
+    fi
+done
+pass "no file name or content in plaintext in the store or the cache"
