@@ -2,6 +2,7 @@
 //! commit that turns dirty bytes into chunks.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -9,7 +10,7 @@ use super::chunks::ChunkIo;
 use super::dirty::DirtyMap;
 use crate::chunking::Chunker;
 use crate::crypto::ChunkId;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metadata::{Extent, InodeRecord, Metadata, Timespec, WriteTx};
 
 pub struct FileState {
@@ -33,7 +34,41 @@ pub struct FileState {
     /// The last chunk ends at a natural content-defined cut (a streaming
     /// commit kept the tail dirty), so an append need not re-read it.
     tail_natural: bool,
+    /// A streamed buffer being chunked in the background (see `begin_stream`).
+    inflight: Option<Inflight>,
 }
+
+/// Bytes `[start, start + data.len())` of a streaming writer, taken out of the
+/// dirty map and being chunked off the request path. Reads see them (below
+/// newer dirty bytes); everything that changes extents waits for `done`.
+pub struct Inflight {
+    pub start: u64,
+    pub data: Arc<Vec<u8>>,
+    pub done: Arc<Done>,
+}
+
+/// A one-shot completion flag.
+#[derive(Default)]
+pub struct Done {
+    flag: parking_lot::Mutex<bool>,
+    cv: parking_lot::Condvar,
+}
+
+impl Done {
+    pub fn wait(&self) {
+        let mut f = self.flag.lock();
+        while !*f {
+            self.cv.wait(&mut f);
+        }
+    }
+    fn set(&self) {
+        *self.flag.lock() = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Result of chunking a streamed buffer: new extents and how many bytes they cover.
+pub type StreamChunks = Result<(Vec<Extent>, usize)>;
 
 /// Everything a commit needs from the vault.
 pub struct CommitCtx<'a> {
@@ -75,6 +110,7 @@ impl FileState {
             unsynced: false,
             last_read_end: 0,
             tail_natural: false,
+            inflight: None,
         };
         st.recompute_starts();
         st
@@ -99,7 +135,11 @@ impl FileState {
     }
 
     pub fn needs_commit(&self) -> bool {
-        !self.dirty.is_empty() || self.size != self.rec.size || self.attrs_dirty || self.base != self.rec.extents
+        !self.dirty.is_empty()
+            || self.size != self.rec.size
+            || self.attrs_dirty
+            || self.base != self.rec.extents
+            || self.inflight.is_some()
     }
 
     /// Plan a read of `[off, off+len)` (clamped to the size). The flag says
@@ -110,7 +150,8 @@ impl FileState {
         }
         let end = (off + len as u64).min(self.size);
         let committed = self.rec.size;
-        let overlaps_dirty = self.dirty.ranges().iter().any(|&(s, e)| s < end && e > off);
+        let inflight = self.inflight.as_ref().is_some_and(|f| f.start < end && f.start + f.data.len() as u64 > off);
+        let overlaps_dirty = inflight || self.dirty.ranges().iter().any(|&(s, e)| s < end && e > off);
         let mut out = Vec::new();
         let mut pos = off;
         while pos < end.min(committed) {
@@ -138,9 +179,96 @@ impl FileState {
         self.rec.extents[self.extent_index(off)..].iter().filter_map(|e| e.chunk).take(n).collect()
     }
 
-    /// Overlay dirty bytes onto a buffer read at `off`.
+    /// Overlay in-flight and dirty bytes (newest last) onto a buffer read at `off`.
     pub fn overlay_dirty(&self, off: u64, buf: &mut [u8]) {
+        if let Some(f) = &self.inflight {
+            let (lo, hi) = (off.max(f.start), (off + buf.len() as u64).min(f.start + f.data.len() as u64));
+            if lo < hi {
+                buf[(lo - off) as usize..(hi - off) as usize]
+                    .copy_from_slice(&f.data[(lo - f.start) as usize..(hi - f.start) as usize]);
+            }
+        }
         self.dirty.overlay(off, buf);
+    }
+
+    /// The pending in-flight commit, if any (callers wait on it before
+    /// changing extents).
+    pub fn inflight_done(&self) -> Option<Arc<Done>> {
+        self.inflight.as_ref().map(|f| Arc::clone(&f.done))
+    }
+
+    /// Streaming writer over the dirty limit: if everything dirty is one
+    /// buffer appended right after a natural cut, take it out for chunking
+    /// off the request path. Returns what the background job needs.
+    pub fn begin_stream(&mut self) -> Option<(u64, Arc<Vec<u8>>)> {
+        let start = self.rec.size;
+        if self.inflight.is_some() || !(start == 0 || self.tail_natural) {
+            return None;
+        }
+        let data = Arc::new(self.dirty.take_exact(start, self.size)?);
+        self.inflight = Some(Inflight { start, data: Arc::clone(&data), done: Arc::new(Done::default()) });
+        Some((start, data))
+    }
+
+    /// Background half of a streamed commit (no lock held): cut and store all
+    /// but the last chunk, which stays dirty until more bytes arrive.
+    pub fn chunk_stream(cx: &CommitCtx<'_>, data: &[u8]) -> StreamChunks {
+        let mut cuts = cx.chunker.cut(data);
+        cuts.pop();
+        let stored: Vec<Option<ChunkId>> = cuts
+            .par_iter()
+            .map(|&(o, l)| {
+                let piece = &data[o..o + l];
+                if piece.iter().all(|&b| b == 0) { Ok(None) } else { cx.chunks.put(piece).map(|(id, _)| Some(id)) }
+            })
+            .collect::<Result<_>>()?;
+        let mut exts = Vec::new();
+        for (&(_, l), chunk) in cuts.iter().zip(stored) {
+            push_extent(&mut exts, Extent { len: l as u64, chunk });
+        }
+        let consumed = cuts.last().map_or(0, |&(o, l)| o + l);
+        Ok((exts, consumed))
+    }
+
+    /// Locked half of a streamed commit: append the new extents, commit them,
+    /// and return the unconsumed tail (or everything, on error) to the dirty
+    /// map beneath any newer writes.
+    pub fn finish_stream(&mut self, ino: u64, cx: &CommitCtx<'_>, result: StreamChunks) -> Result<()> {
+        let Some(f) = self.inflight.take() else { return Ok(()) };
+        let outcome = result.and_then(|(exts, consumed)| {
+            if consumed == 0 {
+                return Ok(0);
+            }
+            let mut rec = self.rec.clone();
+            for e in &exts {
+                push_extent(&mut rec.extents, *e);
+            }
+            rec.size += consumed as u64;
+            let added: Vec<ChunkId> = exts.iter().filter_map(|e| e.chunk).collect();
+            if !added.is_empty() {
+                cx.chunks.store().sync()?;
+            }
+            cx.meta.write(|tx| {
+                for id in &added {
+                    cx.chunks.adjust_refs(tx, id, 1)?;
+                }
+                tx.put_inode(ino, &rec)
+            })?;
+            cx.chunks.forget_pending(&added);
+            self.base = rec.extents.clone();
+            self.rec = rec;
+            self.recompute_starts();
+            self.unsynced = true;
+            self.tail_natural = true;
+            Ok(consumed)
+        });
+        let keep_from = *outcome.as_ref().unwrap_or(&0);
+        let mut tail = f.data[keep_from..].to_vec();
+        let tail_start = f.start + keep_from as u64;
+        self.dirty.overlay(tail_start, &mut tail);
+        self.dirty.write(tail_start, &tail);
+        f.done.set();
+        outcome.map(|_| ())
     }
 
     pub fn write(&mut self, off: u64, data: &[u8]) {
@@ -155,6 +283,9 @@ impl FileState {
     /// Change the logical size. Shrinking below committed data re-dirties the
     /// kept prefix of the cut chunk so it is re-chunked at the next commit.
     pub fn set_size(&mut self, chunks: &ChunkIo, new_size: u64) -> Result<()> {
+        if self.inflight.is_some() {
+            return Err(Error::Metadata("internal: truncate while a streamed commit is in flight".into()));
+        }
         if new_size < self.size {
             self.dirty.truncate(new_size);
             if new_size < self.rec.size {
@@ -200,6 +331,11 @@ impl FileState {
         // Work on the dirty map out of `self`; buffers handed to the chunker
         // without a copy are collected in `taken` and put back if anything
         // fails, so a failed commit (e.g. ENOSPC) loses no written byte.
+        if self.inflight.is_some() {
+            // Callers wait for in-flight streams first (`Vault::settled`);
+            // committing now would treat the streamed bytes as a hole.
+            return Err(Error::Metadata("internal: commit while a streamed commit is in flight".into()));
+        }
         let mut dirty = std::mem::take(&mut self.dirty);
         let mut taken = Vec::new();
         match self.commit_inner(ino, cx, pressure, extra, &mut dirty, &mut taken) {

@@ -277,6 +277,21 @@ impl Vault {
         self.files.lock().get(&ino).cloned()
     }
 
+    /// Lock a file's state once no streamed commit is in flight: everything
+    /// that changes extents or commits goes through here.
+    fn settled(s: &FileRef) -> parking_lot::ArcMutexGuard<parking_lot::RawMutex, FileState> {
+        loop {
+            let st = s.lock_arc();
+            match st.inflight_done() {
+                None => return st,
+                Some(done) => {
+                    drop(st);
+                    done.wait();
+                }
+            }
+        }
+    }
+
     /// The state of a regular file, loading it if needed (callers hold `ns` or a handle).
     fn state(&self, ino: u64) -> Result<FileRef> {
         if let Some(s) = self.open_state(ino) {
@@ -329,7 +344,7 @@ impl Vault {
         extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
     ) -> Result<Attr> {
         if let Some(s) = self.open_state(ino) {
-            let mut st = s.lock();
+            let mut st = Self::settled(&s);
             f(&mut st.rec)?;
             st.commit(ino, &self.ctx(), false, extra)?;
             return Ok(attr_of(ino, &st.rec, st.size));
@@ -447,7 +462,7 @@ impl Vault {
     /// Drop one link to `ino` inside `tx`-adjacent logic; frees it when unreferenced.
     fn drop_link(&self, ino: u64, now: Timespec, extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>) -> Result<()> {
         if let Some(s) = self.open_state(ino) {
-            let mut st = s.lock();
+            let mut st = Self::settled(&s);
             if st.opens == 0 && st.rec.nlink <= 1 {
                 // Last link of a file nobody has open: its uncommitted bytes die
                 // with it, so a full store cannot stop the delete.
@@ -688,7 +703,7 @@ impl Vault {
         if rec.kind == FileKind::File {
             let s = self.state(ino)?;
             let attr = {
-                let mut st = s.lock();
+                let mut st = Self::settled(&s);
                 if let Some(size) = set.size {
                     st.set_size(&self.chunks, size)?;
                 }
@@ -708,7 +723,7 @@ impl Vault {
     pub fn open_file(&self, ino: u64, truncate: bool) -> Result<()> {
         let _ns = self.ns.lock();
         let s = self.state(ino)?;
-        let mut st = s.lock();
+        let mut st = Self::settled(&s);
         st.opens += 1;
         if truncate && st.size > 0 {
             st.set_size(&self.chunks, 0)?;
@@ -721,7 +736,7 @@ impl Vault {
         let Some(s) = self.open_state(ino) else {
             return Ok(());
         };
-        let mut st = s.lock();
+        let mut st = Self::settled(&s);
         if st.needs_commit() {
             st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
         }
@@ -745,7 +760,7 @@ impl Vault {
             return Ok(());
         };
         let result = {
-            let mut st = s.lock();
+            let mut st = Self::settled(&s);
             st.opens = st.opens.saturating_sub(1);
             if st.opens == 0 && st.rec.nlink == 0 {
                 let rec = st.rec.clone();
@@ -815,20 +830,53 @@ impl Vault {
         if off.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(Error::TooBig);
         }
-        let mut st = loop {
+        let (s, mut st) = loop {
             let s = self.state(ino)?;
             let st = s.lock_arc();
             // The state may have been evicted between lookup and lock (writes
             // with no open handle, e.g. mmap writeback): retry with the live one.
             if self.files.lock().get(&ino).is_some_and(|cur| Arc::ptr_eq(cur, &s)) {
-                break st;
+                break (s, st);
             }
         };
         st.write(off, data);
         if st.dirty.bytes() > self.dirty_limit {
-            st.commit(ino, &self.ctx(), true, |_| Ok(()))?;
+            // A streaming writer hands its buffer to a background commit and
+            // carries on; anything else (or a writer more than one buffer
+            // ahead of its background commit) commits here.
+            if let Some((_, buf)) = st.begin_stream() {
+                drop(st);
+                self.spawn_stream_commit(ino, s, buf);
+            } else {
+                if st.inflight_done().is_some() {
+                    if st.dirty.bytes() <= 2 * self.dirty_limit {
+                        return Ok(data.len());
+                    }
+                    drop(st);
+                    st = Self::settled(&s);
+                }
+                st.commit(ino, &self.ctx(), true, |_| Ok(()))?;
+            }
         }
         Ok(data.len())
+    }
+
+    fn spawn_stream_commit(&self, ino: u64, s: FileRef, buf: Arc<Vec<u8>>) {
+        let (chunks, meta, chunker) = (Arc::clone(&self.chunks), Arc::clone(&self.meta), self.chunker.clone());
+        let state = Arc::clone(&s);
+        let job = move || {
+            let cx = CommitCtx { chunks: &chunks, chunker: &chunker, meta: &meta };
+            let result = FileState::chunk_stream(&cx, &buf);
+            if let Err(e) = state.lock().finish_stream(ino, &cx, result) {
+                // The bytes went back to the dirty map; the next commit retries
+                // them and reports a persistent failure to the application.
+                tracing::warn!(error = %e, "background commit failed; will retry");
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("fogvault-commit".into()).spawn(job) {
+            // No thread: give the bytes back so nothing waits on this stream.
+            let _ = s.lock().finish_stream(ino, &self.ctx(), Err(Error::Io(e)));
+        }
     }
 
     /// `fallocate`: mode 0 extends the size; KEEP_SIZE is a no-op (we never
@@ -842,7 +890,7 @@ impl Vault {
             return Ok(());
         }
         let s = self.state(ino)?;
-        let mut st = s.lock();
+        let mut st = Self::settled(&s);
         if end > st.size {
             st.set_size(&self.chunks, end)?;
         }
@@ -950,7 +998,7 @@ impl Vault {
         let files: Vec<(u64, FileRef)> = self.files.lock().iter().map(|(k, v)| (*k, Arc::clone(v))).collect();
         let mut first_err = None;
         for (ino, s) in files {
-            let mut st = s.lock();
+            let mut st = Self::settled(&s);
             if st.needs_commit()
                 && let Err(e) = st.commit(ino, &self.ctx(), false, |_| Ok(()))
             {
@@ -972,7 +1020,7 @@ impl Vault {
         for (ino, s) in idle {
             {
                 let mut st = s.lock();
-                if st.opens > 0 || !st.needs_commit() {
+                if st.opens > 0 || !st.needs_commit() || st.inflight_done().is_some() {
                     continue;
                 }
                 st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
