@@ -917,6 +917,32 @@ impl Vault {
         Ok(out)
     }
 
+    /// `readdir` plus each entry's attributes, read in one transaction.
+    /// Entries that vanished meanwhile are skipped.
+    pub fn readdir_plus(&self, ino: u64, offset: u64, limit: usize) -> Result<Vec<(DirEntry, Attr)>> {
+        let entries = self.readdir(ino, offset, limit)?;
+        let stored: Vec<Option<InodeRecord>> =
+            self.meta.read(|tx| entries.iter().map(|d| tx.inode(d.ino)).collect::<Result<_>>())?;
+        Ok(entries
+            .into_iter()
+            .zip(stored)
+            .filter_map(|(d, rec)| {
+                // Open files may hold newer attributes (size of dirty data).
+                let attr = match self.open_state(d.ino) {
+                    Some(s) => {
+                        let st = s.lock();
+                        attr_of(d.ino, &st.rec, st.size)
+                    }
+                    None => {
+                        let rec = rec?;
+                        attr_of(d.ino, &rec, rec.size)
+                    }
+                };
+                Some((d, attr))
+            })
+            .collect())
+    }
+
     // ---- extended attributes ----
 
     fn xattr_ns_ok(name: &[u8]) -> Result<()> {
