@@ -65,13 +65,16 @@ impl Metadata {
     /// Open (or create) the index in `dir`. One environment per process (lmdb-rkv rule).
     pub fn open(dir: &Path, keys: &VaultKeys) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::from_io)?;
-        // NO_SYNC: commits reach the OS at once (so they survive kill -9) and
-        // `sync()` makes them durable against power loss at fsync/close.
-        // Without WRITE_MAP this keeps LMDB's consistency guarantee.
+        // NO_META_SYNC: every commit fdatasyncs its data pages but defers the
+        // meta-page flush to the next commit or `sync()`. LMDB keeps its
+        // integrity across a machine crash (at worst the last transaction is
+        // undone; `sync()` at fsync/close makes it durable). Plain NO_SYNC
+        // would be faster but can corrupt the tree on a crash, because ext4
+        // does not preserve write order.
         let env = Environment::new()
             .set_max_dbs(8)
             .set_map_size(MAP_SIZE)
-            .set_flags(EnvironmentFlags::NO_SYNC)
+            .set_flags(EnvironmentFlags::NO_META_SYNC)
             .open(dir)
             .map_err(|e| Error::Metadata(format!("cannot open metadata index in {}: {e}", dir.display())))?;
         let c = |name| env.create_db(Some(name), DatabaseFlags::empty()).map_err(map_lmdb);

@@ -621,9 +621,17 @@ impl Vault {
         }
         let src_is_dir = src.kind == FileKind::Dir;
         let replaced_dir = dst.as_ref().is_some_and(|d| d.kind == FileKind::Dir);
+        // The moved inode's ctime changes in the same transaction unless an
+        // open file's state owns its record (then it is updated through it).
+        let src_open = self.open_state(src.ino).is_some();
         let moves = |tx: &mut WriteTx<'_>| -> Result<()> {
             tx.delete_dirent(parent, name)?;
             tx.put_dirent(newparent, &DirentRecord { name: newname.to_vec(), ino: src.ino, kind: src.kind })?;
+            if !src_is_dir && !src_open {
+                let mut r = tx.inode(src.ino)?.ok_or(Error::NotFound)?;
+                r.ctime = now;
+                tx.put_inode(src.ino, &r)?;
+            }
             if src_is_dir {
                 let mut r = tx.inode(src.ino)?.ok_or(Error::NotFound)?;
                 r.parent = newparent;
@@ -649,7 +657,7 @@ impl Vault {
             }
             None => self.meta.write(moves)?,
         }
-        if !src_is_dir {
+        if !src_is_dir && src_open {
             self.update_inode(
                 src.ino,
                 |r| {
