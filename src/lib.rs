@@ -8,6 +8,7 @@ pub mod error;
 pub mod fuse_adapter;
 pub mod metadata;
 pub mod repo;
+pub mod session;
 pub mod tools;
 pub mod vault;
 
