@@ -10,8 +10,12 @@ use zeroize::Zeroizing;
 
 use fogvault::error::Error;
 use fogvault::repo::{self, Repo};
+use fogvault::session::{self, MasterSecret, control};
 use fogvault::vault::{Caller, Vault};
 use fogvault::{fuse_adapter, tools};
+
+/// How long a login lasts.
+const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +34,35 @@ enum Cmd {
     Init {
         #[arg(long)]
         repo: String,
+        /// Also create the admin authority (BLS12-381 master secret) and write
+        /// it, sealed with FOGVAULT_ADMIN_PASSPHRASE, to this file. Keep it off the fog node.
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+    },
+    /// Administration with the admin key (users and their identity keys).
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+    /// Authenticate to a mounted vault (identity-based handshake over the control socket).
+    Login {
+        #[arg(long)]
+        mount: PathBuf,
+        /// Identity key file (passphrase: FOGVAULT_KEY_PASSPHRASE or a prompt).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// End the caller's sessions on a mounted vault.
+    Logout {
+        #[arg(long)]
+        mount: PathBuf,
+    },
+    /// List active sessions (your own; root sees all). No secrets are shown.
+    Sessions {
+        #[arg(long)]
+        mount: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Mount the vault in the foreground; `fusermount3 -u MOUNTPOINT` or Ctrl-C unmounts.
     Mount {
@@ -66,13 +99,43 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Users and their identity keys.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Issue an identity key for ID, sealed with FOGVAULT_KEY_PASSPHRASE (or a prompt).
+    Add {
+        id: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        key_out: PathBuf,
+        /// The admin key file from `init --admin-key` (FOGVAULT_ADMIN_PASSPHRASE).
+        #[arg(long)]
+        admin_key: PathBuf,
+    },
+}
+
 fn passphrase(confirm: bool) -> Result<Zeroizing<String>, Error> {
-    if let Ok(p) = std::env::var("FOGVAULT_PASSPHRASE") {
+    secret_input("FOGVAULT_PASSPHRASE", "fogvault passphrase: ", confirm)
+}
+
+/// A secret from the environment variable `var`, or typed at a prompt.
+fn secret_input(var: &str, prompt: &str, confirm: bool) -> Result<Zeroizing<String>, Error> {
+    if let Ok(p) = std::env::var(var) {
         return Ok(Zeroizing::new(p));
     }
-    let p = Zeroizing::new(rpassword::prompt_password("fogvault passphrase: ").map_err(|e| {
-        Error::Repo(format!("cannot read the passphrase (set FOGVAULT_PASSPHRASE for non-interactive use): {e}"))
-    })?);
+    let p =
+        Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| {
+            Error::Repo(format!("cannot read the passphrase (set {var} for non-interactive use): {e}"))
+        })?);
     if confirm {
         let again = Zeroizing::new(rpassword::prompt_password("repeat passphrase: ").map_err(Error::Io)?);
         if *again != *p {
@@ -107,10 +170,67 @@ fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.cmd {
-        Cmd::Init { repo } => {
+        Cmd::Init { repo, admin_key } => {
             let pass = passphrase(true)?;
-            let r = repo::init(&repo, pass.as_bytes())?;
+            let r = match admin_key {
+                None => repo::init(&repo, pass.as_bytes())?,
+                Some(path) => {
+                    let admin_pass = secret_input("FOGVAULT_ADMIN_PASSPHRASE", "admin key passphrase: ", true)?;
+                    let msk = MasterSecret::generate();
+                    session::write_admin_key(&path, &msk, admin_pass.as_bytes())?;
+                    let r = repo::init_with_authority(&repo, pass.as_bytes(), Some(&msk));
+                    if r.is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    println!("admin key written to {} (keep it off the fog node)", path.display());
+                    r?
+                }
+            };
             println!("initialised repository {} (id {})", r.backend.description(), r.repo_id);
+            Ok(())
+        }
+        Cmd::Admin { cmd: AdminCmd::User { cmd: UserCmd::Add { id, role, key_out, admin_key } } } => {
+            if id.is_empty() || id.len() > 128 || id == repo::FOG_ID {
+                return Err(Error::Repo(format!("invalid user id {id:?}")));
+            }
+            let admin_pass = secret_input("FOGVAULT_ADMIN_PASSPHRASE", "admin key passphrase: ", false)?;
+            let msk = session::read_admin_key(&admin_key, admin_pass.as_bytes())?;
+            let user_pass = secret_input("FOGVAULT_KEY_PASSPHRASE", "passphrase for the new key: ", true)?;
+            session::write_identity_key(&key_out, &msk.extract(&id), &role, &msk.public(), user_pass.as_bytes())?;
+            println!("identity key for {id} ({role}) written to {}", key_out.display());
+            Ok(())
+        }
+        Cmd::Login { mount, key } => {
+            let pass = secret_input("FOGVAULT_KEY_PASSPHRASE", "identity key passphrase: ", false)?;
+            let (key, _role, mpk) = session::read_identity_key(&key, pass.as_bytes())?;
+            let s = control::login(&mount, &key, &mpk)?;
+            println!("session {} for {} (uid {}) until {}", &s.session[..16], s.user, s.uid, s.expires);
+            Ok(())
+        }
+        Cmd::Logout { mount } => {
+            let n = control::logout(&mount)?;
+            println!("ended {n} session(s)");
+            Ok(())
+        }
+        Cmd::Sessions { mount, json } => {
+            let list = control::list(&mount)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
+            } else {
+                for s in &list {
+                    println!(
+                        "{}  user={}  uid={}  started={}  expires={}",
+                        &s.session[..16],
+                        s.user,
+                        s.uid,
+                        s.started,
+                        s.expires
+                    );
+                }
+                if list.is_empty() {
+                    println!("no active sessions");
+                }
+            }
             Ok(())
         }
         Cmd::Mount { repo, mountpoint, cache, allow_other } => {
@@ -128,12 +248,23 @@ fn run(cli: Cli) -> Result<(), Error> {
                     }
                 }
             })?;
+            let control = match &r.authority {
+                Some(a) => {
+                    let c = control::ControlServer::start(&mountpoint, a.mpk, a.fog.clone(), SESSION_TTL)?;
+                    eprintln!("fogvault: control socket {}", control::socket_path(&mountpoint).display());
+                    Some(c)
+                }
+                None => None,
+            };
             let mnt = mountpoint.clone();
             fuse_adapter::serve(Arc::clone(&vault), &mountpoint, allow_other, move |unmount| {
                 eprintln!("fogvault: mounted at {}", mnt.display());
                 let _ = ctrlc::set_handler(unmount);
             })
             .map_err(|e| Error::Repo(format!("mount failed: {e}")))?;
+            if control.is_some() {
+                let _ = std::fs::remove_file(control::socket_path(&mountpoint));
+            }
             eprintln!("fogvault: unmounted cleanly");
             Ok(())
         }

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use crate::chunk_store::Backend;
 use crate::crypto::{self, KdfParams, Key32, VaultKeys};
 use crate::error::{Error, Result};
+use crate::session::{IdentityKey, MasterPublic, MasterSecret};
 
 pub const CONFIG_OBJECT: &str = "config";
 const FORMAT_VERSION: u32 = 1;
@@ -24,6 +25,27 @@ struct ConfigFile {
     /// XChaCha20-Poly1305(KEK, nonce, AAD = config_aad) of the 32-byte root secret K_dd.
     #[serde(with = "hex::serde")]
     sealed_root: Vec<u8>,
+    /// The admin authority, when the repository has one (`init --admin-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authority: Option<AuthorityFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AuthorityFile {
+    /// `mpk = s·g2`, compressed G2 (public).
+    #[serde(with = "hex::serde")]
+    mpk: Vec<u8>,
+    /// The fog node's identity and its identity key sealed under a key
+    /// derived from the root secret (AAD `"fogvault fog key <repo id>"`).
+    fog_id: String,
+    #[serde(with = "hex::serde")]
+    sealed_fog_key: Vec<u8>,
+}
+
+/// The pairing-based authority as the fog node sees it.
+pub struct Authority {
+    pub mpk: MasterPublic,
+    pub fog: IdentityKey,
 }
 
 fn config_aad(repo_id: &str, version: u32) -> Vec<u8> {
@@ -35,10 +57,23 @@ pub struct Repo {
     pub backend: Arc<Backend>,
     pub keys: Arc<VaultKeys>,
     pub repo_id: String,
+    pub authority: Option<Authority>,
+}
+
+pub const FOG_ID: &str = "fog";
+
+fn fog_key_aad(repo_id: &str) -> Vec<u8> {
+    format!("fogvault fog key {repo_id}").into_bytes()
 }
 
 /// Create a new repository at `location`. Refuses to overwrite an existing one.
 pub fn init(location: &str, passphrase: &[u8]) -> Result<Repo> {
+    init_with_authority(location, passphrase, None)
+}
+
+/// `init`, plus the admin authority `admin` (whose `mpk` goes into the config
+/// and which issues the fog node's identity key).
+pub fn init_with_authority(location: &str, passphrase: &[u8], admin: Option<&MasterSecret>) -> Result<Repo> {
     if passphrase.is_empty() {
         return Err(Error::Repo("the passphrase must not be empty".into()));
     }
@@ -53,13 +88,33 @@ pub fn init(location: &str, passphrase: &[u8]) -> Result<Repo> {
     let kdf = KdfParams::new_random();
     let kek = crypto::derive_kek(passphrase, &kdf).map_err(Error::Repo)?;
     let sealed_root = crypto::seal(&kek, &config_aad(&repo_id, FORMAT_VERSION), root.as_bytes());
-    let cfg =
-        ConfigFile { format: "fogvault".into(), version: FORMAT_VERSION, repo_id: repo_id.clone(), kdf, sealed_root };
+    let authority = admin.map(|msk| {
+        let fog = msk.extract(FOG_ID);
+        let sealed_fog_key = crypto::seal(&root.derive("fog identity key"), &fog_key_aad(&repo_id), &fog.to_bytes());
+        (
+            AuthorityFile { mpk: msk.public().to_bytes().to_vec(), fog_id: FOG_ID.into(), sealed_fog_key },
+            fog,
+            msk.public(),
+        )
+    });
+    let cfg = ConfigFile {
+        format: "fogvault".into(),
+        version: FORMAT_VERSION,
+        repo_id: repo_id.clone(),
+        kdf,
+        sealed_root,
+        authority: authority.as_ref().map(|(f, _, _)| AuthorityFile {
+            mpk: f.mpk.clone(),
+            fog_id: f.fog_id.clone(),
+            sealed_fog_key: f.sealed_fog_key.clone(),
+        }),
+    };
     let json = serde_json::to_vec_pretty(&cfg).expect("config serializes");
     if !backend.put_if_absent(CONFIG_OBJECT, Bytes::from(json))? {
         return Err(Error::Repo(format!("a repository is already initialised at {}", backend.description())));
     }
-    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id })
+    let authority = authority.map(|(_, fog, mpk)| Authority { mpk, fog });
+    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id, authority })
 }
 
 /// Open and unlock an existing repository.
@@ -84,7 +139,22 @@ pub fn unlock(location: &str, passphrase: &[u8]) -> Result<Repo> {
     let root: [u8; 32] =
         root.as_slice().try_into().map_err(|_| Error::Repo("the sealed root secret has the wrong length".into()))?;
     let root = Key32::from_bytes(root);
-    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id: cfg.repo_id })
+    let authority = match &cfg.authority {
+        None => None,
+        Some(a) => {
+            let bad = || Error::Repo("the repository config has a malformed authority".into());
+            let mpk: [u8; 96] = a.mpk.as_slice().try_into().map_err(|_| bad())?;
+            let mpk = MasterPublic::from_bytes(&mpk).ok_or_else(bad)?;
+            let d = crypto::open(&root.derive("fog identity key"), &fog_key_aad(&cfg.repo_id), &a.sealed_fog_key)
+                .map_err(|_| bad())?;
+            let fog = IdentityKey::from_parts(&a.fog_id, &d).ok_or_else(bad)?;
+            if !fog.is_valid_for(&mpk) {
+                return Err(bad());
+            }
+            Some(Authority { mpk, fog })
+        }
+    };
+    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id: cfg.repo_id, authority })
 }
 
 /// Default fog-node state directory: `$XDG_CACHE_HOME/fogvault/<repo id>`.

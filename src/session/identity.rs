@@ -42,6 +42,14 @@ impl MasterSecret {
         MasterSecret { s: random_scalar() }
     }
 
+    pub(crate) fn scalar(&self) -> Scalar {
+        self.s
+    }
+
+    pub(crate) fn from_scalar(s: Scalar) -> Self {
+        MasterSecret { s }
+    }
+
     pub fn public(&self) -> MasterPublic {
         MasterPublic((G2Affine::generator() * self.s).to_affine())
     }
@@ -75,6 +83,17 @@ impl Drop for IdentityKey {
 }
 
 impl IdentityKey {
+    pub(crate) fn to_bytes(&self) -> [u8; 48] {
+        self.d.to_compressed()
+    }
+
+    /// Rebuild a key from its id and compressed point (None if not a point).
+    pub(crate) fn from_parts(id: &str, d: &[u8]) -> Option<Self> {
+        let b: [u8; 48] = d.try_into().ok()?;
+        let d: Option<G1Affine> = G1Affine::from_compressed(&b).into();
+        Some(IdentityKey { id: id.to_string(), d: d? })
+    }
+
     /// Check the key against `mpk`: `e(d, g2) == e(H1(id), mpk)`.
     pub fn is_valid_for(&self, mpk: &MasterPublic) -> bool {
         let neg_q = -h1(&self.id).to_affine();

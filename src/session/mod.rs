@@ -6,11 +6,14 @@
 //! handshake between a user and the fog node. The control socket, policy and
 //! folder-key transport that use it arrive with issue 4's later parts.
 
+pub mod control;
 mod handshake;
 mod ibs;
 mod identity;
+mod keyfile;
 mod wire;
 
 pub use handshake::{FogResponder, HandshakeError, ReplayCache, SessionKeys, UserInitiator};
 pub use ibs::Signature;
 pub use identity::{IdentityKey, MasterPublic, MasterSecret};
+pub use keyfile::{read_admin_key, read_identity_key, write_admin_key, write_identity_key};
