@@ -575,3 +575,4 @@ for t in fv gc; do fs_umount "$t" "${TDIR[$t]}"; done
 log "== 6 storage";              w_storage
 grep -h -i -E 'error|panic|warn' "$RUN"/*/daemon.log >>"$LOG" 2>/dev/null || true
 report
+bash "$(dirname "$0")/bench_login.sh" || log "login benchmark FAILED"
