@@ -54,6 +54,7 @@ echo "== dedup figures"
 cat <<EOT
 
 The vault stays mounted at $MNT. Try: ls -R $MNT; dcmdump $MNT/radiology/patient-0001/ct-chest/CT000001.dcm | head
-Check integrity:  FOGVAULT_PASSPHRASE='$FOGVAULT_PASSPHRASE' $FV verify --repo $DEMO/repo --cache $DEMO/cache --deep
+Check integrity:  $FV verify --repo $DEMO/repo --cache $DEMO/cache --deep
 Unmount:          umount $MNT
+(commands that unlock the vault read FOGVAULT_PASSPHRASE or prompt for it)
 EOT
