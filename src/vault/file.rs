@@ -96,6 +96,22 @@ fn push_extent(list: &mut Vec<Extent>, e: Extent) {
     list.push(e);
 }
 
+/// Store the chunks `cuts` of `buf` (hash, compress, encrypt on all cores;
+/// all-zero chunks become holes) and append their extents to `out`.
+fn store_cuts(cx: &CommitCtx<'_>, buf: &[u8], cuts: &[(usize, usize)], out: &mut Vec<Extent>) -> Result<()> {
+    let stored: Vec<Option<ChunkId>> = cuts
+        .par_iter()
+        .map(|&(o, l)| {
+            let piece = &buf[o..o + l];
+            if piece.iter().all(|&b| b == 0) { Ok(None) } else { cx.chunks.put(piece).map(|(id, _)| Some(id)) }
+        })
+        .collect::<Result<_>>()?;
+    for (&(_, l), chunk) in cuts.iter().zip(stored) {
+        push_extent(out, Extent { len: l as u64, chunk });
+    }
+    Ok(())
+}
+
 impl FileState {
     pub fn new(rec: InodeRecord) -> Self {
         let size = rec.size;
@@ -215,17 +231,8 @@ impl FileState {
     pub fn chunk_stream(cx: &CommitCtx<'_>, data: &[u8]) -> StreamChunks {
         let mut cuts = cx.chunker.cut(data);
         cuts.pop();
-        let stored: Vec<Option<ChunkId>> = cuts
-            .par_iter()
-            .map(|&(o, l)| {
-                let piece = &data[o..o + l];
-                if piece.iter().all(|&b| b == 0) { Ok(None) } else { cx.chunks.put(piece).map(|(id, _)| Some(id)) }
-            })
-            .collect::<Result<_>>()?;
         let mut exts = Vec::new();
-        for (&(_, l), chunk) in cuts.iter().zip(stored) {
-            push_extent(&mut exts, Extent { len: l as u64, chunk });
-        }
+        store_cuts(cx, data, &cuts, &mut exts)?;
         let consumed = cuts.last().map_or(0, |&(o, l)| o + l);
         Ok((exts, consumed))
     }
@@ -440,17 +447,7 @@ impl FileState {
                 let (o, _) = cuts.pop().expect("at least two cuts");
                 leftover = Some((ws + o as u64, buf[o..].to_vec()));
             }
-            // Hash, compress and encrypt the window's chunks on all cores.
-            let stored: Vec<Option<ChunkId>> = cuts
-                .par_iter()
-                .map(|&(o, l)| {
-                    let piece = &buf[o..o + l];
-                    if piece.iter().all(|&b| b == 0) { Ok(None) } else { cx.chunks.put(piece).map(|(id, _)| Some(id)) }
-                })
-                .collect::<Result<_>>()?;
-            for (&(_, l), chunk) in cuts.iter().zip(stored) {
-                push_extent(&mut new, Extent { len: l as u64, chunk });
-            }
+            store_cuts(cx, buf, &cuts, &mut new)?;
             pos = we;
         }
         let tail_end = match &leftover {
