@@ -79,12 +79,13 @@ fn schedule(dh: &G1Affine, th2: &[u8; 32]) -> Schedule {
     }
 }
 
-fn mac(key: &Key32, role: &[u8], th: &[u8; 32], id: &str) -> [u8; 32] {
+/// Key-confirmation MAC. `blake3::Hash` compares in constant time.
+fn mac(key: &Key32, role: &[u8], th: &[u8; 32], id: &str) -> blake3::Hash {
     let mut h = blake3::Hasher::new_keyed(key.as_bytes());
     h.update(role);
     h.update(th);
     h.update(id.as_bytes());
-    *h.finalize().as_bytes()
+    h.finalize()
 }
 
 fn signed_payload(role: &[u8], th: &[u8; 32]) -> Vec<u8> {
@@ -110,9 +111,6 @@ fn read_header(r: &mut Reader<'_>, want: u8) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// The user's side.
 pub struct UserInitiator {
@@ -172,13 +170,13 @@ impl UserInitiator {
         }
         let dh = (y * self.x).to_affine();
         let ks = schedule(&dh, &th2);
-        if !ct_eq(&mac(&ks.mac_f, b"F", &th2, &fog), &tag) {
+        if mac(&ks.mac_f, b"F", &th2, &fog) != blake3::Hash::from_bytes(tag) {
             return Err(HandshakeError::BadMac);
         }
         let th3 = transcript(&[&self.msg1, msg2]);
         let mut msg3 = wire::header(MSG3);
         msg3.extend_from_slice(&ibs::sign(&self.key, &signed_payload(b"user", &th3)).to_bytes());
-        msg3.extend_from_slice(&mac(&ks.mac_u, b"U", &th3, &self.key.id));
+        msg3.extend_from_slice(mac(&ks.mac_u, b"U", &th3, &self.key.id).as_bytes());
         let keys = SessionKeys {
             session_id: ks.session_id,
             user: self.key.id.clone(),
@@ -268,7 +266,7 @@ impl FogResponder {
         let dh = (x * y).to_affine();
         let ks = schedule(&dh, &th2);
         msg2.extend_from_slice(&ibs::sign(key, &signed_payload(b"fog", &th2)).to_bytes());
-        msg2.extend_from_slice(&mac(&ks.mac_f, b"F", &th2, &key.id));
+        msg2.extend_from_slice(mac(&ks.mac_f, b"F", &th2, &key.id).as_bytes());
         let me = FogResponder { user, fog: key.id.clone(), msg1: msg1.to_vec(), msg2: msg2.clone(), schedule: ks };
         Ok((me, msg2))
     }
@@ -287,7 +285,7 @@ impl FogResponder {
         if !ibs::verify(mpk, &self.user, &signed_payload(b"user", &th3), &sig) {
             return Err(HandshakeError::BadSignature(self.user));
         }
-        if !ct_eq(&mac(&self.schedule.mac_u, b"U", &th3, &self.user), &tag) {
+        if mac(&self.schedule.mac_u, b"U", &th3, &self.user) != blake3::Hash::from_bytes(tag) {
             return Err(HandshakeError::BadMac);
         }
         Ok(SessionKeys {
