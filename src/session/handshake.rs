@@ -111,7 +111,6 @@ fn read_header(r: &mut Reader<'_>, want: u8) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-
 /// The user's side.
 pub struct UserInitiator {
     key: IdentityKey,
