@@ -227,13 +227,9 @@ impl ChunkStore {
         if cur.len >= TARGET_PACK_SIZE {
             let full = st.current.take().expect("current pack exists");
             drop(st);
-            self.seal(full)?;
+            self.enqueue(full.id, full.entries)?;
         }
         Ok(loc)
-    }
-
-    fn seal(&self, pack: OpenPack) -> Result<()> {
-        self.enqueue(pack.id, pack.entries)
     }
 
     /// Make every chunk stored so far durable (fdatasync of staging data files).
@@ -254,7 +250,7 @@ impl ChunkStore {
                 let _ = std::fs::remove_file(data_path(&self.shared.dir, &p.id));
                 let _ = std::fs::remove_file(idx_path(&self.shared.dir, &p.id));
             } else {
-                self.seal(p)?;
+                self.enqueue(p.id, p.entries)?;
             }
         }
         let mut st = self.shared.state.lock();
@@ -265,12 +261,6 @@ impl ChunkStore {
             self.shared.changed.wait_for(&mut st, Duration::from_millis(200));
         }
         Ok(())
-    }
-
-    /// Number of packs waiting in the local upload journal.
-    pub fn backlog(&self) -> usize {
-        let st = self.shared.state.lock();
-        st.queued + usize::from(st.current.is_some())
     }
 
     /// Read one envelope, from staging if not yet uploaded, else a ranged GET.

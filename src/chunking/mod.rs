@@ -29,10 +29,6 @@ impl Chunker {
         Chunker { params, seed }
     }
 
-    pub fn params(&self) -> ChunkParams {
-        self.params
-    }
-
     /// Cut `data` into chunks, returned as `(offset, len)`. The last chunk ends
     /// at the end of `data` whether or not that is a content-defined cut.
     pub fn cut(&self, data: &[u8]) -> Vec<(usize, usize)> {

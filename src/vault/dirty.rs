@@ -79,9 +79,9 @@ impl DirtyMap {
         self.map.iter().map(|(&s, b)| (s, s + b.len() as u64)).collect()
     }
 
-    /// Highest dirty offset + 1, or 0.
-    pub fn end(&self) -> u64 {
-        self.map.iter().next_back().map(|(&s, b)| s + b.len() as u64).unwrap_or(0)
+    /// Whether any dirty byte lies in `[start, end)` (no allocation: read hot path).
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.map.range(..end).next_back().is_some_and(|(&s, b)| s + b.len() as u64 > start)
     }
 
     /// Remove and return the range `[start, end)` if it is exactly one dirty
@@ -142,6 +142,10 @@ mod tests {
                 }
                 let dirty: usize = model.iter().filter(|b| b.is_some()).count();
                 prop_assert_eq!(d.bytes(), dirty);
+                for (lo, hi) in [(0u64, 6000u64), (off, off + 1), (off / 2, off + 300), (5999, 6000)] {
+                    let want = model[lo as usize..hi as usize].iter().any(|b| b.is_some());
+                    prop_assert_eq!(d.overlaps(lo, hi), want, "overlaps({}, {})", lo, hi);
+                }
                 let rs = d.ranges();
                 for w in rs.windows(2) { prop_assert!(w[0].1 < w[1].0, "ranges must be disjoint and not touching"); }
             }

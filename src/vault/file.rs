@@ -167,7 +167,7 @@ impl FileState {
         let end = (off + len as u64).min(self.size);
         let committed = self.rec.size;
         let inflight = self.inflight.as_ref().is_some_and(|f| f.start < end && f.start + f.data.len() as u64 > off);
-        let overlaps_dirty = inflight || self.dirty.ranges().iter().any(|&(s, e)| s < end && e > off);
+        let overlaps_dirty = inflight || self.dirty.overlaps(off, end);
         let mut out = Vec::new();
         let mut pos = off;
         while pos < end.min(committed) {

@@ -8,7 +8,7 @@ mod file;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -152,7 +152,6 @@ pub struct Vault {
     /// non-open inodes). Lock order: `ns` → `files` → a `FileState`.
     ns: Mutex<()>,
     _cache_lock: nix::fcntl::Flock<File>,
-    cache_dir: PathBuf,
 }
 
 impl Vault {
@@ -233,14 +232,9 @@ impl Vault {
             files: Mutex::new(HashMap::new()),
             ns: Mutex::new(()),
             _cache_lock: lock_file,
-            cache_dir: cache_dir.to_path_buf(),
         };
         vault.purge_orphans()?;
         Ok(vault)
-    }
-
-    pub fn cache_dir(&self) -> &Path {
-        &self.cache_dir
     }
 
     fn ctx(&self) -> CommitCtx<'_> {
@@ -990,19 +984,21 @@ impl Vault {
         Ok(())
     }
 
+    /// The inode's record: the open file's working copy if there is one.
+    fn current_record(&self, ino: u64) -> Result<InodeRecord> {
+        match self.open_state(ino) {
+            Some(s) => Ok(s.lock().rec.clone()),
+            None => self.load(ino),
+        }
+    }
+
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        let rec = match self.open_state(ino) {
-            Some(s) => s.lock().rec.clone(),
-            None => self.load(ino)?,
-        };
+        let rec = self.current_record(ino)?;
         rec.xattrs.into_iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or(Error::NoAttr)
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
-        let rec = match self.open_state(ino) {
-            Some(s) => s.lock().rec.clone(),
-            None => self.load(ino)?,
-        };
+        let rec = self.current_record(ino)?;
         Ok(rec.xattrs.into_iter().map(|(n, _)| n).collect())
     }
 
@@ -1063,10 +1059,5 @@ impl Vault {
             self.maybe_evict(ino);
         }
         Ok(())
-    }
-
-    /// Packs still waiting in the local upload journal.
-    pub fn upload_backlog(&self) -> usize {
-        self.chunks.store().backlog()
     }
 }
