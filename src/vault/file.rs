@@ -251,21 +251,11 @@ impl FileState {
                 push_extent(&mut rec.extents, *e);
             }
             rec.size += consumed as u64;
-            let added: Vec<ChunkId> = exts.iter().filter_map(|e| e.chunk).collect();
-            if !added.is_empty() {
-                cx.chunks.store().sync()?;
+            let mut delta: HashMap<ChunkId, i64> = HashMap::new();
+            for id in exts.iter().filter_map(|e| e.chunk) {
+                *delta.entry(id).or_default() += 1;
             }
-            cx.meta.write(|tx| {
-                for id in &added {
-                    cx.chunks.adjust_refs(tx, id, 1)?;
-                }
-                tx.put_inode(ino, &rec)
-            })?;
-            cx.chunks.forget_pending(&added);
-            self.base = rec.extents.clone();
-            self.rec = rec;
-            self.recompute_starts();
-            self.unsynced = true;
+            self.install(ino, cx, rec, &delta, |_| Ok(()))?;
             self.tail_natural = true;
             Ok(consumed)
         });
@@ -470,16 +460,33 @@ impl FileState {
             }
         }
         delta.retain(|_, d| *d != 0);
-        let added: Vec<ChunkId> = delta.iter().filter(|(_, d)| **d > 0).map(|(id, _)| *id).collect();
-        if !added.is_empty() {
-            // Chunk bytes must be durable before metadata points at them.
-            cx.chunks.store().sync()?;
-        }
         let mut rec = self.rec.clone();
         rec.extents = new;
         rec.size = rec.extents.iter().map(|e| e.len).sum();
+        self.install(ino, cx, rec, &delta, extra)?;
+        self.attrs_dirty = false;
+        // A kept tail starts at a natural cut; anything else may end in a forced one.
+        self.tail_natural = leftover.as_ref().is_some_and(|(start, _)| *start == self.rec.size);
+        Ok(leftover)
+    }
+
+    /// Make `rec` this file's stored record: chunk bytes are synced first if it
+    /// gains references (they must be durable before metadata points at them),
+    /// then reference counts, the inode and `extra` commit in one transaction.
+    fn install(
+        &mut self,
+        ino: u64,
+        cx: &CommitCtx<'_>,
+        rec: InodeRecord,
+        delta: &HashMap<ChunkId, i64>,
+        extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let added: Vec<ChunkId> = delta.iter().filter(|(_, d)| **d > 0).map(|(id, _)| *id).collect();
+        if !added.is_empty() {
+            cx.chunks.store().sync()?;
+        }
         cx.meta.write(|tx| {
-            for (id, d) in &delta {
+            for (id, d) in delta {
                 cx.chunks.adjust_refs(tx, id, *d)?;
             }
             tx.put_inode(ino, &rec)?;
@@ -489,11 +496,8 @@ impl FileState {
         self.base = rec.extents.clone();
         self.rec = rec;
         self.recompute_starts();
-        self.attrs_dirty = false;
         self.unsynced = true;
-        // A kept tail starts at a natural cut; anything else may end in a forced one.
-        self.tail_natural = leftover.as_ref().is_some_and(|(start, _)| *start == self.rec.size);
-        Ok(leftover)
+        Ok(())
     }
 
     /// The bytes of `[ws, we)`: committed chunks (holes as zeros) with dirty bytes on top.
