@@ -22,7 +22,7 @@ echo "== build"
 cargo build --release --locked
 export FOGVAULT="$PWD/target/release/fogvault"
 
-suites=(roundtrip integrity durability errors shutdown sessions large concurrency dicom pjdfstest)
+suites=(roundtrip integrity durability errors shutdown sessions folders large concurrency dicom pjdfstest)
 failed=()
 for s in "${suites[@]}"; do
     echo "== shell: $s"

@@ -34,6 +34,12 @@ pub enum Error {
     TooManyLinks,
     #[error("cross-device link")]
     CrossDevice,
+    /// The record belongs to a vault folder whose key no session has supplied.
+    #[error("vault folder is locked (no session holds its key)")]
+    Locked,
+    /// The caller's session does not grant this access.
+    #[error("access denied by the vault policy")]
+    AccessDenied,
     #[error("no space left in the store or cache")]
     NoSpace,
     /// Stored data failed authentication or is missing: never hand out bytes.

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use fogvault::error::Error;
 use fogvault::repo::{self, Repo};
-use fogvault::session::{self, MasterSecret, control};
+use fogvault::session::{self, Admin, GrantRequest, MasterSecret, Rights, Subject, control};
 use fogvault::vault::{Caller, Vault};
 use fogvault::{fuse_adapter, tools};
 
@@ -39,7 +39,7 @@ enum Cmd {
         #[arg(long)]
         admin_key: Option<PathBuf>,
     },
-    /// Administration with the admin key (users and their identity keys).
+    /// Administration with the admin key: users, vault folders, grants, the policy.
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
@@ -51,6 +51,15 @@ enum Cmd {
         /// Identity key file (passphrase: FOGVAULT_KEY_PASSPHRASE or a prompt).
         #[arg(long)]
         key: PathBuf,
+        /// Emergency access to folders you hold no grant for (emergency roles only; recorded).
+        #[arg(long, requires = "reason")]
+        break_glass: bool,
+        /// Why the glass is broken (required with --break-glass).
+        #[arg(long, requires = "break_glass")]
+        reason: Option<String>,
+        /// End the session after this many seconds (default: the daemon's 8 hours).
+        #[arg(long)]
+        ttl: Option<u64>,
     },
     /// End the caller's sessions on a mounted vault.
     Logout {
@@ -99,6 +108,16 @@ enum Cmd {
     },
 }
 
+/// Every admin command works on the store's signed policy with the admin key.
+#[derive(clap::Args)]
+struct AdminArgs {
+    #[arg(long)]
+    repo: String,
+    /// The admin key file from `init --admin-key` (FOGVAULT_ADMIN_PASSPHRASE).
+    #[arg(long)]
+    admin_key: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum AdminCmd {
     /// Users and their identity keys.
@@ -106,21 +125,107 @@ enum AdminCmd {
         #[command(subcommand)]
         cmd: UserCmd,
     },
+    /// Vault folders (key domains).
+    Folder {
+        #[command(subcommand)]
+        cmd: FolderCmd,
+    },
+    /// Give a user or a role rights on a vault folder.
+    Grant {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long, conflicts_with = "role", required_unless_present = "role")]
+        user: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        /// Vault folder path, as given to `admin folder create`.
+        #[arg(long)]
+        folder: String,
+        /// r, rw or rwa.
+        #[arg(long, value_parser = parse_rights)]
+        rights: Rights,
+        /// The grant lapses after this many days.
+        #[arg(long)]
+        expires_days: Option<u64>,
+        /// UTC hours the grant applies, e.g. 7-19.
+        #[arg(long, value_parser = parse_hours)]
+        hours: Option<(u8, u8)>,
+    },
+    /// Revoke a user (all access, live sessions end) or their grant on one folder;
+    /// folder keys they held are rotated.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        user: String,
+        #[arg(long)]
+        folder: Option<String>,
+    },
+    /// The signed policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
 }
 
 #[derive(Subcommand)]
 enum UserCmd {
-    /// Issue an identity key for ID, sealed with FOGVAULT_KEY_PASSPHRASE (or a prompt).
+    /// Enrol ID: issue its identity key, sealed with FOGVAULT_KEY_PASSPHRASE (or a prompt).
     Add {
         id: String,
         #[arg(long)]
         role: String,
         #[arg(long)]
         key_out: PathBuf,
-        /// The admin key file from `init --admin-key` (FOGVAULT_ADMIN_PASSPHRASE).
+        /// The identity stops being admitted after this many days.
         #[arg(long)]
-        admin_key: PathBuf,
+        expires_days: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum FolderCmd {
+    /// Make PATH (below the mount root) a vault folder with its own key.
+    Create {
+        path: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Print the current policy (no key material).
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_rights(s: &str) -> Result<Rights, String> {
+    Rights::parse(s).ok_or_else(|| format!("rights must be r, rw or rwa, not {s:?}"))
+}
+
+fn parse_hours(s: &str) -> Result<(u8, u8), String> {
+    let bad = || format!("hours must look like 7-19 (UTC, 0-24), not {s:?}");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u8, u8) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > 24 || b > 24 || a == b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+fn open_admin(a: &AdminArgs) -> Result<Admin, Error> {
+    let pass = secret_input("FOGVAULT_ADMIN_PASSPHRASE", "admin key passphrase: ", false)?;
+    Admin::open(&a.repo, &a.admin_key, pass.as_bytes())
+}
+
+fn days_from_now(days: Option<u64>) -> Option<u64> {
+    days.map(|d| session::policy::now_secs() + d * 86_400)
 }
 
 fn passphrase(confirm: bool) -> Result<Zeroizing<String>, Error> {
@@ -189,22 +294,18 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("initialised repository {} (id {})", r.backend.description(), r.repo_id);
             Ok(())
         }
-        Cmd::Admin { cmd: AdminCmd::User { cmd: UserCmd::Add { id, role, key_out, admin_key } } } => {
-            if id.is_empty() || id.len() > 128 || id == repo::FOG_ID {
-                return Err(Error::Repo(format!("invalid user id {id:?}")));
-            }
-            let admin_pass = secret_input("FOGVAULT_ADMIN_PASSPHRASE", "admin key passphrase: ", false)?;
-            let msk = session::read_admin_key(&admin_key, admin_pass.as_bytes())?;
-            let user_pass = secret_input("FOGVAULT_KEY_PASSPHRASE", "passphrase for the new key: ", true)?;
-            session::write_identity_key(&key_out, &msk.extract(&id), &role, &msk.public(), user_pass.as_bytes())?;
-            println!("identity key for {id} ({role}) written to {}", key_out.display());
-            Ok(())
-        }
-        Cmd::Login { mount, key } => {
+        Cmd::Admin { cmd } => run_admin(cmd),
+        Cmd::Login { mount, key, break_glass, reason, ttl } => {
             let pass = secret_input("FOGVAULT_KEY_PASSPHRASE", "identity key passphrase: ", false)?;
-            let (key, _role, mpk) = session::read_identity_key(&key, pass.as_bytes())?;
-            let s = control::login(&mount, &key, &mpk)?;
+            let key = session::read_identity_key(&key, pass.as_bytes())?;
+            let s = control::login(&mount, &key, reason.filter(|_| break_glass), ttl)?;
             println!("session {} for {} (uid {}) until {}", &s.session[..16], s.user, s.uid, s.expires);
+            for f in &s.folders {
+                println!("  {} {}", f.rights, f.path);
+            }
+            if s.break_glass {
+                println!("BREAK-GLASS session: recorded for the admin");
+            }
             Ok(())
         }
         Cmd::Logout { mount } => {
@@ -218,14 +319,20 @@ fn run(cli: Cli) -> Result<(), Error> {
                 println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
             } else {
                 for s in &list {
+                    let folders: Vec<String> = s.folders.iter().map(|f| format!("{}:{}", f.path, f.rights)).collect();
                     println!(
-                        "{}  user={}  uid={}  started={}  expires={}",
+                        "{}  user={}  uid={}  started={}  expires={}  folders={}{}",
                         &s.session[..16],
                         s.user,
                         s.uid,
                         s.started,
-                        s.expires
+                        s.expires,
+                        folders.join(","),
+                        if s.break_glass { "  BREAK-GLASS" } else { "" }
                     );
+                    if let Some(r) = &s.reason {
+                        println!("    reason: {r}");
+                    }
                 }
                 if list.is_empty() {
                     println!("no active sessions");
@@ -250,7 +357,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             })?;
             let control = match &r.authority {
                 Some(a) => {
-                    let c = control::ControlServer::start(&mountpoint, a.mpk, a.fog.clone(), SESSION_TTL)?;
+                    let c = control::ControlServer::start(
+                        &mountpoint,
+                        a.mpk,
+                        a.fog.clone(),
+                        &r.repo_id,
+                        Arc::clone(&r.backend),
+                        Arc::clone(&vault),
+                        &dir,
+                        SESSION_TTL,
+                    )?;
                     eprintln!("fogvault: control socket {}", control::socket_path(&mountpoint).display());
                     Some(c)
                 }
@@ -281,6 +397,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 println!("stored bytes:   {}", s.stored_bytes);
                 println!("chunks:         {}", s.chunks);
                 println!("packs:          {} (+{} awaiting upload)", s.packs, s.upload_backlog_packs);
+                if s.locked_records > 0 {
+                    println!(
+                        "locked:         {} records in locked vault folders (not counted above; logical bytes from chunk references)",
+                        s.locked_records
+                    );
+                }
             }
             Ok(())
         }
@@ -320,6 +442,48 @@ fn run(cli: Cli) -> Result<(), Error> {
             } else {
                 Err(Error::Integrity("verification found damaged or missing objects".into()))
             }
+        }
+    }
+}
+
+fn run_admin(cmd: AdminCmd) -> Result<(), Error> {
+    match cmd {
+        AdminCmd::User { cmd: UserCmd::Add { id, role, key_out, expires_days, admin } } => {
+            let a = open_admin(&admin)?;
+            let user_pass = secret_input("FOGVAULT_KEY_PASSPHRASE", "passphrase for the new key: ", true)?;
+            let v = a.add_user(&id, &role, days_from_now(expires_days), &key_out, user_pass.as_bytes())?;
+            println!("identity key for {id} ({role}) written to {}; policy v{v}", key_out.display());
+            Ok(())
+        }
+        AdminCmd::Folder { cmd: FolderCmd::Create { path, admin } } => {
+            let (id, v) = open_admin(&admin)?.create_folder(&path)?;
+            println!("vault folder {id} created; policy v{v}");
+            Ok(())
+        }
+        AdminCmd::Grant { admin, user, role, folder, rights, expires_days, hours } => {
+            let subject = match (user, role) {
+                (Some(u), _) => Subject::User(u),
+                (None, Some(r)) => Subject::Role(r),
+                (None, None) => unreachable!("clap requires --user or --role"),
+            };
+            let req = GrantRequest { subject, folder: &folder, rights, expires: days_from_now(expires_days), hours };
+            let v = open_admin(&admin)?.grant(req)?;
+            println!("granted {rights}; policy v{v}");
+            Ok(())
+        }
+        AdminCmd::Revoke { admin, user, folder } => {
+            let (v, rotated) = open_admin(&admin)?.revoke(&user, folder.as_deref())?;
+            println!("revoked; {rotated} folder key(s) rotated; policy v{v}");
+            Ok(())
+        }
+        AdminCmd::Policy { cmd: PolicyCmd::Show { admin, json } } => {
+            let p = open_admin(&admin)?.policy()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p.summary()).expect("serializes"));
+            } else {
+                print!("{}", p.summary());
+            }
+            Ok(())
         }
     }
 }

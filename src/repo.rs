@@ -157,6 +157,31 @@ pub fn unlock(location: &str, passphrase: &[u8]) -> Result<Repo> {
     Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id: cfg.repo_id, authority })
 }
 
+/// What the admin needs from the config without the operator passphrase:
+/// the store, the repository id, `mpk` and the fog node's identity.
+pub struct PublicInfo {
+    pub backend: Arc<Backend>,
+    pub repo_id: String,
+    pub mpk: MasterPublic,
+    pub fog_id: String,
+}
+
+pub fn public_info(location: &str) -> Result<PublicInfo> {
+    let backend = Arc::new(Backend::open(location, false)?);
+    let raw = backend
+        .get(CONFIG_OBJECT)?
+        .ok_or_else(|| Error::Repo(format!("{} is not a fogvault repository", backend.description())))?;
+    let cfg: ConfigFile =
+        serde_json::from_slice(&raw).map_err(|e| Error::Repo(format!("the repository config is malformed: {e}")))?;
+    let a = cfg.authority.ok_or_else(|| {
+        Error::Repo("this repository has no admin authority (it was initialised without --admin-key)".into())
+    })?;
+    let bad = || Error::Repo("the repository config has a malformed authority".into());
+    let mpk: [u8; 96] = a.mpk.as_slice().try_into().map_err(|_| bad())?;
+    let mpk = MasterPublic::from_bytes(&mpk).ok_or_else(bad)?;
+    Ok(PublicInfo { backend, repo_id: cfg.repo_id, mpk, fog_id: a.fog_id })
+}
+
 /// Default fog-node state directory: `$XDG_CACHE_HOME/fogvault/<repo id>`.
 pub fn default_cache_dir(repo_id: &str) -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")

@@ -31,6 +31,10 @@ pub struct Stats {
     pub dedup_ratio: f64,
     /// Packs in the fog node's upload journal.
     pub upload_backlog_packs: u64,
+    /// Inode records in vault folders no session has unlocked: not counted
+    /// in `files`/`directories`; `logical_bytes` then comes from chunk
+    /// reference counts (file bytes minus holes) instead of file sizes.
+    pub locked_records: u64,
 }
 
 fn open_meta(repo: &Repo, cache_dir: &Path) -> Result<Metadata> {
@@ -51,9 +55,10 @@ fn open_meta(repo: &Repo, cache_dir: &Path) -> Result<Metadata> {
 pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
     let meta = open_meta(repo, cache_dir)?;
     let (mut logical, mut files, mut dirs) = (0u64, 0u64, 0u64);
-    let (mut chunks, mut unique) = (0u64, 0u64);
+    let (mut chunks, mut unique, mut referenced) = (0u64, 0u64, 0u64);
+    let mut locked = 0;
     meta.read(|tx| {
-        tx.for_each_inode(|_, rec| {
+        locked = tx.for_each_inode(|_, rec| {
             match rec.kind {
                 FileKind::File => {
                     files += 1;
@@ -68,6 +73,7 @@ pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
             if e.refs > 0 {
                 chunks += 1;
                 unique += e.plain_len as u64;
+                referenced += e.refs * e.plain_len as u64;
             }
             Ok(())
         })
@@ -75,7 +81,11 @@ pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
     let packs = repo.backend.list("packs")?;
     let staged = staged_packs(&cache_dir.join("staging"))?;
     let stored: u64 = packs.iter().map(|(_, s)| s).sum::<u64>() + staged.iter().map(|(_, s)| s).sum::<u64>();
+    if locked > 0 {
+        logical = referenced;
+    }
     Ok(Stats {
+        locked_records: locked,
         logical_bytes: logical,
         stored_bytes: stored,
         chunks,
@@ -238,7 +248,12 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
             let inos: BTreeSet<u64> = ids.iter().filter_map(|id| users.get(id)).flatten().copied().collect();
             let files = inos
                 .iter()
-                .flat_map(|ino| paths.get(ino).cloned().unwrap_or_else(|| vec![format!("<inode {ino}, unlinked>")]))
+                .flat_map(|ino| {
+                    paths
+                        .get(ino)
+                        .cloned()
+                        .unwrap_or_else(|| vec![format!("<inode {ino}, unlinked or in a locked vault folder>")])
+                })
                 .collect();
             report.findings.push(Finding { object, problem, files });
         }
@@ -253,7 +268,11 @@ fn file_paths(meta: &Metadata) -> Result<HashMap<u64, Vec<String>>> {
     while let Some((dir, prefix)) = stack.pop() {
         let mut after = 0;
         loop {
-            let batch = meta.read(|tx| tx.list_dir(dir, after, 1024))?;
+            let batch = match meta.read(|tx| tx.list_dir(dir, after, 1024)) {
+                Ok(b) => b,
+                Err(Error::Locked) => break, // a locked vault folder: its names stay sealed
+                Err(e) => return Err(e),
+            };
             let Some(last) = batch.last() else { break };
             after = last.0;
             for (_, d) in batch {

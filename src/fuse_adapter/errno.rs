@@ -21,6 +21,7 @@ pub fn errno(e: &Error) -> Errno {
         Error::CrossDevice => libc::EXDEV,
         Error::TooManyLinks => libc::EMLINK,
         Error::NoSpace => libc::ENOSPC,
+        Error::Locked | Error::AccessDenied => libc::EACCES,
         Error::Integrity(_) | Error::Store(_) | Error::Metadata(_) | Error::Repo(_) | Error::WrongPassphrase => {
             libc::EIO
         }

@@ -20,7 +20,7 @@ pub use errno::errno;
 
 use crate::error::Error;
 use crate::metadata::{FileKind, Timespec};
-use crate::vault::{Attr, Caller, RenameFlags, SetAttr, TimeSet, Vault, XattrMode};
+use crate::vault::{Access, Attr, Caller, RenameFlags, SetAttr, TimeSet, Vault, XattrMode};
 
 /// The kernel may cache attributes and entries this long: every change goes
 /// through this mount (and the kernel invalidates what its own operations
@@ -104,10 +104,38 @@ impl FogFs {
 
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
         match r {
-            Ok(a) => reply.entry(&TTL, &fuse_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&ttl(&a), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
+
+    /// The session gate for `uid` (see `Vault::authorize`).
+    fn allow(&self, uid: u32, ino: INodeNo, access: Access, contents: bool) -> Result<(), Error> {
+        self.vault.authorize(uid, ino.0, access, contents)
+    }
+}
+
+/// Inside vault folders the kernel must ask us every time (the answer
+/// depends on the caller's session), so nothing there is cached.
+fn ttl(a: &Attr) -> Duration {
+    if a.domain == 0 { TTL } else { Duration::ZERO }
+}
+
+/// Open files remember who opened them: the kernel may send writeback and
+/// readahead on behalf of another uid, so reads and writes are checked
+/// against the opener's session.
+fn handle_for(uid: u32) -> FileHandle {
+    FileHandle(u64::from(uid) | 1 << 32)
+}
+
+fn opener(fh: FileHandle, req: &Request) -> u32 {
+    if fh.0 >> 32 == 1 { fh.0 as u32 } else { req.uid() }
+}
+
+fn open_flags(a_domain: u32) -> FopenFlags {
+    // Outside vault folders the page cache stays valid across opens (all
+    // writes pass through us); inside, each open re-reads through the gate.
+    if a_domain == 0 { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() }
 }
 
 fn empty(reply: ReplyEmpty, r: Result<(), Error>) {
@@ -142,20 +170,23 @@ impl Filesystem for FogFs {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.vault.lookup(parent.0, name.as_bytes()))
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = self
+            .allow(req.uid(), parent, Access::Read, true)
+            .and_then(|()| self.vault.lookup(parent.0, name.as_bytes()));
+        self.entry(reply, r)
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.vault.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.getattr(ino.0)) {
+            Ok(a) => reply.attr(&ttl(&a), &fuse_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -180,8 +211,8 @@ impl Filesystem for FogFs {
             mtime: mtime.map(time_set),
             ctime: ctime.map(from_system_time),
         };
-        match self.vault.setattr(ino.0, &set) {
-            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+        match self.allow(req.uid(), ino, Access::Write, false).and_then(|()| self.vault.setattr(ino.0, &set)) {
+            Ok(a) => reply.attr(&ttl(&a), &fuse_attr(&a)),
             Err(e) => {
                 log_err("setattr", &e);
                 reply.error(errno(&e))
@@ -189,8 +220,8 @@ impl Filesystem for FogFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.vault.readlink(ino.0) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
@@ -214,32 +245,44 @@ impl Filesystem for FogFs {
             libc::S_IFBLK => FileKind::BlockDev,
             _ => return reply.error(fuser::Errno::from_i32(libc::EINVAL)),
         };
-        self.entry(reply, self.vault.create_node(caller(req), parent.0, name.as_bytes(), kind, mode, rdev, b""))
+        let r = self
+            .allow(req.uid(), parent, Access::Write, true)
+            .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), kind, mode, rdev, b""));
+        self.entry(reply, r)
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        self.entry(reply, self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::Dir, mode, 0, b""))
+        let r = self
+            .allow(req.uid(), parent, Access::Write, true)
+            .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::Dir, mode, 0, b""));
+        self.entry(reply, r)
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.vault.unlink(parent.0, name.as_bytes()))
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .allow(req.uid(), parent, Access::Write, true)
+            .and_then(|()| self.vault.unlink(parent.0, name.as_bytes()));
+        empty(reply, r)
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.vault.rmdir(parent.0, name.as_bytes()))
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .allow(req.uid(), parent, Access::Write, true)
+            .and_then(|()| self.vault.rmdir(parent.0, name.as_bytes()));
+        empty(reply, r)
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let t = target.as_os_str().as_bytes();
-        self.entry(
-            reply,
-            self.vault.create_node(caller(req), parent.0, link_name.as_bytes(), FileKind::Symlink, 0o777, 0, t),
-        )
+        let r = self.allow(req.uid(), parent, Access::Write, true).and_then(|()| {
+            self.vault.create_node(caller(req), parent.0, link_name.as_bytes(), FileKind::Symlink, 0o777, 0, t)
+        });
+        self.entry(reply, r)
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -254,34 +297,49 @@ impl Filesystem for FogFs {
             noreplace: flags.contains(FuseRenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE),
         };
-        empty(reply, self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f))
+        let uid = req.uid();
+        let r = self
+            .allow(uid, parent, Access::Write, true)
+            .and_then(|()| self.allow(uid, newparent, Access::Write, true))
+            .and_then(|()| self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f));
+        empty(reply, r)
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.vault.link(ino.0, newparent.0, newname.as_bytes()))
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let r = self
+            .allow(req.uid(), ino, Access::Write, false)
+            .and_then(|()| self.allow(req.uid(), newparent, Access::Write, true))
+            .and_then(|()| self.vault.link(ino.0, newparent.0, newname.as_bytes()));
+        self.entry(reply, r)
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let trunc = flags.0 & libc::O_TRUNC != 0;
-        match self.vault.open_file(ino.0, trunc) {
-            // The page cache stays valid across opens: all writes pass through us.
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+        let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || trunc;
+        let access = if writes { Access::Write } else { Access::Read };
+        let r = self
+            .allow(req.uid(), ino, access, false)
+            .and_then(|()| self.vault.domains_of(ino.0))
+            .and_then(|(d, _)| self.vault.open_file(ino.0, trunc).map(|()| d));
+        match r {
+            Ok(d) => reply.opened(handle_for(req.uid()), open_flags(d)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.vault.read(ino.0, offset, size as usize) {
+        let r = self.allow(opener(fh, req), ino, Access::Read, false);
+        match r.and_then(|()| self.vault.read(ino.0, offset, size as usize)) {
             Ok(d) => reply.data(&d),
             Err(e) => {
                 log_err("read", &e);
@@ -292,9 +350,9 @@ impl Filesystem for FogFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
@@ -302,7 +360,8 @@ impl Filesystem for FogFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.vault.write(ino.0, offset, data) {
+        let r = self.allow(opener(fh, req), ino, Access::Write, false);
+        match r.and_then(|()| self.vault.write(ino.0, offset, data)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => {
                 log_err("write", &e);
@@ -345,15 +404,18 @@ impl Filesystem for FogFs {
         empty(reply, r)
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.vault.getattr(ino.0) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.allow(req.uid(), ino, Access::Read, true).and_then(|()| self.vault.getattr(ino.0)) {
             Ok(a) if a.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(fuser::Errno::from_i32(libc::ENOTDIR)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if let Err(e) = self.allow(req.uid(), ino, Access::Read, true) {
+            return reply.error(errno(&e));
+        }
         let mut offset = offset;
         // The reply buffer holds a few dozen entries: read small batches
         // first so entries that do not fit are not decrypted for nothing.
@@ -378,7 +440,10 @@ impl Filesystem for FogFs {
 
     /// Entries with their attributes: saves one LOOKUP round trip per entry
     /// for `ls -l`, `find`, `tar` and PACS directory scans.
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        if let Err(e) = self.allow(req.uid(), ino, Access::Read, true) {
+            return reply.error(errno(&e));
+        }
         let mut offset = offset;
         let mut want = 16;
         loop {
@@ -393,7 +458,7 @@ impl Filesystem for FogFs {
             for (d, attr) in batch {
                 offset = d.offset;
                 let name = OsStr::from_bytes(&d.name);
-                if reply.add(INodeNo(d.ino), d.offset, name, &TTL, &fuse_attr(&attr), Generation(0)) {
+                if reply.add(INodeNo(d.ino), d.offset, name, &ttl(&attr), &fuse_attr(&attr), Generation(0)) {
                     return reply.ok();
                 }
             }
@@ -421,7 +486,7 @@ impl Filesystem for FogFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -436,11 +501,13 @@ impl Filesystem for FogFs {
         } else {
             XattrMode::Any
         };
-        empty(reply, self.vault.setxattr(ino.0, name.as_bytes(), value, mode))
+        let r = self.allow(req.uid(), ino, Access::Write, false);
+        empty(reply, r.and_then(|()| self.vault.setxattr(ino.0, name.as_bytes(), value, mode)))
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.vault.getxattr(ino.0, name.as_bytes()) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = self.allow(req.uid(), ino, Access::Read, false);
+        match r.and_then(|()| self.vault.getxattr(ino.0, name.as_bytes())) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() <= size as usize => reply.data(&v),
             Ok(_) => reply.error(fuser::Errno::from_i32(libc::ERANGE)),
@@ -448,8 +515,8 @@ impl Filesystem for FogFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.vault.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.listxattr(ino.0)) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -468,8 +535,9 @@ impl Filesystem for FogFs {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.vault.removexattr(ino.0, name.as_bytes()))
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.allow(req.uid(), ino, Access::Write, false);
+        empty(reply, r.and_then(|()| self.vault.removexattr(ino.0, name.as_bytes())))
     }
 
     fn create(
@@ -483,25 +551,31 @@ impl Filesystem for FogFs {
         reply: ReplyCreate,
     ) {
         let r = self
-            .vault
-            .create_node(caller(req), parent.0, name.as_bytes(), FileKind::File, mode, 0, b"")
+            .allow(req.uid(), parent, Access::Write, true)
+            .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::File, mode, 0, b""))
             .and_then(|a| self.vault.open_file(a.ino, flags & libc::O_TRUNC != 0).map(|()| a));
         match r {
-            Ok(a) => reply.created(&TTL, &fuse_attr(&a), Generation(0), FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(a) => {
+                let fh = handle_for(req.uid());
+                reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, open_flags(a.domain))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        if let Err(e) = self.allow(opener(fh, req), ino, Access::Write, false) {
+            return reply.error(errno(&e));
+        }
         let r = match mode {
             0 => self.vault.fallocate(ino.0, offset, length, false),
             libc::FALLOC_FL_KEEP_SIZE => self.vault.fallocate(ino.0, offset, length, true),

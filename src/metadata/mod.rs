@@ -4,17 +4,22 @@
 //!
 //! | database  | key                                   | value                                   |
 //! |-----------|---------------------------------------|-----------------------------------------|
-//! | `meta`    | ASCII name (`repo_id`, `next_ino`)     | raw bytes / u64 BE                      |
-//! | `inodes`  | ino (u64)                             | sealed `InodeRecord` (folder key)       |
-//! | `dirents` | parent ino (u64) ‖ name hash (u64)    | sealed `DirentRecord` (folder key)      |
+//! | `meta`    | ASCII name (`repo_id`, `next_ino`, `dver/<domain hex>`) | raw bytes / u64 BE / u32 BE |
+//! | `inodes`  | ino (u64)                             | domain u32 ‖ content domain u32 ‖ key version u32 ‖ sealed `InodeRecord` |
+//! | `dirents` | parent ino (u64) ‖ name hash (u64)    | domain u32 ‖ key version u32 ‖ sealed `DirentRecord` |
 //! | `chunks`  | chunk id (32 bytes, keyed BLAKE3)     | `ChunkEntry` (postcard, not secret)     |
 //! | `orphans` | ino (u64)                             | empty: unlinked while open              |
 //!
-//! Sealed records bind their key in the AAD (`"inode" ‖ key`, `"dirent" ‖ key`)
-//! so the stolen-disk attacker can neither read nor swap them.
+//! Sealed records bind their key and clear prefix in the AAD (`"inode" ‖ key ‖
+//! prefix`) so the stolen-disk attacker can neither read nor swap them. Each
+//! record is sealed with the keys of its *domain*: 0 is the root folder (keys
+//! from the repository root secret); a vault folder's domain uses keys from its
+//! folder key, which the index holds in RAM only while a session supplied it.
+//! The name hash of a directory entry is keyed by the domain of its parent's
+//! entries; `dver/<domain>` is the key version a folder's records use now.
 
 mod schema;
 mod store;
 
 pub use schema::{ChunkEntry, DirentRecord, Extent, FileKind, InodeRecord, Timespec};
-pub use store::{Metadata, ReadTx, Tx, WriteTx};
+pub use store::{DomainKeys, Metadata, ROOT_DOMAIN, ReadTx, Tx, WriteTx};

@@ -57,6 +57,10 @@ pub struct InodeRecord {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Parent directory (directories only: they have exactly one).
     pub parent: u64,
+    /// Key domain (vault folder) whose key seals this record; 0 = root folder.
+    pub domain: u32,
+    /// Non-zero on the root directory of a vault folder: the domain of its entries.
+    pub folder_root: u32,
 }
 
 impl InodeRecord {
@@ -78,7 +82,14 @@ impl InodeRecord {
             target: Vec::new(),
             xattrs: Vec::new(),
             parent: 0,
+            domain: 0,
+            folder_root: 0,
         }
+    }
+
+    /// The domain this inode's directory entries are sealed in.
+    pub fn content_domain(&self) -> u32 {
+        if self.folder_root != 0 { self.folder_root } else { self.domain }
     }
 }
 

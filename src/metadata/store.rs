@@ -1,11 +1,14 @@
 //! LMDB environment, typed transactions and the key builders.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, RoTransaction, RwTransaction, Transaction,
     WriteFlags,
 };
+use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,10 +36,35 @@ fn dirent_key(parent: u64, hash: u64) -> [u8; 16] {
     k[8..].copy_from_slice(&hash.to_be_bytes());
     k
 }
-fn sealed_aad(table: &[u8], key: &[u8]) -> Vec<u8> {
+fn domain_version_key(domain: u32) -> String {
+    format!("dver/{domain:08x}")
+}
+fn sealed_aad(table: &[u8], key: &[u8], prefix: &[u8]) -> Vec<u8> {
     let mut aad = table.to_vec();
     aad.extend_from_slice(key);
+    aad.extend_from_slice(prefix);
     aad
+}
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b[..4].try_into().expect("4 bytes"))
+}
+
+/// Clear-text prefix of an inode value: domain ‖ content domain ‖ key version.
+const INODE_PREFIX: usize = 12;
+/// Clear-text prefix of a dirent value: domain ‖ key version.
+const DIRENT_PREFIX: usize = 8;
+
+/// The record keys of one key domain (vault folder) at one key version.
+pub struct DomainKeys {
+    seal: Key32,
+    names: Key32,
+}
+
+impl DomainKeys {
+    /// Keys of a vault folder from its folder key `FK`.
+    pub fn from_folder_key(fk: &Key32) -> Self {
+        DomainKeys { seal: fk.derive("folder records"), names: fk.derive("folder names") }
+    }
 }
 
 struct Dbs {
@@ -47,11 +75,17 @@ struct Dbs {
     orphans: Database,
 }
 
+/// Domain 0 is the root folder (keys from the repository root secret,
+/// version 0); vault folders are domains 1.. whose keys exist only while a
+/// session has supplied them.
+pub const ROOT_DOMAIN: u32 = 0;
+
 pub struct Metadata {
     env: Environment,
     dbs: Dbs,
-    folder_key: Key32,
-    names_key: Key32,
+    /// `(domain, key version)` → keys. Records name their version, so a key
+    /// rotation can add the new version before the re-seal commits.
+    keyring: RwLock<HashMap<(u32, u32), Arc<DomainKeys>>>,
 }
 
 pub struct Tx<'e, T> {
@@ -85,7 +119,80 @@ impl Metadata {
             chunks: c("chunks")?,
             orphans: c("orphans")?,
         };
-        Ok(Metadata { env, dbs, folder_key: keys.root_folder.clone(), names_key: keys.names.clone() })
+        let root = DomainKeys { seal: keys.root_folder.clone(), names: keys.names.clone() };
+        let keyring = RwLock::new(HashMap::from([((ROOT_DOMAIN, 0), Arc::new(root))]));
+        Ok(Metadata { env, dbs, keyring })
+    }
+
+    /// Make `domain`'s records at `version` readable (a session supplied its key).
+    pub fn install_domain(&self, domain: u32, version: u32, keys: DomainKeys) {
+        self.keyring.write().insert((domain, version), Arc::new(keys));
+    }
+
+    /// Forget every key of `domain`: its records become unreadable again.
+    pub fn forget_domain(&self, domain: u32) {
+        if domain != ROOT_DOMAIN {
+            self.keyring.write().retain(|(d, _), _| *d != domain);
+        }
+    }
+
+    pub fn domain_unlocked(&self, domain: u32) -> bool {
+        self.keyring.read().keys().any(|(d, _)| *d == domain)
+    }
+
+    fn keys_at(&self, domain: u32, version: u32) -> Result<Arc<DomainKeys>> {
+        self.keyring.read().get(&(domain, version)).cloned().ok_or(Error::Locked)
+    }
+
+    /// The key version `domain`'s records are sealed under (None: no records yet).
+    pub fn domain_version(&self, domain: u32) -> Result<Option<u32>> {
+        self.read(|tx| tx.stored_version(domain))
+    }
+
+    /// Re-seal every record of `domain` from its stored version to `to`
+    /// (whose keys must be installed), in one transaction; then drop the old
+    /// keys. Directory entries move to their new name hashes.
+    pub fn rekey_domain(&self, domain: u32, to: u32) -> Result<()> {
+        let new = self.keys_at(domain, to)?;
+        self.write(|tx| {
+            let from = tx.stored_version(domain)?;
+            if from == Some(to) {
+                return Ok(());
+            }
+            let mut inodes = Vec::new();
+            let mut dirents = Vec::new();
+            {
+                let mut cur = tx.txn.open_ro_cursor(self.dbs.inodes).map_err(map_lmdb)?;
+                for item in cur.iter_start() {
+                    let (k, v) = item.map_err(map_lmdb)?;
+                    if v.len() >= INODE_PREFIX && be32(v) == domain {
+                        inodes.push((k.to_vec(), v.to_vec()));
+                    }
+                }
+                let mut cur = tx.txn.open_ro_cursor(self.dbs.dirents).map_err(map_lmdb)?;
+                for item in cur.iter_start() {
+                    let (k, v) = item.map_err(map_lmdb)?;
+                    if v.len() >= DIRENT_PREFIX && be32(v) == domain {
+                        dirents.push((k.to_vec(), v.to_vec()));
+                    }
+                }
+            }
+            for (k, v) in inodes {
+                let rec: InodeRecord = tx.open_value(b"inode", &k, &v, INODE_PREFIX)?;
+                let ino =
+                    u64::from_be_bytes(k.as_slice().try_into().map_err(|_| Error::Metadata("bad inode key".into()))?);
+                tx.put_inode_at(ino, &rec, to, &new)?;
+            }
+            for (k, v) in dirents {
+                let rec: DirentRecord = tx.open_value(b"dirent", &k, &v, DIRENT_PREFIX)?;
+                tx.del_raw(self.dbs.dirents, &k)?;
+                let parent = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+                tx.put_dirent_at(parent, &rec, domain, to, &new)?;
+            }
+            tx.set_meta_bytes(&domain_version_key(domain), &to.to_be_bytes())
+        })?;
+        self.keyring.write().retain(|(d, v), _| *d != domain || *v == to);
+        Ok(())
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&ReadTx<'_>) -> Result<T>) -> Result<T> {
@@ -108,8 +215,8 @@ impl Metadata {
         self.env.sync(true).map_err(map_lmdb)
     }
 
-    fn name_hash(&self, name: &[u8]) -> u64 {
-        let h = blake3::keyed_hash(self.names_key.as_bytes(), name);
+    fn name_hash(keys: &DomainKeys, name: &[u8]) -> u64 {
+        let h = blake3::keyed_hash(keys.names.as_bytes(), name);
         let b: [u8; 8] = h.as_bytes()[..8].try_into().expect("8 bytes");
         // 63 bits, and 0..=2 reserved (start, ".", "..") so it doubles as a readdir offset.
         (u64::from_le_bytes(b) >> 1).max(3)
@@ -132,10 +239,48 @@ impl<T: Transaction> Tx<'_, T> {
         }
     }
 
-    fn open_sealed<R: DeserializeOwned>(&self, table: &[u8], key: &[u8], sealed: &[u8]) -> Result<R> {
-        let plain = crypto::open(&self.m.folder_key, &sealed_aad(table, key), sealed)
+    /// Open a sealed value `prefix ‖ sealed`; the prefix starts with domain ‖ …
+    /// and ends with the key version.
+    fn open_value<R: DeserializeOwned>(&self, table: &[u8], key: &[u8], value: &[u8], prefix: usize) -> Result<R> {
+        if value.len() < prefix {
+            return Err(Error::Integrity("a metadata record is truncated".into()));
+        }
+        let (head, sealed) = value.split_at(prefix);
+        let keys = self.m.keys_at(be32(head), be32(&head[prefix - 4..]))?;
+        let plain = crypto::open(&keys.seal, &sealed_aad(table, key, head), sealed)
             .map_err(|_| Error::Integrity("a metadata record fails authentication".into()))?;
         decode(&plain, std::str::from_utf8(table).unwrap_or("sealed"))
+    }
+
+    /// The key version `domain`'s records are sealed under (None: no records yet).
+    pub fn stored_version(&self, domain: u32) -> Result<Option<u32>> {
+        if domain == ROOT_DOMAIN {
+            return Ok(Some(0));
+        }
+        Ok(self.get_raw(self.m.dbs.meta, domain_version_key(domain).as_bytes())?.filter(|b| b.len() == 4).map(be32))
+    }
+
+    /// The keys records of `domain` are written with now.
+    fn current_keys(&self, domain: u32) -> Result<(u32, Arc<DomainKeys>)> {
+        let v = self.stored_version(domain)?.ok_or(Error::Locked)?;
+        Ok((v, self.m.keys_at(domain, v)?))
+    }
+
+    /// `(domain, content domain)` of an inode, from its clear-text prefix
+    /// (no key needed): the domain seals the inode itself, the content domain
+    /// its directory entries (they differ only at a vault folder's root).
+    pub fn inode_domains(&self, ino: u64) -> Result<Option<(u32, u32)>> {
+        Ok(self
+            .get_raw(self.m.dbs.inodes, &ino_key(ino))?
+            .filter(|v| v.len() >= INODE_PREFIX)
+            .map(|v| (be32(v), be32(&v[4..]))))
+    }
+
+    fn dirent_key_in(&self, parent: u64, name: &[u8]) -> Result<(u32, u32, Arc<DomainKeys>, [u8; 16])> {
+        let (_, domain) = self.inode_domains(parent)?.ok_or(Error::NotFound)?;
+        let (v, keys) = self.current_keys(domain)?;
+        let k = dirent_key(parent, Metadata::name_hash(&keys, name));
+        Ok((domain, v, keys, k))
     }
 
     pub fn meta_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -145,16 +290,16 @@ impl<T: Transaction> Tx<'_, T> {
     pub fn inode(&self, ino: u64) -> Result<Option<InodeRecord>> {
         let k = ino_key(ino);
         match self.get_raw(self.m.dbs.inodes, &k)? {
-            Some(v) => Ok(Some(self.open_sealed(b"inode", &k, v)?)),
+            Some(v) => Ok(Some(self.open_value(b"inode", &k, v, INODE_PREFIX)?)),
             None => Ok(None),
         }
     }
 
     pub fn dirent(&self, parent: u64, name: &[u8]) -> Result<Option<DirentRecord>> {
-        let k = dirent_key(parent, self.m.name_hash(name));
+        let (.., k) = self.dirent_key_in(parent, name)?;
         match self.get_raw(self.m.dbs.dirents, &k)? {
             Some(v) => {
-                let d: DirentRecord = self.open_sealed(b"dirent", &k, v)?;
+                let d: DirentRecord = self.open_value(b"dirent", &k, v, DIRENT_PREFIX)?;
                 Ok((d.name == name).then_some(d))
             }
             None => Ok(None),
@@ -172,7 +317,7 @@ impl<T: Transaction> Tx<'_, T> {
                 break;
             }
             let off = u64::from_be_bytes(k[8..].try_into().expect("8 bytes"));
-            out.push((off, self.open_sealed(b"dirent", k, v)?));
+            out.push((off, self.open_value(b"dirent", k, v, DIRENT_PREFIX)?));
         }
         Ok(out)
     }
@@ -192,15 +337,22 @@ impl<T: Transaction> Tx<'_, T> {
             .collect()
     }
 
-    /// Visit every inode (verify, stats). Stops at the first error.
-    pub fn for_each_inode(&self, mut f: impl FnMut(u64, InodeRecord) -> Result<()>) -> Result<()> {
+    /// Visit every inode whose folder is unlocked (verify, stats); returns
+    /// how many were skipped because their folder is locked. Stops at the
+    /// first error.
+    pub fn for_each_inode(&self, mut f: impl FnMut(u64, InodeRecord) -> Result<()>) -> Result<u64> {
         let mut cur = self.txn.open_ro_cursor(self.m.dbs.inodes).map_err(map_lmdb)?;
+        let mut locked = 0;
         for item in cur.iter_start() {
             let (k, v) = item.map_err(map_lmdb)?;
             let ino = u64::from_be_bytes(k.try_into().map_err(|_| Error::Metadata("bad inode key".into()))?);
-            f(ino, self.open_sealed(b"inode", k, v)?)?;
+            match self.open_value(b"inode", k, v, INODE_PREFIX) {
+                Ok(rec) => f(ino, rec)?,
+                Err(Error::Locked) => locked += 1,
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(locked)
     }
 
     /// Visit every chunk index entry.
@@ -240,10 +392,50 @@ impl WriteTx<'_> {
         Ok(cur)
     }
 
+    /// Store an inode, sealed under the current key of `rec.domain`.
     pub fn put_inode(&mut self, ino: u64, rec: &InodeRecord) -> Result<()> {
+        let (v, keys) = self.current_keys(rec.domain)?;
+        self.put_inode_at(ino, rec, v, &keys)
+    }
+
+    fn put_inode_at(&mut self, ino: u64, rec: &InodeRecord, version: u32, keys: &DomainKeys) -> Result<()> {
         let k = ino_key(ino);
-        let sealed = crypto::seal(&self.m.folder_key, &sealed_aad(b"inode", &k), &encode(rec));
-        self.put_raw(self.m.dbs.inodes, &k, &sealed)
+        let mut value = Vec::with_capacity(INODE_PREFIX + 64);
+        value.extend_from_slice(&rec.domain.to_be_bytes());
+        value.extend_from_slice(&rec.content_domain().to_be_bytes());
+        value.extend_from_slice(&version.to_be_bytes());
+        let sealed = crypto::seal(&keys.seal, &sealed_aad(b"inode", &k, &value), &encode(rec));
+        value.extend_from_slice(&sealed);
+        self.put_raw(self.m.dbs.inodes, &k, &value)
+    }
+
+    fn put_dirent_at(
+        &mut self,
+        parent: u64,
+        rec: &DirentRecord,
+        domain: u32,
+        version: u32,
+        keys: &DomainKeys,
+    ) -> Result<()> {
+        let k = dirent_key(parent, Metadata::name_hash(keys, &rec.name));
+        if let Some(v) = self.get_raw(self.m.dbs.dirents, &k)? {
+            let existing: DirentRecord = self.open_value(b"dirent", &k, v, DIRENT_PREFIX)?;
+            if existing.name != rec.name {
+                // Two names sharing 63 hash bits in one directory (~2^-30 at 100k entries).
+                return Err(Error::Metadata("directory entry hash collision".into()));
+            }
+        }
+        let mut value = Vec::with_capacity(DIRENT_PREFIX + 64);
+        value.extend_from_slice(&domain.to_be_bytes());
+        value.extend_from_slice(&version.to_be_bytes());
+        let sealed = crypto::seal(&keys.seal, &sealed_aad(b"dirent", &k, &value), &encode(rec));
+        value.extend_from_slice(&sealed);
+        self.put_raw(self.m.dbs.dirents, &k, &value)
+    }
+
+    /// First use of a vault folder's key: its records will be sealed at `version`.
+    pub fn set_stored_version(&mut self, domain: u32, version: u32) -> Result<()> {
+        self.set_meta_bytes(&domain_version_key(domain), &version.to_be_bytes())
     }
 
     pub fn delete_inode(&mut self, ino: u64) -> Result<()> {
@@ -252,20 +444,12 @@ impl WriteTx<'_> {
 
     /// Insert or replace the entry for `rec.name` in `parent`.
     pub fn put_dirent(&mut self, parent: u64, rec: &DirentRecord) -> Result<()> {
-        let k = dirent_key(parent, self.m.name_hash(&rec.name));
-        if let Some(v) = self.get_raw(self.m.dbs.dirents, &k)? {
-            let existing: DirentRecord = self.open_sealed(b"dirent", &k, v)?;
-            if existing.name != rec.name {
-                // Two names sharing 63 hash bits in one directory (~2^-30 at 100k entries).
-                return Err(Error::Metadata("directory entry hash collision".into()));
-            }
-        }
-        let sealed = crypto::seal(&self.m.folder_key, &sealed_aad(b"dirent", &k), &encode(rec));
-        self.put_raw(self.m.dbs.dirents, &k, &sealed)
+        let (domain, v, keys, _) = self.dirent_key_in(parent, &rec.name)?;
+        self.put_dirent_at(parent, rec, domain, v, &keys)
     }
 
     pub fn delete_dirent(&mut self, parent: u64, name: &[u8]) -> Result<()> {
-        let k = dirent_key(parent, self.m.name_hash(name));
+        let (.., k) = self.dirent_key_in(parent, name)?;
         self.del_raw(self.m.dbs.dirents, &k)
     }
 

@@ -1,35 +1,56 @@
-//! The daemon's control socket: login (the handshake), session listing and
-//! logout. Sessions are bound to the caller's uid (`SO_PEERCRED`) and expire.
+//! The daemon's control socket and session manager: login (the handshake,
+//! then the folder keys over the session channel), session listing, logout,
+//! and the access gate the vault consults inside vault folders. Sessions are
+//! bound to the caller's uid (`SO_PEERCRED`) and expire.
 //!
 //! Frames are `len u32 LE ‖ payload` (at most 64 KiB). A request frame starts
 //! with an op byte; every reply starts with a status byte (0 ok, 1 error
-//! followed by a UTF-8 message).
+//! followed by a UTF-8 message). Login (docs/SESSION_HANDSHAKE.md):
+//! `[1] ‖ msg1` → `ok ‖ msg2`; `msg3` → `ok ‖ C_f(offers)`; `C_u(keys)` →
+//! `ok ‖ session info`, where `C_f`/`C_u` seal under the direction keys.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::handshake::{FogResponder, ReplayCache, SessionKeys, UserInitiator};
 use super::identity::{IdentityKey, MasterPublic};
+use super::keyfile::UserKey;
+use super::policy::{self, Policy, PolicyError, Rights, now_secs};
+use super::wrap::{self, Wrap};
+use crate::chunk_store::Backend;
+use crate::crypto::{self, Key32};
 use crate::error::{Error, Result};
+use crate::vault::{Access, AccessGate, Caller, Vault};
 
 const OP_LOGIN: u8 = 1;
 const OP_LIST: u8 = 2;
 const OP_LOGOUT: u8 = 3;
 const MAX_FRAME: usize = 64 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the daemon re-reads the policy and expires sessions.
+const TICK: Duration = Duration::from_millis(500);
+const MAX_REASON: usize = 1024;
 
 /// Where the control socket of the mount at `mountpoint` lives.
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
     let canon = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
     let h = blake3::hash(canon.as_os_str().as_encoded_bytes());
     PathBuf::from("/run/fogvault").join(format!("{}.sock", &h.to_hex()[..16]))
+}
+
+/// A vault folder a session may enter, as listed (no secrets).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FolderAccess {
+    pub path: String,
+    pub rights: String,
 }
 
 /// A live session as listed by `fogvault sessions` (no secrets).
@@ -40,23 +61,65 @@ pub struct SessionInfo {
     pub uid: u32,
     pub started: u64,
     pub expires: u64,
+    pub folders: Vec<FolderAccess>,
+    pub break_glass: bool,
+    pub reason: Option<String>,
+}
+
+/// A folder key offered to the user: the wrap the policy holds for them.
+#[derive(Serialize, Deserialize)]
+struct Offer {
+    folder: u32,
+    version: u32,
+    wrap: Wrap,
+}
+
+/// What the user returns over the channel.
+#[derive(Serialize, Deserialize)]
+struct KeyDelivery {
+    keys: Vec<(u32, u32, String)>,
+    break_glass: Option<String>,
+    /// A shorter session lifetime than the daemon's default, in seconds.
+    ttl: Option<u64>,
 }
 
 struct Live {
     info: SessionInfo,
     _keys: SessionKeys,
+    /// Folders whose key this session supplied.
+    supplied: HashSet<u32>,
+    /// Folders opened by break-glass (read-write until the session expires).
+    glass: HashSet<u32>,
+    rights: HashMap<u32, Rights>,
+}
+
+/// The break-glass record kept in the store for the admin (sealed under `K_pol`).
+#[derive(Serialize, Deserialize)]
+struct BreakGlassRecord {
+    user: String,
+    uid: u32,
+    session: String,
+    reason: String,
+    folders: Vec<String>,
+    started: u64,
+    expires: u64,
 }
 
 pub struct ControlServer {
     mpk: MasterPublic,
     fog: IdentityKey,
+    repo_id: String,
+    backend: Arc<Backend>,
+    vault: Arc<Vault>,
     ttl: Duration,
-    sessions: Mutex<Vec<Live>>,
+    /// Highest accepted policy version survives restarts here.
+    high_water: PathBuf,
+    policy: RwLock<Arc<Policy>>,
+    last_raw: Mutex<Option<bytes::Bytes>>,
+    sessions: RwLock<Vec<Live>>,
     replay: Mutex<ReplayCache>,
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    /// Vault folders whose keys the vault holds now.
+    unlocked: Mutex<HashSet<u32>>,
 }
 
 fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
@@ -88,9 +151,52 @@ fn err(msg: &str) -> Vec<u8> {
     v
 }
 
+fn channel_aad(sid: &[u8; 16], dir: &str) -> Vec<u8> {
+    let mut aad = format!("fogvault v1 channel {dir} ").into_bytes();
+    aad.extend_from_slice(sid);
+    aad
+}
+
+fn read_high_water(path: &Path) -> u64 {
+    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+fn write_high_water(path: &Path, v: u64) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(v.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 impl ControlServer {
-    /// Bind the socket for `mountpoint` and serve it on a background thread.
-    pub fn start(mountpoint: &Path, mpk: MasterPublic, fog: IdentityKey, ttl: Duration) -> Result<Arc<Self>> {
+    /// Load and check the policy, create its folders in the vault, bind the
+    /// socket for `mountpoint` and serve it; a ticker thread follows policy
+    /// updates and expires sessions. Refuses a policy older than one this
+    /// fog node accepted before (rollback) or one without a valid signature.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        mountpoint: &Path,
+        mpk: MasterPublic,
+        fog: IdentityKey,
+        repo_id: &str,
+        backend: Arc<Backend>,
+        vault: Arc<Vault>,
+        cache_dir: &Path,
+        ttl: Duration,
+    ) -> Result<Arc<Self>> {
+        let high_water = cache_dir.join("policy-version");
+        let raw = Policy::fetch(&backend).map_err(|e| Error::Repo(e.to_string()))?;
+        let policy = match &raw {
+            None => Policy::empty(),
+            Some(raw) => Policy::open(raw, repo_id, &mpk, &fog).map_err(|e| Error::Repo(e.to_string()))?,
+        };
+        let have = read_high_water(&high_water);
+        if policy.version < have {
+            return Err(Error::Repo(PolicyError::Rollback { got: policy.version, have }.to_string()));
+        }
+        write_high_water(&high_water, policy.version)?;
         let path = socket_path(mountpoint);
         std::fs::create_dir_all(path.parent().expect("socket path has a parent"))?;
         let _ = std::fs::remove_file(&path);
@@ -101,10 +207,19 @@ impl ControlServer {
         let server = Arc::new(ControlServer {
             mpk,
             fog,
+            repo_id: repo_id.to_string(),
+            backend,
+            vault: Arc::clone(&vault),
             ttl,
-            sessions: Mutex::new(Vec::new()),
+            high_water,
+            policy: RwLock::new(Arc::new(policy)),
+            last_raw: Mutex::new(raw),
+            sessions: RwLock::new(Vec::new()),
             replay: Mutex::new(ReplayCache::new(Duration::from_secs(300), 100_000)),
+            unlocked: Mutex::new(HashSet::new()),
         });
+        server.create_folders();
+        vault.set_gate(Arc::clone(&server) as Arc<dyn AccessGate>);
         let me = Arc::clone(&server);
         std::thread::Builder::new().name("fogvault-control".into()).spawn(move || {
             for conn in listener.incoming() {
@@ -117,15 +232,127 @@ impl ControlServer {
                 });
             }
         })?;
+        let me = Arc::downgrade(&server);
+        std::thread::Builder::new().name("fogvault-policy".into()).spawn(move || {
+            while let Some(me) = me.upgrade() {
+                me.tick();
+                drop(me);
+                std::thread::sleep(TICK);
+            }
+        })?;
         Ok(server)
     }
 
-    /// Live (unexpired) sessions; expired ones are dropped.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read())
+    }
+
+    /// Make sure every folder of the policy exists in the vault.
+    fn create_folders(&self) {
+        let root = Caller { uid: 0, gid: 0 };
+        for f in &self.policy().folders {
+            if let Err(e) = self.vault.create_folder(&f.path, f.id, root) {
+                // The path is not logged: it may name a patient.
+                tracing::error!(folder = f.id, error = %e, "cannot create vault folder");
+            }
+        }
+    }
+
+    /// Follow the store's policy, expire sessions, recompute rights.
+    fn tick(&self) {
+        match Policy::fetch(&self.backend) {
+            Ok(Some(raw)) if self.last_raw.lock().as_ref() != Some(&raw) => {
+                *self.last_raw.lock() = Some(raw.clone());
+                self.adopt(&raw);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the policy"),
+        }
+        self.refresh_sessions();
+    }
+
+    fn adopt(&self, raw: &[u8]) {
+        let have = self.policy().version;
+        match Policy::open(raw, &self.repo_id, &self.mpk, &self.fog) {
+            Ok(p) if p.version < have => {
+                tracing::error!(got = p.version, have, "refusing a rolled-back policy from the store");
+            }
+            Ok(p) if p.version == have => {}
+            Ok(p) => {
+                if let Err(e) = write_high_water(&self.high_water, p.version) {
+                    tracing::error!(error = %e, "cannot record the policy version; not adopting it");
+                    return;
+                }
+                tracing::info!(version = p.version, "adopted policy");
+                *self.policy.write() = Arc::new(p);
+                self.create_folders();
+            }
+            Err(e) => tracing::error!(error = %e, "refusing the policy in the store"),
+        }
+    }
+
+    /// Drop expired or no-longer-admitted sessions, recompute every session's
+    /// rights from the policy, and forget folder keys nobody needs.
+    fn refresh_sessions(&self) {
+        let p = self.policy();
+        let now = now_secs();
+        {
+            let mut s = self.sessions.write();
+            s.retain(|l| l.info.expires > now && p.admit(&l.info.user, now).is_ok());
+            for l in s.iter_mut() {
+                l.rights = Self::rights_of(&p, &l.info.user, &l.supplied, &l.glass, now);
+                l.info.folders = Self::listing(&p, &l.rights);
+            }
+        }
+        self.release_unneeded();
+    }
+
+    fn rights_of(
+        p: &Policy,
+        user: &str,
+        supplied: &HashSet<u32>,
+        glass: &HashSet<u32>,
+        now: u64,
+    ) -> HashMap<u32, Rights> {
+        supplied
+            .iter()
+            .filter_map(|&f| {
+                let mut r = p.rights(user, f, now);
+                if glass.contains(&f) && p.admit(user, now).is_ok() {
+                    r = Rights::READ_WRITE;
+                }
+                r.read.then_some((f, r))
+            })
+            .collect()
+    }
+
+    fn listing(p: &Policy, rights: &HashMap<u32, Rights>) -> Vec<FolderAccess> {
+        let mut v: Vec<FolderAccess> = rights
+            .iter()
+            .filter_map(|(f, r)| p.folder(*f).map(|e| FolderAccess { path: e.path.clone(), rights: r.to_string() }))
+            .collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+
+    fn release_unneeded(&self) {
+        let needed: HashSet<u32> = self.sessions.read().iter().flat_map(|l| l.rights.keys().copied()).collect();
+        let mut unlocked = self.unlocked.lock();
+        let gone: Vec<u32> = unlocked.difference(&needed).copied().collect();
+        for d in gone {
+            match self.vault.lock_folder(d) {
+                Ok(()) => {
+                    unlocked.remove(&d);
+                }
+                Err(e) => tracing::error!(folder = d, error = %e, "cannot commit a vault folder before locking it"),
+            }
+        }
+    }
+
+    /// Live (unexpired) sessions.
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        let t = now();
-        let mut s = self.sessions.lock();
-        s.retain(|l| l.info.expires > t);
-        s.iter().map(|l| l.info.clone()).collect()
+        let t = now_secs();
+        self.sessions.read().iter().filter(|l| l.info.expires > t).map(|l| l.info.clone()).collect()
     }
 
     fn serve(&self, mut conn: UnixStream) -> Result<()> {
@@ -145,11 +372,13 @@ impl ControlServer {
                 Ok(write_frame(&mut conn, &ok(&serde_json::to_vec(&mine).expect("serializes")))?)
             }
             OP_LOGOUT => {
-                let mut s = self.sessions.lock();
-                let before = s.len();
-                s.retain(|l| l.info.uid != uid);
-                let n = before - s.len();
-                drop(s);
+                let n = {
+                    let mut s = self.sessions.write();
+                    let before = s.len();
+                    s.retain(|l| l.info.uid != uid);
+                    before - s.len()
+                };
+                self.release_unneeded();
                 Ok(write_frame(&mut conn, &ok(n.to_string().as_bytes()))?)
             }
             _ => Ok(write_frame(&mut conn, &err("unknown request"))?),
@@ -157,7 +386,10 @@ impl ControlServer {
     }
 
     fn login(&self, conn: &mut UnixStream, uid: u32, msg1: &[u8]) -> Result<()> {
-        let responder = FogResponder::respond(&self.fog, &mut self.replay.lock(), msg1, |_| Ok(()));
+        let p = self.policy();
+        let now = now_secs();
+        let responder =
+            FogResponder::respond(&self.fog, &mut self.replay.lock(), msg1, |u| p.admit(u, now).map(|_| ()));
         let (responder, msg2) = match responder {
             Ok(r) => r,
             Err(e) => return Ok(write_frame(conn, &err(&e.to_string()))?),
@@ -168,17 +400,123 @@ impl ControlServer {
             Ok(k) => k,
             Err(e) => return Ok(write_frame(conn, &err(&e.to_string()))?),
         };
-        let started = now();
+        // Offer the user the wraps the policy holds for them.
+        let offers: Vec<Offer> = p
+            .folders
+            .iter()
+            .filter_map(|f| {
+                let w = f.wraps.iter().find(|w| w.recipient == keys.user)?;
+                Some(Offer { folder: f.id, version: f.version, wrap: w.clone() })
+            })
+            .collect();
+        let sid = keys.session_id;
+        let sealed = crypto::seal(
+            &keys.fog_to_user,
+            &channel_aad(&sid, "f2u"),
+            &serde_json::to_vec(&offers).expect("serializes"),
+        );
+        write_frame(conn, &ok(&sealed))?;
+        let reply = read_frame(conn)?;
+        let delivery: KeyDelivery = match crypto::open(&keys.user_to_fog, &channel_aad(&sid, "u2f"), &reply)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            Some(d) => d,
+            None => return Ok(write_frame(conn, &err("malformed or unauthentic key delivery"))?),
+        };
+        match self.open_session(&p, uid, keys, delivery) {
+            Ok(info) => Ok(write_frame(conn, &ok(&serde_json::to_vec(&info).expect("serializes")))?),
+            Err(e) => Ok(write_frame(conn, &err(&e.to_string()))?),
+        }
+    }
+
+    fn open_session(&self, p: &Policy, uid: u32, keys: SessionKeys, d: KeyDelivery) -> Result<SessionInfo> {
+        let now = now_secs();
+        let user = keys.user.clone();
+        if let Some(r) = &d.break_glass {
+            if r.trim().is_empty() || r.len() > MAX_REASON {
+                return Err(Error::Repo("break-glass needs a reason (at most 1024 bytes)".into()));
+            }
+            if !p.may_break_glass(&user, now) {
+                return Err(Error::Repo(format!("{user} is not in an emergency role; break-glass refused")));
+            }
+        }
+        let mut supplied = HashSet::new();
+        let mut glass = HashSet::new();
+        for (folder, version, hex_key) in &d.keys {
+            let Some(fk) = hex::decode(hex_key).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else { continue };
+            let fk = Key32::from_bytes(fk);
+            let Some(entry) = p.folder(*folder) else { continue };
+            if entry.version != *version {
+                continue;
+            }
+            let granted = p.rights(&user, *folder, now).read;
+            if !granted && d.break_glass.is_none() {
+                continue; // a key alone grants nothing
+            }
+            let Some(versions) = p.key_versions(*folder, &fk) else {
+                return Err(Error::Repo("a folder key does not match the policy".into()));
+            };
+            self.vault.unlock_folder(*folder, &versions)?;
+            self.unlocked.lock().insert(*folder);
+            supplied.insert(*folder);
+            if !granted {
+                glass.insert(*folder);
+            }
+        }
+        let started = now;
+        let mut expires = started + self.ttl.as_secs().min(d.ttl.unwrap_or(u64::MAX)).max(1);
+        if d.break_glass.is_some() {
+            expires = expires.min(started + u64::from(p.break_glass_minutes) * 60);
+        }
+        let rights = Self::rights_of(p, &user, &supplied, &glass, now);
         let info = SessionInfo {
             session: hex::encode(keys.session_id),
-            user: keys.user.clone(),
+            user: user.clone(),
             uid,
             started,
-            expires: started + self.ttl.as_secs(),
+            expires,
+            folders: Self::listing(p, &rights),
+            break_glass: d.break_glass.is_some(),
+            reason: d.break_glass.clone(),
         };
-        tracing::info!(uid, "session established");
-        self.sessions.lock().push(Live { info: info.clone(), _keys: keys });
-        Ok(write_frame(conn, &ok(&serde_json::to_vec(&info).expect("serializes")))?)
+        if let Some(reason) = &d.break_glass {
+            let rec = BreakGlassRecord {
+                user: user.clone(),
+                uid,
+                session: info.session.clone(),
+                reason: reason.clone(),
+                folders: glass.iter().filter_map(|f| p.folder(*f).map(|e| e.path.clone())).collect(),
+                started,
+                expires,
+            };
+            let sealed = policy::seal_for_admin(
+                &self.fog,
+                &self.repo_id,
+                "break-glass",
+                &serde_json::to_vec(&rec).expect("serializes"),
+            );
+            self.backend.put(&format!("breakglass/{started:016x}-{}", &info.session[..16]), sealed.into())?;
+            tracing::warn!(user = %user, uid, folders = glass.len(), "BREAK-GLASS session opened");
+        }
+        tracing::info!(uid, folders = rights.len(), "session established");
+        self.sessions.write().push(Live { info: info.clone(), _keys: keys, supplied, glass, rights });
+        Ok(info)
+    }
+}
+
+impl AccessGate for ControlServer {
+    fn check(&self, uid: u32, domain: u32, access: Access) -> Result<()> {
+        let now = now_secs();
+        let ok = self.sessions.read().iter().any(|l| {
+            l.info.uid == uid
+                && l.info.expires > now
+                && l.rights.get(&domain).is_some_and(|r| match access {
+                    Access::Read => r.read,
+                    Access::Write => r.write,
+                })
+        });
+        if ok { Ok(()) } else { Err(Error::AccessDenied) }
     }
 }
 
@@ -204,17 +542,36 @@ fn reply(s: &mut UnixStream) -> Result<Vec<u8>> {
     }
 }
 
-/// Run the handshake with the daemon serving `mountpoint`.
-pub fn login(mountpoint: &Path, key: &IdentityKey, mpk: &MasterPublic) -> Result<SessionInfo> {
+/// Run the handshake with the daemon serving `mountpoint`, then unwrap the
+/// offered folder keys and hand them over the session channel.
+pub fn login(mountpoint: &Path, key: &UserKey, break_glass: Option<String>, ttl: Option<u64>) -> Result<SessionInfo> {
     let mut s = connect(mountpoint)?;
-    let (user, msg1) = UserInitiator::start(key);
+    let (user, msg1) = UserInitiator::start(&key.identity);
     let mut req = vec![OP_LOGIN];
     req.extend_from_slice(&msg1);
     write_frame(&mut s, &req)?;
     let msg2 = reply(&mut s)?;
-    let (msg3, _keys) =
-        user.finish(mpk, None, &msg2).map_err(|e| Error::Repo(format!("the fog node failed authentication: {e}")))?;
+    let (msg3, keys) = user
+        .finish(&key.mpk, None, &msg2)
+        .map_err(|e| Error::Repo(format!("the fog node failed authentication: {e}")))?;
     write_frame(&mut s, &msg3)?;
+    let sealed = reply(&mut s)?;
+    let sid = keys.session_id;
+    let offers: Vec<Offer> = crypto::open(&keys.fog_to_user, &channel_aad(&sid, "f2u"), &sealed)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| Error::Repo("malformed folder-key offer from the fog node".into()))?;
+    let delivered: Vec<(u32, u32, String)> = offers
+        .iter()
+        .filter_map(|o| {
+            let fk = wrap::unwrap(&o.wrap, &key.enrol, o.folder, o.version)?;
+            Some((o.folder, o.version, hex::encode(fk.as_bytes())))
+        })
+        .collect();
+    let body = zeroize::Zeroizing::new(
+        serde_json::to_vec(&KeyDelivery { keys: delivered, break_glass, ttl }).expect("serializes"),
+    );
+    write_frame(&mut s, &crypto::seal(&keys.user_to_fog, &channel_aad(&sid, "u2f"), &body))?;
     let info = reply(&mut s)?;
     serde_json::from_slice(&info).map_err(|_| Error::Repo("malformed reply from the fog node".into()))
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::identity::{IdentityKey, MasterPublic, MasterSecret};
+use super::wrap::EnrolSecret;
 use crate::crypto::{self, KdfParams};
 use crate::error::{Error, Result};
 
@@ -102,21 +103,45 @@ pub fn read_admin_key(path: &Path, pass: &[u8]) -> Result<MasterSecret> {
     Ok(msk)
 }
 
-pub fn write_identity_key(path: &Path, key: &IdentityKey, role: &str, mpk: &MasterPublic, pass: &[u8]) -> Result<()> {
-    write(path, &seal(IDENTITY, &key.id, Some(role), mpk, &key.d.to_compressed(), pass)?)
+/// What a user's key file holds: the identity key `d_U` (handshake), the
+/// enrolment secret `e_U` (folder-key wraps), the role and the authority.
+pub struct UserKey {
+    pub identity: IdentityKey,
+    pub enrol: EnrolSecret,
+    pub role: Option<String>,
+    pub mpk: MasterPublic,
 }
 
-/// An identity key with its role and the authority it belongs to.
-pub fn read_identity_key(path: &Path, pass: &[u8]) -> Result<(IdentityKey, Option<String>, MasterPublic)> {
+/// Sealed secret: `d_U` (48, compressed G1) ‖ `e_U` (32, scalar LE).
+pub fn write_identity_key(
+    path: &Path,
+    key: &IdentityKey,
+    enrol: &EnrolSecret,
+    role: &str,
+    mpk: &MasterPublic,
+    pass: &[u8],
+) -> Result<()> {
+    let mut secret = Zeroizing::new(key.d.to_compressed().to_vec());
+    secret.extend_from_slice(&enrol.to_bytes());
+    write(path, &seal(IDENTITY, &key.id, Some(role), mpk, &secret, pass)?)
+}
+
+pub fn read_identity_key(path: &Path, pass: &[u8]) -> Result<UserKey> {
     let (f, secret) = read(path, IDENTITY, pass)?;
-    let b: [u8; 48] = secret.as_slice().try_into().map_err(|_| Error::Repo("identity key is malformed".into()))?;
+    let bad = || Error::Repo(format!("identity key in {} is malformed", path.display()));
+    if secret.len() != 80 {
+        return Err(bad());
+    }
+    let b: [u8; 48] = secret[..48].try_into().map_err(|_| bad())?;
     let d: Option<G1Affine> = G1Affine::from_compressed(&b).into();
-    let key = IdentityKey { id: f.id.clone(), d: d.ok_or_else(|| Error::Repo("identity key is malformed".into()))? };
+    let identity = IdentityKey { id: f.id.clone(), d: d.ok_or_else(bad)? };
+    let e: [u8; 32] = secret[48..].try_into().map_err(|_| bad())?;
+    let enrol = EnrolSecret::from_bytes(&e).ok_or_else(bad)?;
     let mpk = mpk_of(&f)?;
-    if !key.is_valid_for(&mpk) {
+    if !identity.is_valid_for(&mpk) {
         return Err(Error::Repo(format!("identity key in {} is not valid for its authority", path.display())));
     }
-    Ok((key, f.role, mpk))
+    Ok(UserKey { identity, enrol, role: f.role, mpk })
 }
 
 impl MasterSecret {

@@ -5,6 +5,7 @@
 mod chunks;
 mod dirty;
 mod file;
+mod gate;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,12 +16,14 @@ use parking_lot::Mutex;
 
 use crate::chunk_store::{ChunkStore, PackEntry, PackId};
 use crate::chunking::{ChunkParams, Chunker};
+use crate::crypto::Key32;
 use crate::error::{Error, Result};
-use crate::metadata::{DirentRecord, FileKind, InodeRecord, Metadata, Timespec, WriteTx};
+use crate::metadata::{DirentRecord, DomainKeys, FileKind, InodeRecord, Metadata, ROOT_DOMAIN, Timespec, WriteTx};
 use crate::repo::Repo;
 use chunks::ChunkIo;
 pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState, Piece};
+pub use gate::{Access, AccessGate};
 
 pub const ROOT_INO: u64 = 1;
 /// Chunks decrypted ahead of a sequential reader, and threads doing it.
@@ -67,6 +70,8 @@ pub struct Attr {
     pub mtime: Timespec,
     pub ctime: Timespec,
     pub crtime: Timespec,
+    /// Key domain (vault folder) of the inode; 0 outside vault folders.
+    pub domain: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -126,6 +131,7 @@ fn attr_of(ino: u64, rec: &InodeRecord, size: u64) -> Attr {
         mtime: rec.mtime,
         ctime: rec.ctime,
         crtime: rec.crtime,
+        domain: rec.domain,
     }
 }
 
@@ -151,6 +157,8 @@ pub struct Vault {
     /// Serializes namespace changes (create, link, unlink, rename, setattr of
     /// non-open inodes). Lock order: `ns` → `files` → a `FileState`.
     ns: Mutex<()>,
+    /// Decides access inside vault folders (set when sessions exist).
+    gate: parking_lot::RwLock<Option<Arc<dyn AccessGate>>>,
     _cache_lock: nix::fcntl::Flock<File>,
 }
 
@@ -231,6 +239,7 @@ impl Vault {
             dirty_limit: opts.dirty_limit,
             files: Mutex::new(HashMap::new()),
             ns: Mutex::new(()),
+            gate: parking_lot::RwLock::new(None),
             _cache_lock: lock_file,
         };
         vault.purge_orphans()?;
@@ -244,12 +253,19 @@ impl Vault {
     /// Inodes unlinked while open when the last daemon stopped: free them now.
     fn purge_orphans(&self) -> Result<()> {
         for ino in self.meta.read(|tx| tx.orphans())? {
-            self.meta.write(|tx| {
+            if self.open_state(ino).is_some() {
+                continue; // unlinked while open in this daemon: release frees it
+            }
+            let r = self.meta.write(|tx| {
                 if let Some(rec) = tx.inode(ino)? {
                     self.free_inode_in(tx, ino, &rec)?;
                 }
                 tx.remove_orphan(ino)
-            })?;
+            });
+            match r {
+                Err(Error::Locked) => {} // in a locked vault folder: freed when it is unlocked
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -377,6 +393,7 @@ impl Vault {
         let _ns = self.ns.lock();
         let pdir = self.parent_dir(parent)?;
         let mut rec = InodeRecord::new(kind, perm, caller.uid, caller.gid);
+        rec.domain = pdir.content_domain();
         rec.rdev = rdev;
         // BSD/SysV group semantics: a setgid directory hands down its group.
         if pdir.perm & 0o2000 != 0 {
@@ -427,6 +444,9 @@ impl Vault {
         let rec = self.load(ino)?;
         if rec.kind == FileKind::Dir {
             return Err(Error::NotPermitted);
+        }
+        if rec.domain != pdir.content_domain() {
+            return Err(Error::CrossDevice);
         }
         if self.meta.read(|tx| tx.dirent(newparent, newname))?.is_some() {
             return Err(Error::Exists);
@@ -524,6 +544,10 @@ impl Vault {
         if d.kind != FileKind::Dir {
             return Err(Error::NotDir);
         }
+        if self.load(d.ino)?.folder_root != 0 {
+            // A vault folder's root is the admin's to remove (its key domain lives on).
+            return Err(Error::NotPermitted);
+        }
         if !self.meta.read(|tx| tx.dir_is_empty(d.ino))? {
             return Err(Error::NotEmpty);
         }
@@ -551,8 +575,11 @@ impl Vault {
     pub fn rename(&self, parent: u64, name: &[u8], newparent: u64, newname: &[u8], flags: RenameFlags) -> Result<()> {
         check_name(newname)?;
         let _ns = self.ns.lock();
-        self.parent_dir(parent)?;
-        self.parent_dir(newparent)?;
+        let from_dir = self.parent_dir(parent)?;
+        let to_dir = self.parent_dir(newparent)?;
+        if from_dir.content_domain() != to_dir.content_domain() {
+            return Err(Error::CrossDevice); // records cannot change vault folder (key domain)
+        }
         let src = self.meta.read(|tx| tx.dirent(parent, name))?.ok_or(Error::NotFound)?;
         let dst = self.meta.read(|tx| tx.dirent(newparent, newname))?;
         let now = Timespec::now();
@@ -1016,6 +1043,145 @@ impl Vault {
             |_| Ok(()),
         )?;
         Ok(())
+    }
+
+    // ---- vault folders (key domains) ----
+
+    pub fn set_gate(&self, gate: Arc<dyn AccessGate>) {
+        *self.gate.write() = Some(gate);
+    }
+
+    /// May `uid` have `access` to inode `ino`? `contents` asks about a
+    /// directory's entries (lookup, readdir, create), which at a vault
+    /// folder's root belong to the folder while the root itself does not.
+    pub fn authorize(&self, uid: u32, ino: u64, access: Access, contents: bool) -> Result<()> {
+        let (domain, content) = self.domains_of(ino)?;
+        let d = if contents { content } else { domain };
+        if d == ROOT_DOMAIN {
+            return Ok(());
+        }
+        match &*self.gate.read() {
+            Some(g) => g.check(uid, d, access),
+            None => Err(Error::AccessDenied),
+        }
+    }
+
+    /// `(domain, content domain)` of an inode without needing its key: what
+    /// the session gate checks before an operation.
+    pub fn domains_of(&self, ino: u64) -> Result<(u32, u32)> {
+        self.meta.read(|tx| tx.inode_domains(ino))?.ok_or(Error::NotFound)
+    }
+
+    /// Find the inode of the vault folder `domain`, if it exists here.
+    pub fn folder_root(&self, domain: u32) -> Result<Option<u64>> {
+        let key = format!("folder/{domain:08x}");
+        Ok(self.meta.read(|tx| tx.meta_bytes(&key))?.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes))
+    }
+
+    /// Create the root directory of vault folder `domain` at `path` (relative
+    /// to the mount root, outside other vault folders). An existing empty
+    /// directory is adopted. Idempotent.
+    pub fn create_folder(&self, path: &str, domain: u32, owner: Caller) -> Result<u64> {
+        if domain == ROOT_DOMAIN {
+            return Err(Error::Invalid("folder domain 0 is the root"));
+        }
+        if let Some(ino) = self.folder_root(domain)?
+            && self.meta.read(|tx| tx.inode(ino))?.is_some_and(|r| r.folder_root == domain)
+        {
+            return Ok(ino);
+        }
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err(Error::Invalid("a vault folder needs a path below the root"));
+        };
+        let mut parent = ROOT_INO;
+        for p in dirs {
+            parent = match self.lookup(parent, p.as_bytes()) {
+                Ok(a) if a.kind == FileKind::Dir => a.ino,
+                Ok(_) => return Err(Error::NotDir),
+                Err(Error::NotFound) => {
+                    self.create_node(owner, parent, p.as_bytes(), FileKind::Dir, 0o755, 0, b"")?.ino
+                }
+                Err(e) => return Err(e),
+            };
+            if self.load(parent)?.content_domain() != ROOT_DOMAIN {
+                return Err(Error::Invalid("vault folders cannot nest"));
+            }
+        }
+        let ino = match self.lookup(parent, last.as_bytes()) {
+            Ok(a) if a.kind == FileKind::Dir => a.ino,
+            Ok(_) => return Err(Error::NotDir),
+            // Open to every Unix user: the vault policy decides who gets in.
+            Err(Error::NotFound) => self.create_node(owner, parent, last.as_bytes(), FileKind::Dir, 0o777, 0, b"")?.ino,
+            Err(e) => return Err(e),
+        };
+        let _ns = self.ns.lock();
+        let key = format!("folder/{domain:08x}");
+        self.meta.write(|tx| {
+            let mut rec = tx.inode(ino)?.ok_or(Error::NotFound)?;
+            if rec.folder_root == domain {
+                return tx.set_meta_bytes(&key, &ino.to_be_bytes());
+            }
+            if rec.content_domain() != ROOT_DOMAIN || !tx.dir_is_empty(ino)? {
+                return Err(Error::NotEmpty);
+            }
+            rec.folder_root = domain;
+            tx.put_inode(ino, &rec)?;
+            tx.set_meta_bytes(&key, &ino.to_be_bytes())
+        })?;
+        self.meta.sync()?;
+        Ok(ino)
+    }
+
+    /// Make vault folder `domain` readable with the folder keys a session
+    /// supplied: `keys` maps key versions to keys and must hold the newest
+    /// version and every older one back to the version the records use now.
+    /// Records still sealed under an older version are re-sealed under the
+    /// newest (key rotation after a revocation).
+    pub fn unlock_folder(&self, domain: u32, keys: &[(u32, Key32)]) -> Result<()> {
+        let Some((newest, newest_key)) = keys.iter().max_by_key(|(v, _)| *v) else {
+            return Err(Error::Invalid("no folder key"));
+        };
+        self.meta.install_domain(domain, *newest, DomainKeys::from_folder_key(newest_key));
+        match self.meta.domain_version(domain)? {
+            None => self.meta.write(|tx| tx.set_stored_version(domain, *newest))?,
+            Some(v) if v == *newest => {}
+            Some(v) if v > *newest => {
+                return Err(Error::Integrity("folder key is older than the folder's records".into()));
+            }
+            Some(v) => {
+                let (_, old) = keys.iter().find(|(k, _)| *k == v).ok_or(Error::Locked)?;
+                self.meta.install_domain(domain, v, DomainKeys::from_folder_key(old));
+                self.meta.rekey_domain(domain, *newest)?;
+                self.meta.sync()?;
+            }
+        }
+        // Files unlinked while open in this folder can be freed now.
+        self.purge_orphans()
+    }
+
+    /// Forget vault folder `domain`'s keys once its pending writes are committed.
+    pub fn lock_folder(&self, domain: u32) -> Result<()> {
+        self.commit_domain(domain)?;
+        self.meta.forget_domain(domain);
+        Ok(())
+    }
+
+    pub fn folder_unlocked(&self, domain: u32) -> bool {
+        self.meta.domain_unlocked(domain)
+    }
+
+    /// Commit and sync every file of `domain` that holds uncommitted bytes.
+    fn commit_domain(&self, domain: u32) -> Result<()> {
+        let files: Vec<(u64, FileRef)> = self.files.lock().iter().map(|(k, v)| (*k, Arc::clone(v))).collect();
+        for (ino, s) in files {
+            let mut st = Self::settled(&s);
+            if st.rec.domain == domain && st.needs_commit() {
+                st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
+            }
+        }
+        self.chunks.store().sync()?;
+        self.meta.sync()
     }
 
     pub fn statfs(&self) -> StatFs {

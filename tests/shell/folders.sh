@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Vault folders and the signed policy with real Unix users (setpriv):
+#   alice (physician, cardiology rw, oncology rw), bob (nurse, cardiology r),
+#   carol (clerk, no grants), dave (emergency role), erin (oncology rw).
+# Before login nobody sees anything in a folder; after it exactly the grant;
+# sessions do not leak across uids; logout, expiry and live revocation end
+# access; renames across folders give EXDEV; dedup works across folders with
+# the first writer logged out; rolled-back or altered policies are refused;
+# break-glass works and is listed; a stolen disk shows no names or content.
+source "$(dirname "$0")/lib.sh"
+
+users="alice bob carol dave erin"
+for u in $users; do id "$u" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$u"; done
+chmod 755 "$FV_TMP"
+as() { local who="$1"; shift; setpriv --reuid "$who" --regid "$who" --init-groups -- "$@"; }
+export FOGVAULT_ADMIN_PASSPHRASE="admin pass"
+d="$FV_TMP/f"; mkdir -p "$d/mnt" "$FV_TMP/keys"; chmod 755 "$d" "$FV_TMP/keys"
+fv init --repo "$d/repo" --admin-key "$FV_TMP/admin.key" >/dev/null
+adm() { fv admin "$@" --repo "$d/repo" --admin-key "$FV_TMP/admin.key"; }
+for spec in alice:physician bob:nurse carol:clerk dave:emergency erin:physician; do
+    u=${spec%%:*}
+    FOGVAULT_KEY_PASSPHRASE="$u-pw" adm user add "$u" --role "${spec#*:}" --key-out "$FV_TMP/keys/$u.key" >/dev/null
+    chown "$u" "$FV_TMP/keys/$u.key"
+done
+adm folder create cardiology >/dev/null
+adm folder create wards/oncology >/dev/null
+adm grant --user alice --folder cardiology --rights rw >/dev/null
+adm grant --user alice --folder wards/oncology --rights rw >/dev/null
+adm grant --user bob --folder cardiology --rights r >/dev/null
+adm grant --user erin --folder wards/oncology --rights rw >/dev/null
+if adm grant --user nobody --folder cardiology --rights r 2>/dev/null; then fail "grant to an unknown user"; fi
+if adm grant --user bob --folder nowhere --rights r 2>/dev/null; then fail "grant on an unknown folder"; fi
+if adm grant --user bob --folder cardiology --rights x 2>/dev/null; then fail "bad rights accepted"; fi
+adm policy show > "$FV_TMP/policy.txt"
+grep -q "user:bob r /cardiology" "$FV_TMP/policy.txt" || { cat "$FV_TMP/policy.txt"; fail "policy show"; }
+adm policy show --json | python3 -c 'import json,sys; p=json.load(sys.stdin); assert p["version"]==11, p["version"]' || fail "policy versions"
+pass "admin enrols users, creates folders, grants rights; policy v11 shown without keys"
+
+mount_vault "$d" --allow-other
+m="$d/mnt"
+login() { local u="$1"; shift; as "$u" env FOGVAULT_KEY_PASSPHRASE="$u-pw" "$FOGVAULT" login --mount "$m" --key "$FV_TMP/keys/$u.key" "$@"; }
+denied() { # denied USER CMD... → the command must fail with "Permission denied"
+    local u="$1"; shift
+    if as "$u" "$@" >"$FV_TMP/out" 2>&1; then cat "$FV_TMP/out"; fail "$u: '$*' should be denied"; fi
+    grep -q "Permission denied" "$FV_TMP/out" || { cat "$FV_TMP/out"; fail "$u: '$*' failed without EACCES"; }
+}
+[ -d "$m/cardiology" ] && [ -d "$m/wards/oncology" ] || fail "folders not created on the mount"
+for u in alice bob carol; do denied "$u" ls "$m/cardiology"; denied "$u" touch "$m/cardiology/x"; done
+denied root ls "$m/cardiology"
+pass "before login nobody (not even root) lists or writes a vault folder"
+
+login alice >/dev/null
+as alice sh -c "echo 'ECG: sinus rhythm, patient-marker-7781' > '$m/cardiology/ecg-report-7781.txt'"
+python3 "$(dirname "$0")/../tools/gen_ct.py" "$FV_TMP/ct" 4 >/dev/null 2>&1 || head -c 6000000 /dev/urandom > "$FV_TMP/ct.bin"
+head -c 8000000 /dev/urandom > "$FV_TMP/scan.bin"
+chmod 644 "$FV_TMP/scan.bin"
+as alice cp "$FV_TMP/scan.bin" "$m/cardiology/scan.bin"
+as alice mkdir "$m/cardiology/echo"
+as alice cmp "$FV_TMP/scan.bin" "$m/cardiology/scan.bin" || fail "alice reads back"
+as alice ls "$m/cardiology" | grep -q ecg-report-7781.txt || fail "alice lists"
+as alice stat "$m/cardiology/scan.bin" >/dev/null
+pass "alice (rw) writes, lists and reads back in cardiology"
+
+denied bob cat "$m/cardiology/ecg-report-7781.txt"
+denied carol cat "$m/cardiology/ecg-report-7781.txt"
+denied root stat "$m/cardiology/scan.bin"
+pass "alice's session does not leak to bob, carol or root"
+
+login bob >/dev/null
+as bob grep -q "sinus rhythm" "$m/cardiology/ecg-report-7781.txt" || fail "bob reads"
+as bob cmp -s "$FV_TMP/scan.bin" "$m/cardiology/scan.bin" || fail "bob reads the scan"
+denied bob sh -c "echo x >> '$m/cardiology/ecg-report-7781.txt'"
+denied bob touch "$m/cardiology/new.txt"
+denied bob rm "$m/cardiology/scan.bin"
+denied bob mkdir "$m/cardiology/d"
+denied bob ls "$m/wards/oncology"
+pass "bob (r) reads cardiology, every write is refused, oncology is closed"
+
+login carol > "$FV_TMP/carol.out"
+denied carol ls "$m/cardiology"
+! grep -q "ecg-report" "$FV_TMP/out" || fail "carol saw a name"
+denied carol cat "$m/cardiology/ecg-report-7781.txt"
+pass "carol (no grants) logs in and still gets EACCES, no names"
+
+# Renames across folders (and into/out of them) are EXDEV.
+as alice /usr/bin/python3 - "$m" <<'PY' || fail "EXDEV across folders"
+import errno, os, sys
+m = sys.argv[1]
+open(f"{m}/cardiology/move-me.txt", "w").write("x")
+for src, dst in [(f"{m}/cardiology/move-me.txt", f"{m}/wards/oncology/moved.txt")]:
+    try:
+        os.rename(src, dst); sys.exit("rename across folders succeeded")
+    except OSError as e:
+        assert e.errno == errno.EXDEV, e
+try:
+    os.link(f"{m}/cardiology/move-me.txt", f"{m}/wards/oncology/linked.txt"); sys.exit("link across folders")
+except OSError as e:
+    assert e.errno == errno.EXDEV, e
+PY
+mkdir -p "$m/public" && echo pub > "$m/public/leaflet.txt" && chmod -R a+rwX "$m/public"
+as alice /usr/bin/python3 -c "
+import errno, os, sys
+try:
+    os.rename('$m/public/leaflet.txt', '$m/cardiology/leaflet.txt'); sys.exit('rename into a folder succeeded')
+except OSError as e:
+    assert e.errno == errno.EXDEV, e
+" || fail "EXDEV into a folder"
+as alice mv "$m/cardiology/move-me.txt" "$m/wards/oncology/moved.txt" || fail "mv falls back to copy"
+pass "rename and link across vault folders give EXDEV (mv copies instead)"
+
+# Dedup across folders and users, with the first writer logged out.
+before=$(fv stats --repo "$d/repo" --cache "$d/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
+as alice "$FOGVAULT" logout --mount "$m" >/dev/null
+login erin >/dev/null
+as erin cp "$FV_TMP/scan.bin" "$m/wards/oncology/same-scan.bin"
+sync
+cp "$FV_TMP/scan.bin" "$m/public/same-scan.bin"
+after=$(fv stats --repo "$d/repo" --cache "$d/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
+[ $((after - before)) -lt 1000000 ] || fail "the same 8 MB in a second folder added $((after - before)) bytes"
+as erin cmp "$FV_TMP/scan.bin" "$m/wards/oncology/same-scan.bin" || fail "erin reads her copy"
+pass "the same scan in two folders (first writer logged out) and the root is stored once (+$((after - before)) bytes)"
+
+# Logout and expiry.
+denied alice ls "$m/cardiology"
+login alice --ttl 2 >/dev/null
+as alice ls "$m/cardiology" >/dev/null || fail "alice after re-login"
+sleep 3
+denied alice ls "$m/cardiology"
+pass "logout and session expiry remove access at once"
+
+# Live revocation: bob keeps reading until the admin revokes, then EACCES within seconds.
+as bob cat "$m/cardiology/ecg-report-7781.txt" >/dev/null || fail "bob before revoke"
+cp "$d/repo/policy/current" "$FV_TMP/policy-before-revoke"
+adm revoke bob --folder cardiology > "$FV_TMP/revoke.out"
+grep -q "1 folder key(s) rotated" "$FV_TMP/revoke.out" || { cat "$FV_TMP/revoke.out"; fail "revoke must rotate the key"; }
+for i in $(seq 1 20); do as bob cat "$m/cardiology/ecg-report-7781.txt" >/dev/null 2>&1 || break; sleep 0.25; done
+denied bob cat "$m/cardiology/ecg-report-7781.txt"
+login alice >/dev/null
+as alice grep -q "sinus rhythm" "$m/cardiology/ecg-report-7781.txt" || fail "alice reads after the key rotation"
+adm policy show | grep -q "/cardiology key v2" || fail "cardiology key not rotated"
+pass "revoking bob's grant ends his access live; the folder key rotates and alice's new key re-seals the folder"
+
+adm revoke carol >/dev/null
+for i in $(seq 1 20); do fv sessions --mount "$m" | grep -q "user=carol" || break; sleep 0.25; done
+! fv sessions --mount "$m" | grep -q "user=carol" || fail "carol's session survived her revocation"
+if login carol 2>"$FV_TMP/err"; then fail "revoked carol logged in"; fi
+grep -q "revoked" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear revoked-login error"; }
+pass "revoking a user ends her sessions and her key file no longer logs in"
+
+# A rolled-back policy in the store (bob's old grant) is refused, live and at mount.
+cp "$FV_TMP/policy-before-revoke" "$d/repo/policy/current"
+sleep 1.5
+grep -q "refusing a rolled-back policy" "$d/mount.log" || { cat "$d/mount.log"; fail "rollback not reported"; }
+login bob >/dev/null
+denied bob cat "$m/cardiology/ecg-report-7781.txt"
+pass "a rolled-back policy object is refused by the running daemon"
+
+# Break-glass: dave (emergency role) opens cardiology with a reason; carol may not.
+if login dave --break-glass 2>/dev/null; then fail "break-glass without a reason"; fi
+denied dave ls "$m/cardiology"
+login dave --break-glass --reason "code blue, bed 4" > "$FV_TMP/bg.out"
+grep -q "BREAK-GLASS" "$FV_TMP/bg.out" || fail "break-glass login output"
+as dave grep -q "sinus rhythm" "$m/cardiology/ecg-report-7781.txt" || fail "dave reads under break-glass"
+fv sessions --mount "$m" | grep "user=dave" | grep -q "BREAK-GLASS" || fail "break-glass not listed"
+ls "$d/repo/breakglass/" | grep -q . || fail "break-glass not recorded in the store"
+! grep -rq "code blue" "$d/repo/breakglass/" || fail "break-glass record is plaintext"
+if login erin --break-glass --reason "curious" 2>"$FV_TMP/err"; then fail "erin (not emergency) broke the glass"; fi
+grep -q "not in an emergency role" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear break-glass refusal"; }
+pass "break-glass: emergency role with a reason gets in, is listed and recorded (sealed); others are refused"
+
+unmount_vault "$d"
+if mount_vault_expect_fail=1 fv mount --repo "$d/repo" --cache "$d/cache" --allow-other "$m" 2>"$FV_TMP/err"; then fail "mounted with a rolled-back policy"; fi
+grep -q "rollback refused" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear rollback error at mount"; }
+latest=$(ls "$d/repo/policy/v/" | sort | tail -1)
+cp "$d/repo/policy/v/$latest" "$d/repo/policy/current"
+python3 - "$d/repo/policy/current" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1])); s = bytearray.fromhex(p["sealed"]); s[40] ^= 1; p["sealed"] = s.hex()
+json.dump(p, open(sys.argv[1], "w"))
+PY
+if fv mount --repo "$d/repo" --cache "$d/cache" --allow-other "$m" 2>"$FV_TMP/err"; then fail "mounted with an altered policy"; fi
+grep -q "signature does not verify" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear altered-policy error"; }
+cp "$d/repo/policy/v/$latest" "$d/repo/policy/current"
+pass "at mount, a rolled-back or altered policy is refused with a clear error"
+
+# Stolen disk: nothing readable in the store or the fog node's cache/LMDB.
+for needle in ecg-report-7781 sinus patient-marker-7781 cardiology oncology same-scan "code blue"; do
+    if grep -rqaF "$needle" "$d/repo" "$d/cache"; then fail "found '$needle' on disk"; fi
+done
+python3 - "$FV_TMP/scan.bin" "$d/repo" "$d/cache" <<'PY'
+import os, sys
+probe = open(sys.argv[1], "rb").read()[4096:4096 + 64]
+for root in sys.argv[2:]:
+    for dp, _, fs in os.walk(root):
+        for f in fs:
+            with open(os.path.join(dp, f), "rb") as fh:
+                if probe in fh.read():
+                    sys.exit(f"scan bytes found in {f}")
+PY
+pass "stolen disk: no folder names, file names or content in store, cache or LMDB"
+
+# Remount: the folders are still there and still locked.
+mount_vault "$d" --allow-other
+denied alice ls "$m/cardiology"
+login alice >/dev/null
+as alice cmp "$FV_TMP/scan.bin" "$m/cardiology/scan.bin" || fail "scan after remount"
+unmount_vault "$d"
+pass "after a remount the folders are locked again until login"
