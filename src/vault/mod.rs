@@ -1164,6 +1164,14 @@ impl Vault {
     pub fn lock_folder(&self, domain: u32) -> Result<()> {
         self.commit_domain(domain)?;
         self.meta.forget_domain(domain);
+        // Drop cached records of closed files too: nothing of the folder stays readable.
+        let _ns = self.ns.lock();
+        let inos: Vec<u64> = self.files.lock().keys().copied().collect();
+        for ino in inos {
+            if self.open_state(ino).is_some_and(|s| s.lock().rec.domain == domain) {
+                self.maybe_evict(ino);
+            }
+        }
         Ok(())
     }
 
