@@ -2,7 +2,8 @@
 # fogvault demo on the embedded default (a local directory as the "cloud"):
 # builds fogvault, creates a local vault, mounts a demo EMR folder, fills it
 # with synthetic patients (a CT study, reports, FHIR/HL7 files), and prints
-# the dedup figures. The mount stays up for you to explore.
+# the dedup figures. Two clinicians with different rights show the vault
+# folder and the session login. The mount stays up for you to explore.
 # Run as root on Debian 12. Re-running reuses the same vault.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,39 +23,75 @@ cargo build --release --locked -q
 FV="$PWD/target/release/fogvault"
 PY=/opt/fogvault-venv/bin/python
 
-mkdir -p "$DEMO" "$MNT"
+# Demo identities (synthetic): the admin, and two clinicians with Unix accounts.
+export FOGVAULT_ADMIN_PASSPHRASE=${FOGVAULT_ADMIN_PASSPHRASE:-demo admin passphrase}
+for u in alice bob; do id "$u" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$u"; done
+as() { local who="$1"; shift; setpriv --reuid "$who" --regid "$who" --init-groups -- "$@"; }
+
+# Vaults from before vault folders existed use an older index layout: start afresh.
+if [ -e "$DEMO/repo/config" ] && [ ! -e "$DEMO/admin.key" ]; then
+    if mountpoint -q "$MNT"; then umount "$MNT"; sleep 1; fi
+    echo "note: replacing the demo vault from an older fogvault version"
+    rm -rf "$DEMO/repo" "$DEMO/cache"
+fi
+mkdir -p "$DEMO" "$MNT" "$DEMO/keys"
+chmod 755 "$DEMO" "$DEMO/keys"
 if mountpoint -q "$MNT"; then umount "$MNT"; sleep 1; fi
+adm() { "$FV" admin "$@" --repo "$DEMO/repo" --admin-key "$DEMO/admin.key"; }
 if [ ! -e "$DEMO/repo/config" ]; then
-    "$FV" init --repo "$DEMO/repo"
+    "$FV" init --repo "$DEMO/repo" --admin-key "$DEMO/admin.key"
+    echo "== enrolling alice (physician) and bob (nurse); cardiology is a vault folder"
+    FOGVAULT_KEY_PASSPHRASE=alice-demo adm user add alice --role physician --key-out "$DEMO/keys/alice.key"
+    FOGVAULT_KEY_PASSPHRASE=bob-demo adm user add bob --role nurse --key-out "$DEMO/keys/bob.key"
+    chown alice "$DEMO/keys/alice.key"; chown bob "$DEMO/keys/bob.key"
+    adm folder create cardiology
+    adm grant --user alice --folder cardiology --rights rw
+    adm grant --user bob --folder cardiology --rights r
 fi
 "$FV" mount --repo "$DEMO/repo" --cache "$DEMO/cache" --allow-other "$MNT" >"$DEMO/mount.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do mountpoint -q "$MNT" && break; kill -0 "$pid" || { cat "$DEMO/mount.log"; exit 1; }; sleep 0.1; done
+for _ in $(seq 1 50); do [ -d "$MNT/cardiology" ] && break; sleep 0.1; done
 echo "== vault mounted at $MNT (daemon pid $pid, log $DEMO/mount.log)"
+login() { as "$1" env FOGVAULT_KEY_PASSPHRASE="$1-demo" "$FV" login --mount "$MNT" --key "$DEMO/keys/$1.key"; }
 
-if [ ! -d "$MNT/cardiology" ]; then
+if [ ! -d "$MNT/radiology" ]; then
     echo "== writing synthetic EMR records (no real patient data)"
-    mkdir -p "$MNT/radiology/patient-0001/ct-chest" "$MNT/cardiology/patient-0002" "$MNT/oncology/patient-0003"
+    mkdir -p "$MNT/radiology/patient-0001/ct-chest" "$MNT/oncology/patient-0003"
     "$PY" tests/tools/gen_ct.py "$MNT/radiology/patient-0001/ct-chest" --seed 1 --slices 120 >/dev/null
     # The same study referred to two other departments: stored once.
-    cp -a "$MNT/radiology/patient-0001/ct-chest" "$MNT/cardiology/patient-0002/referral-ct"
     cp -a "$MNT/radiology/patient-0001/ct-chest" "$MNT/oncology/patient-0003/staging-ct"
-    for p in cardiology/patient-0002 oncology/patient-0003; do
-        printf 'MSH|^~\\&|HIS|FOG|LAB|FOG|20260101120000||ORU^R01|%s|P|2.5\nPID|1||SYNTH-%s||DOE^JANE^SYNTHETIC\n' "$RANDOM" "$RANDOM" > "$MNT/$p/labs.hl7"
-        printf '{"resourceType":"Observation","status":"final","code":{"text":"synthetic"}}\n' > "$MNT/$p/observation.json"
-    done
+    chmod -R a+rX "$MNT/radiology"
+    printf '{"resourceType":"Observation","status":"final","code":{"text":"synthetic"}}\n' > "$MNT/oncology/patient-0003/observation.json"
 fi
+echo "== before login, the vault folder is closed to everyone:"
+as alice ls "$MNT/cardiology" 2>&1 | sed 's/^/   alice$ /' || true
+echo "== alice (physician, rw) logs in and files a referral in cardiology"
+login alice | sed 's/^/   /'
+if ! as alice test -d "$MNT/cardiology/patient-0002"; then
+    as alice mkdir -p "$MNT/cardiology/patient-0002"
+    as alice cp -r "$MNT/radiology/patient-0001/ct-chest" "$MNT/cardiology/patient-0002/referral-ct"
+    as alice sh -c "printf 'MSH|^~\\&|HIS|FOG|LAB|FOG|20260101120000||ORU^R01|1|P|2.5\nPID|1||SYNTH-0002||DOE^JANE^SYNTHETIC\n' > '$MNT/cardiology/patient-0002/labs.hl7'"
+fi
+as alice ls "$MNT/cardiology/patient-0002" | sed 's/^/   alice$ /'
+echo "== bob (nurse, read-only) logs in: he can read, not write"
+login bob | sed 's/^/   /'
+as bob dcmdump "$MNT/cardiology/patient-0002/referral-ct/CT000001.dcm" 2>/dev/null | grep -m1 "PatientName" | sed 's/^/   bob$ dcmdump: /' || true
+as bob touch "$MNT/cardiology/patient-0002/bob-note.txt" 2>&1 | sed 's/^/   bob$ /' || true
+echo "== active sessions"
+"$FV" sessions --mount "$MNT" | sed 's/^/   /'
 sync
-echo "== what the mount shows"
-find "$MNT" -maxdepth 3 | head -20
-echo "== what the cloud sees (ciphertext packs only)"
-find "$DEMO/repo" -type f | head -5
-echo "== dedup figures"
+echo "== what the cloud sees (ciphertext packs and the sealed, signed policy only)"
+find "$DEMO/repo" -type f | head -6
+echo "== dedup figures (the CT study is stored once across departments and the vault folder)"
 "$FV" stats --repo "$DEMO/repo" --cache "$DEMO/cache"
 cat <<EOT
 
-The vault stays mounted at $MNT. Try: ls -R $MNT; dcmdump $MNT/radiology/patient-0001/ct-chest/CT000001.dcm | head
+The vault stays mounted at $MNT. Try: ls -R $MNT/radiology; dcmdump $MNT/radiology/patient-0001/ct-chest/CT000001.dcm | head
+As alice:         setpriv --reuid alice --regid alice --init-groups ls $MNT/cardiology/patient-0002
+Sessions:         $FV sessions --mount $MNT      (logout: $FV logout --mount $MNT, as that user)
+The policy:       $FV admin policy show --repo $DEMO/repo --admin-key $DEMO/admin.key
 Check integrity:  $FV verify --repo $DEMO/repo --cache $DEMO/cache --deep
 Unmount:          umount $MNT
-(commands that unlock the vault read FOGVAULT_PASSPHRASE or prompt for it)
+(commands that unlock the vault read FOGVAULT_PASSPHRASE or prompt for it; the demo key passphrases are alice-demo and bob-demo)
 EOT
