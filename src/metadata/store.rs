@@ -283,6 +283,15 @@ impl<T: Transaction> Tx<'_, T> {
         Ok((domain, v, keys, k))
     }
 
+    /// Is there any `meta` key starting with `prefix`?
+    pub fn meta_prefix_exists(&self, prefix: &str) -> Result<bool> {
+        let mut cur = self.txn.open_ro_cursor(self.m.dbs.meta).map_err(map_lmdb)?;
+        match cur.iter_from(prefix.as_bytes()).next() {
+            Some(item) => Ok(item.map_err(map_lmdb)?.0.starts_with(prefix.as_bytes())),
+            None => Ok(false),
+        }
+    }
+
     pub fn meta_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.get_raw(self.m.dbs.meta, name.as_bytes())?.map(<[u8]>::to_vec))
     }

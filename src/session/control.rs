@@ -335,9 +335,11 @@ impl ControlServer {
         v
     }
 
+    /// Lock order: `unlocked` before `sessions`, here and in `open_session`,
+    /// so a login that is installing keys is never undercut.
     fn release_unneeded(&self) {
-        let needed: HashSet<u32> = self.sessions.read().iter().flat_map(|l| l.rights.keys().copied()).collect();
         let mut unlocked = self.unlocked.lock();
+        let needed: HashSet<u32> = self.sessions.read().iter().flat_map(|l| l.rights.keys().copied()).collect();
         let gone: Vec<u32> = unlocked.difference(&needed).copied().collect();
         for d in gone {
             match self.vault.lock_folder(d) {
@@ -441,6 +443,7 @@ impl ControlServer {
                 return Err(Error::Repo(format!("{user} is not in an emergency role; break-glass refused")));
             }
         }
+        let mut unlocked = self.unlocked.lock();
         let mut supplied = HashSet::new();
         let mut glass = HashSet::new();
         for (folder, version, hex_key) in &d.keys {
@@ -458,7 +461,7 @@ impl ControlServer {
                 return Err(Error::Repo("a folder key does not match the policy".into()));
             };
             self.vault.unlock_folder(*folder, &versions)?;
-            self.unlocked.lock().insert(*folder);
+            unlocked.insert(*folder);
             supplied.insert(*folder);
             if !granted {
                 glass.insert(*folder);
@@ -501,6 +504,7 @@ impl ControlServer {
         }
         tracing::info!(uid, folders = rights.len(), "session established");
         self.sessions.write().push(Live { info: info.clone(), _keys: keys, supplied, glass, rights });
+        drop(unlocked);
         Ok(info)
     }
 }

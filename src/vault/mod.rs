@@ -159,6 +159,8 @@ pub struct Vault {
     ns: Mutex<()>,
     /// Decides access inside vault folders (set when sessions exist).
     gate: parking_lot::RwLock<Option<Arc<dyn AccessGate>>>,
+    /// Whether any vault folder exists: without one, `authorize` has nothing to check.
+    has_folders: std::sync::atomic::AtomicBool,
     _cache_lock: nix::fcntl::Flock<File>,
 }
 
@@ -240,8 +242,11 @@ impl Vault {
             files: Mutex::new(HashMap::new()),
             ns: Mutex::new(()),
             gate: parking_lot::RwLock::new(None),
+            has_folders: std::sync::atomic::AtomicBool::new(false),
             _cache_lock: lock_file,
         };
+        let any_folder = vault.meta.read(|tx| tx.meta_prefix_exists("folder/"))?;
+        vault.has_folders.store(any_folder, std::sync::atomic::Ordering::Relaxed);
         vault.purge_orphans()?;
         Ok(vault)
     }
@@ -1055,6 +1060,9 @@ impl Vault {
     /// directory's entries (lookup, readdir, create), which at a vault
     /// folder's root belong to the folder while the root itself does not.
     pub fn authorize(&self, uid: u32, ino: u64, access: Access, contents: bool) -> Result<()> {
+        if !self.has_folders.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         let (domain, content) = self.domains_of(ino)?;
         let d = if contents { content } else { domain };
         if d == ROOT_DOMAIN {
@@ -1117,6 +1125,8 @@ impl Vault {
         };
         let _ns = self.ns.lock();
         let key = format!("folder/{domain:08x}");
+        // Set before the folder exists, so no operation inside it skips the gate.
+        self.has_folders.store(true, std::sync::atomic::Ordering::Relaxed);
         self.meta.write(|tx| {
             let mut rec = tx.inode(ino)?.ok_or(Error::NotFound)?;
             if rec.folder_root == domain {
