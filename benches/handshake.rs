@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
 use fogvault::crypto::{self, KdfParams, Key32};
 use fogvault::session::policy::{Policy, now_secs};
 use fogvault::session::wrap::{self, EnrolSecret, Wrap};
@@ -254,7 +254,10 @@ fn key_file(c: &mut Criterion) {
     write_identity_key(&path, &alice, &EnrolSecret::generate(), "physician", &mpk, b"bench-user").unwrap();
 
     let mut g = c.benchmark_group("keyfile");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(6));
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
     let params = KdfParams::new_random();
     g.bench_function("Argon2id derive_kek alone (64 MiB, t=3, p=1)", |b| {
         b.iter(|| crypto::derive_kek(b"bench-user", &params).unwrap())

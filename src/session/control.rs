@@ -24,9 +24,8 @@ use super::handshake::{FogResponder, ReplayCache, SessionKeys, UserInitiator};
 use super::identity::{IdentityKey, MasterPublic};
 use super::keyfile::UserKey;
 use super::policy::{self, Policy, PolicyError, Rights, now_secs};
-use super::wrap::{self, Wrap};
+use super::transport::{self, KeyDelivery};
 use crate::chunk_store::Backend;
-use crate::crypto::{self, Key32};
 use crate::error::{Error, Result};
 use crate::vault::{Access, AccessGate, Caller, Vault};
 
@@ -64,23 +63,6 @@ pub struct SessionInfo {
     pub folders: Vec<FolderAccess>,
     pub break_glass: bool,
     pub reason: Option<String>,
-}
-
-/// A folder key offered to the user: the wrap the policy holds for them.
-#[derive(Serialize, Deserialize)]
-struct Offer {
-    folder: u32,
-    version: u32,
-    wrap: Wrap,
-}
-
-/// What the user returns over the channel.
-#[derive(Serialize, Deserialize)]
-struct KeyDelivery {
-    keys: Vec<(u32, u32, String)>,
-    break_glass: Option<String>,
-    /// A shorter session lifetime than the daemon's default, in seconds.
-    ttl: Option<u64>,
 }
 
 struct Live {
@@ -149,12 +131,6 @@ fn err(msg: &str) -> Vec<u8> {
     let mut v = vec![1u8];
     v.extend_from_slice(msg.as_bytes());
     v
-}
-
-fn channel_aad(sid: &[u8; 16], dir: &str) -> Vec<u8> {
-    let mut aad = format!("fogvault v1 channel {dir} ").into_bytes();
-    aad.extend_from_slice(sid);
-    aad
 }
 
 fn read_high_water(path: &Path) -> u64 {
@@ -402,29 +378,10 @@ impl ControlServer {
             Ok(k) => k,
             Err(e) => return Ok(write_frame(conn, &err(&e.to_string()))?),
         };
-        // Offer the user the wraps the policy holds for them.
-        let offers: Vec<Offer> = p
-            .folders
-            .iter()
-            .filter_map(|f| {
-                let w = f.wraps.iter().find(|w| w.recipient == keys.user)?;
-                Some(Offer { folder: f.id, version: f.version, wrap: w.clone() })
-            })
-            .collect();
-        let sid = keys.session_id;
-        let sealed = crypto::seal(
-            &keys.fog_to_user,
-            &channel_aad(&sid, "f2u"),
-            &serde_json::to_vec(&offers).expect("serializes"),
-        );
-        write_frame(conn, &ok(&sealed))?;
+        write_frame(conn, &ok(&transport::seal_offers(&keys, &transport::offers_for(&p, &keys.user))))?;
         let reply = read_frame(conn)?;
-        let delivery: KeyDelivery = match crypto::open(&keys.user_to_fog, &channel_aad(&sid, "u2f"), &reply)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        {
-            Some(d) => d,
-            None => return Ok(write_frame(conn, &err("malformed or unauthentic key delivery"))?),
+        let Some(delivery) = transport::open_delivery(&keys, &reply) else {
+            return Ok(write_frame(conn, &err("malformed or unauthentic key delivery"))?);
         };
         match self.open_session(&p, uid, keys, delivery) {
             Ok(info) => Ok(write_frame(conn, &ok(&serde_json::to_vec(&info).expect("serializes")))?),
@@ -447,8 +404,7 @@ impl ControlServer {
         let mut supplied = HashSet::new();
         let mut glass = HashSet::new();
         for (folder, version, hex_key) in &d.keys {
-            let Some(fk) = hex::decode(hex_key).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else { continue };
-            let fk = Key32::from_bytes(fk);
+            let Some(fk) = transport::delivered_key(hex_key) else { continue };
             let Some(entry) = p.folder(*folder) else { continue };
             if entry.version != *version {
                 continue;
@@ -559,23 +515,10 @@ pub fn login(mountpoint: &Path, key: &UserKey, break_glass: Option<String>, ttl:
         .finish(&key.mpk, None, &msg2)
         .map_err(|e| Error::Repo(format!("the fog node failed authentication: {e}")))?;
     write_frame(&mut s, &msg3)?;
-    let sealed = reply(&mut s)?;
-    let sid = keys.session_id;
-    let offers: Vec<Offer> = crypto::open(&keys.fog_to_user, &channel_aad(&sid, "f2u"), &sealed)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    let offers = transport::open_offers(&keys, &reply(&mut s)?)
         .ok_or_else(|| Error::Repo("malformed folder-key offer from the fog node".into()))?;
-    let delivered: Vec<(u32, u32, String)> = offers
-        .iter()
-        .filter_map(|o| {
-            let fk = wrap::unwrap(&o.wrap, &key.enrol, o.folder, o.version)?;
-            Some((o.folder, o.version, hex::encode(fk.as_bytes())))
-        })
-        .collect();
-    let body = zeroize::Zeroizing::new(
-        serde_json::to_vec(&KeyDelivery { keys: delivered, break_glass, ttl }).expect("serializes"),
-    );
-    write_frame(&mut s, &crypto::seal(&keys.user_to_fog, &channel_aad(&sid, "u2f"), &body))?;
+    let delivery = KeyDelivery { keys: transport::unwrap_offers(&offers, &key.enrol), break_glass, ttl };
+    write_frame(&mut s, &transport::seal_delivery(&keys, &delivery))?;
     let info = reply(&mut s)?;
     serde_json::from_slice(&info).map_err(|_| Error::Repo("malformed reply from the fog node".into()))
 }

@@ -14,6 +14,7 @@ mod ibs;
 mod identity;
 mod keyfile;
 pub mod policy;
+pub mod transport;
 mod wire;
 pub mod wrap;
 
