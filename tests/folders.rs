@@ -50,7 +50,11 @@ fn folder_records_need_the_folder_key_and_rotation_retires_the_old_one() {
     assert!(matches!(v.rename(root, b"ecg.txt", ROOT_INO, b"ecg.txt", none), Err(Error::CrossDevice)));
     assert!(matches!(v.rename(ROOT_INO, b"leaflet.txt", root, b"l.txt", none), Err(Error::CrossDevice)));
     assert!(matches!(v.link(outside, root, b"l.txt"), Err(Error::CrossDevice)));
-    assert!(matches!(v.rmdir(v.lookup(ROOT_INO, b"ward").unwrap().ino, b"cardiology"), Err(Error::NotPermitted)));
+    let ward = v.lookup(ROOT_INO, b"ward").unwrap().ino;
+    assert!(matches!(v.rmdir(ward, b"cardiology"), Err(Error::NotPermitted)));
+    assert!(matches!(v.rename(ward, b"cardiology", ward, b"cardio", none), Err(Error::NotPermitted)));
+    v.create_node(ME, ward, b"decoy", FileKind::Dir, 0o755, 0, b"").unwrap();
+    assert!(matches!(v.rename(ward, b"decoy", ward, b"cardiology", none), Err(Error::NotPermitted)));
 
     v.lock_folder(FOLDER).unwrap();
     assert!(matches!(v.lookup(root, b"ecg.txt"), Err(Error::Locked)));

@@ -315,7 +315,20 @@ impl ControlServer {
     /// so a login that is installing keys is never undercut.
     fn release_unneeded(&self) {
         let mut unlocked = self.unlocked.lock();
-        let needed: HashSet<u32> = self.sessions.read().iter().flat_map(|l| l.rights.keys().copied()).collect();
+        // A key stays while a session that supplied it still holds a grant,
+        // even outside the grant's hours (the gate refuses meanwhile).
+        let p = self.policy();
+        let now = now_secs();
+        let needed: HashSet<u32> = self
+            .sessions
+            .read()
+            .iter()
+            .flat_map(|l| {
+                let user = l.info.user.clone();
+                let p = &p;
+                l.supplied.iter().copied().filter(move |f| l.glass.contains(f) || p.has_grant(&user, *f, now))
+            })
+            .collect();
         let gone: Vec<u32> = unlocked.difference(&needed).copied().collect();
         for d in gone {
             match self.vault.lock_folder(d) {
@@ -512,7 +525,7 @@ pub fn login(mountpoint: &Path, key: &UserKey, break_glass: Option<String>, ttl:
     write_frame(&mut s, &req)?;
     let msg2 = reply(&mut s)?;
     let (msg3, keys) = user
-        .finish(&key.mpk, None, &msg2)
+        .finish(&key.mpk, Some(crate::repo::FOG_ID), &msg2)
         .map_err(|e| Error::Repo(format!("the fog node failed authentication: {e}")))?;
     write_frame(&mut s, &msg3)?;
     let offers = transport::open_offers(&keys, &reply(&mut s)?)

@@ -313,6 +313,19 @@ impl Policy {
             .fold(Rights::default(), |acc, g| acc.union(g.rights))
     }
 
+    /// Does `user` hold an unexpired grant on `folder`, whatever the hour?
+    pub fn has_grant(&self, user: &str, folder: u32, now: u64) -> bool {
+        let Ok(u) = self.admit(user, now) else { return false };
+        self.grants.iter().any(|g| {
+            g.folder == folder
+                && g.expires.is_none_or(|t| now < t)
+                && match &g.subject {
+                    Subject::User(id) => *id == u.id,
+                    Subject::Role(r) => *r == u.role,
+                }
+        })
+    }
+
     pub fn may_break_glass(&self, user: &str, now: u64) -> bool {
         self.admit(user, now).is_ok_and(|u| self.emergency_roles.contains(&u.role))
     }

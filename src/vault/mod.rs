@@ -587,6 +587,12 @@ impl Vault {
         }
         let src = self.meta.read(|tx| tx.dirent(parent, name))?.ok_or(Error::NotFound)?;
         let dst = self.meta.read(|tx| tx.dirent(newparent, newname))?;
+        // A vault folder's root stays where the admin's policy put it.
+        for d in [Some(&src), dst.as_ref()].into_iter().flatten() {
+            if d.kind == FileKind::Dir && self.load(d.ino)?.folder_root != 0 {
+                return Err(Error::NotPermitted);
+            }
+        }
         let now = Timespec::now();
         if src.kind == FileKind::Dir && self.is_ancestor(src.ino, newparent)? {
             return Err(Error::Invalid("cannot move a directory into itself"));

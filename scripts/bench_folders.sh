@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Per-file overhead of the vault-folder permission check (issue 4 target: ≤ 5%
+# against the same workload without folders).
+#
+# One repository with an admin authority, mounted --allow-other; a real Unix
+# user (benchuser, created if missing) enrolled, granted rw on the vault
+# folder cardiology, and logged in (session bound to its uid). The same
+# workload runs, as benchuser (setpriv), in three places:
+#   folder     $MNT/cardiology/runN            inside the vault folder (gate checked, TTL 0, no KEEP_CACHE)
+#   root       $MNT/plain/runN                 a 0777 directory outside folders, same mount
+#   nofolders  $MNT2/plain/runN                a 0777 directory on a second mount of a repository
+#                                              without an admin authority (no gate at all)
+# Workload, FOLDER_FILES files (default 2000) of 4 KiB fresh random bytes
+# (generated before the clock starts, new per run, so nothing deduplicates):
+#   create     open(O_CREAT|O_EXCL) + write 4 KiB + close, each file
+#   cold read  open + read all + close, each file, after sync + drop_caches
+#   warm read  the same again at once
+#   open only  open + close, each file (warm)
+# FOLDER_REPS rounds (default 5; QUICK=1: 3), the three places interleaved in a
+# rotating order; medians per place, ratios folder/root and root/nofolders.
+# Run as root. FOGVAULT=PATH selects the binary. Appends to bench-out/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FOGVAULT=${FOGVAULT:-$PWD/target/release/fogvault}
+OUT=${BENCH_OUT:-$PWD/bench-out}
+QUICK=${QUICK:-0}
+NFILES=${FOLDER_FILES:-2000}
+if [ "$QUICK" = 1 ]; then REPS=${FOLDER_REPS:-3}; else REPS=${FOLDER_REPS:-5}; fi
+BU=${BENCH_USER:-benchuser}
+PY=/usr/bin/python3   # the system python: a pyenv shim under /root is not usable by benchuser
+[ "$(id -u)" -eq 0 ] || { echo "bench_folders.sh: run as root" >&2; exit 2; }
+[ -x "$FOGVAULT" ] || { echo "bench_folders.sh: $FOGVAULT not built" >&2; exit 2; }
+id "$BU" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$BU"
+W=$(mktemp -d /var/tmp/fvfolders.XXXXXX)
+chmod 755 "$W"
+export FOGVAULT_PASSPHRASE=bench FOGVAULT_ADMIN_PASSPHRASE=bench-admin
+PIDS=()
+cleanup() {
+    local m
+    for m in "$W/a/mnt" "$W/b/mnt"; do
+        if mountpoint -q "$m" 2>/dev/null; then umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; fi
+    done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$W"
+}
+trap cleanup EXIT
+as() { setpriv --reuid "$BU" --regid "$BU" --init-groups -- "$@"; }
+mount_fv() {   # DIR
+    mkdir -p "$1/mnt"
+    "$FOGVAULT" mount --repo "$1/repo" --cache "$1/cache" --allow-other "$1/mnt" 2>"$1/log" &
+    PIDS+=($!)
+    for _ in $(seq 100); do mountpoint -q "$1/mnt" && return 0; sleep 0.1; done
+    cat "$1/log" >&2; echo "bench_folders.sh: $1/mnt did not come up" >&2; exit 1
+}
+
+# a: folders and a session; b: no admin authority
+mkdir -p "$W/a" "$W/b"
+"$FOGVAULT" init --repo "$W/a/repo" --admin-key "$W/admin.key" >/dev/null
+adm() { "$FOGVAULT" admin "$@" --repo "$W/a/repo" --admin-key "$W/admin.key" >/dev/null; }
+FOGVAULT_KEY_PASSPHRASE=bench-user adm user add "$BU" --role physician --key-out "$W/$BU.key"
+chown "$BU" "$W/$BU.key"
+adm folder create cardiology
+adm grant --user "$BU" --folder cardiology --rights rw
+"$FOGVAULT" init --repo "$W/b/repo" >/dev/null
+mount_fv "$W/a"
+mount_fv "$W/b"
+for m in "$W/a/mnt" "$W/b/mnt"; do mkdir "$m/plain"; chmod 0777 "$m/plain"; done
+as env FOGVAULT_KEY_PASSPHRASE=bench-user "$FOGVAULT" login --mount "$W/a/mnt" --key "$W/$BU.key" >/dev/null
+declare -A DIR=([folder]=$W/a/mnt/cardiology [root]=$W/a/mnt/plain [nofolders]=$W/b/mnt/plain)
+
+cat >"$W/wl.py" <<'EOF'
+import os, sys, time
+phase, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+names = [os.path.join(d, "f%05d.dat" % i) for i in range(n)]
+if phase == "create":
+    os.mkdir(d)
+    data = [os.urandom(4096) for _ in range(n)]   # fresh per run: nothing deduplicates
+    t0 = time.perf_counter()
+    for p, b in zip(names, data):
+        fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.write(fd, b)
+        os.close(fd)
+elif phase == "read":
+    t0 = time.perf_counter()
+    for p in names:
+        fd = os.open(p, os.O_RDONLY)
+        b = os.read(fd, 65536)
+        os.close(fd)
+        if len(b) != 4096:
+            sys.exit(f"{p}: read {len(b)} bytes")
+elif phase == "open":
+    t0 = time.perf_counter()
+    for p in names:
+        os.close(os.open(p, os.O_RDONLY))
+elif phase == "clean":
+    for p in names:
+        os.unlink(p)
+    os.rmdir(d)
+    sys.exit(0)
+print("%.6f" % (time.perf_counter() - t0))
+EOF
+chmod 644 "$W/wl.py"
+
+PLACES=(folder root nofolders)
+PHASES=(create cold warm open)
+declare -A T=()   # place/phase -> space-separated seconds
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+echo "bench_folders: $NFILES files x 4 KiB, $REPS rounds, as $BU" >&2
+for r in $(seq 1 "$REPS"); do
+    for k in 0 1 2; do
+        place=${PLACES[$(( (k + r) % 3 ))]}
+        d=${DIR[$place]}/run$r
+        drop_caches
+        T[$place/create]+=" $(as "$PY" "$W/wl.py" create "$d" "$NFILES")"
+        drop_caches
+        T[$place/cold]+=" $(as "$PY" "$W/wl.py" read "$d" "$NFILES")"
+        T[$place/warm]+=" $(as "$PY" "$W/wl.py" read "$d" "$NFILES")"
+        T[$place/open]+=" $(as "$PY" "$W/wl.py" open "$d" "$NFILES")"
+        as "$PY" "$W/wl.py" clean "$d" "$NFILES"
+    done
+    echo "  round $r done" >&2
+done
+# Still logged in and nothing leaked to root: the folder run really went through the gate.
+if ls "${DIR[folder]}" >/dev/null 2>&1; then echo "bench_folders.sh: root can list the vault folder" >&2; exit 1; fi
+
+med() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+us() { awk -v s="$1" -v n="$NFILES" 'BEGIN {printf "%.0f", s/n*1e6}'; }     # seconds -> µs per file
+rt() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+declare -A M=()
+for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do M[$p/$ph]=$(med "${T[$p/$ph]}"); done; done
+label() { case "$1" in create) echo "create + write 4 KiB + close";; cold) echo "open + read + close, kernel caches dropped";;
+                      warm) echo "open + read + close, warm";; open) echo "open + close, warm";; esac; }
+table=$(
+    echo "| per file (median of $REPS) | folder µs | root dir µs | no-folders mount µs | folder / root | root / no-folders |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for ph in "${PHASES[@]}"; do
+        f=${M[folder/$ph]} r=${M[root/$ph]} n=${M[nofolders/$ph]}
+        echo "| $(label "$ph") | $(us "$f") | $(us "$r") | $(us "$n") | $(rt "$f" "$r") | $(rt "$r" "$n") |"
+    done
+)
+raw=$(for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do echo "  $p $ph s:${T[$p/$ph]}"; done; done)
+echo "$table"
+echo "raw seconds per run ($NFILES files):"
+echo "$raw"
+mkdir -p "$OUT"
+{
+    printf '\n## Vault-folder permission check (issue 4)\n\n'
+    printf '`scripts/bench_folders.sh`: %s files of 4 KiB, as the unix user %s (logged in, rw grant), %s rounds interleaved.\n' "$NFILES" "$BU" "$REPS"
+    printf 'folder = inside the vault folder; root dir = a 0777 directory outside folders on the same mount;\n'
+    printf 'no-folders mount = the same on a mount of a repository without an admin authority. Ratio > 1: slower.\n\n'
+    echo "$table"
+    printf '\n<details><summary>raw seconds per run</summary>\n\n```\n%s\n```\n</details>\n' "$raw"
+} >> "$OUT/results.md"
