@@ -132,10 +132,11 @@ fn opener(fh: FileHandle, req: &Request) -> u32 {
     if fh.0 >> 32 == 1 { fh.0 as u32 } else { req.uid() }
 }
 
-fn open_flags(a_domain: u32) -> FopenFlags {
-    // Outside vault folders the page cache stays valid across opens (all
-    // writes pass through us); inside, each open re-reads through the gate.
-    if a_domain == 0 { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() }
+/// The page cache stays valid across opens (all writes pass through us).
+/// Inside vault folders too: every open reaches the gate, so cached pages
+/// are only ever read through a descriptor the gate allowed.
+fn open_flags() -> FopenFlags {
+    FopenFlags::FOPEN_KEEP_CACHE
 }
 
 fn empty(reply: ReplyEmpty, r: Result<(), Error>) {
@@ -317,12 +318,9 @@ impl Filesystem for FogFs {
         let trunc = flags.0 & libc::O_TRUNC != 0;
         let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || trunc;
         let access = if writes { Access::Write } else { Access::Read };
-        let r = self
-            .allow(req.uid(), ino, access, false)
-            .and_then(|()| self.vault.domains_of(ino.0))
-            .and_then(|(d, _)| self.vault.open_file(ino.0, trunc).map(|()| d));
+        let r = self.allow(req.uid(), ino, access, false).and_then(|()| self.vault.open_file(ino.0, trunc));
         match r {
-            Ok(d) => reply.opened(handle_for(req.uid()), open_flags(d)),
+            Ok(()) => reply.opened(handle_for(req.uid()), open_flags()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -557,7 +555,7 @@ impl Filesystem for FogFs {
         match r {
             Ok(a) => {
                 let fh = handle_for(req.uid());
-                reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, open_flags(a.domain))
+                reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, open_flags())
             }
             Err(e) => reply.error(errno(&e)),
         }

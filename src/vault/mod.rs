@@ -34,6 +34,8 @@ pub const MAX_NAME: usize = 255;
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 const MAX_XATTR_NAME: usize = 255;
 const MAX_XATTR_VALUE: usize = 64 * 1024;
+/// Bound of the inode → domain cache (cleared when full; ~40 bytes an entry).
+const DOMAIN_CACHE_ENTRIES: usize = 1 << 20;
 /// Tunables; the defaults are what `fogvault mount` uses.
 #[derive(Clone, Copy, Debug)]
 pub struct VaultOptions {
@@ -161,6 +163,10 @@ pub struct Vault {
     gate: parking_lot::RwLock<Option<Arc<dyn AccessGate>>>,
     /// Whether any vault folder exists: without one, `authorize` has nothing to check.
     has_folders: std::sync::atomic::AtomicBool,
+    /// ino → (domain, content domain). Fixed for an inode's life (inode
+    /// numbers are never reused; only `create_folder` changes one, and it
+    /// updates this), so the gate needs no LMDB read on the hot path.
+    domains: parking_lot::RwLock<HashMap<u64, (u32, u32)>>,
     _cache_lock: nix::fcntl::Flock<File>,
 }
 
@@ -243,6 +249,7 @@ impl Vault {
             ns: Mutex::new(()),
             gate: parking_lot::RwLock::new(None),
             has_folders: std::sync::atomic::AtomicBool::new(false),
+            domains: parking_lot::RwLock::new(HashMap::new()),
             _cache_lock: lock_file,
         };
         let any_folder = vault.meta.read(|tx| tx.meta_prefix_exists("folder/"))?;
@@ -1083,7 +1090,16 @@ impl Vault {
     /// `(domain, content domain)` of an inode without needing its key: what
     /// the session gate checks before an operation.
     pub fn domains_of(&self, ino: u64) -> Result<(u32, u32)> {
-        self.meta.read(|tx| tx.inode_domains(ino))?.ok_or(Error::NotFound)
+        if let Some(d) = self.domains.read().get(&ino) {
+            return Ok(*d);
+        }
+        let d = self.meta.read(|tx| tx.inode_domains(ino))?.ok_or(Error::NotFound)?;
+        let mut cache = self.domains.write();
+        if cache.len() >= DOMAIN_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(ino, d);
+        Ok(d)
     }
 
     /// Find the inode of the vault folder `domain`, if it exists here.
@@ -1145,6 +1161,7 @@ impl Vault {
             tx.put_inode(ino, &rec)?;
             tx.set_meta_bytes(&key, &ino.to_be_bytes())
         })?;
+        self.domains.write().insert(ino, (ROOT_DOMAIN, domain));
         self.meta.sync()?;
         Ok(ino)
     }
