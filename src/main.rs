@@ -165,6 +165,22 @@ enum AdminCmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Break-glass sessions recorded by fog nodes (who, when, why, which folders).
+    BreakGlass {
+        #[command(subcommand)]
+        cmd: BreakGlassCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BreakGlassCmd {
+    /// List every recorded break-glass session.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -474,6 +490,29 @@ fn run_admin(cmd: AdminCmd) -> Result<(), Error> {
         AdminCmd::Revoke { admin, user, folder } => {
             let (v, rotated) = open_admin(&admin)?.revoke(&user, folder.as_deref())?;
             println!("revoked; {rotated} folder key(s) rotated; policy v{v}");
+            Ok(())
+        }
+        AdminCmd::BreakGlass { cmd: BreakGlassCmd::List { admin, json } } => {
+            let records = open_admin(&admin)?.break_glass_records()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records).expect("serializes"));
+            } else {
+                for r in &records {
+                    println!(
+                        "{}  user={} uid={} session={} until={} folders={}\n    reason: {}",
+                        r.started,
+                        r.user,
+                        r.uid,
+                        r.session.get(..16).unwrap_or(&r.session),
+                        r.expires,
+                        r.folders.join(","),
+                        r.reason
+                    );
+                }
+                if records.is_empty() {
+                    println!("no break-glass sessions recorded");
+                }
+            }
             Ok(())
         }
         AdminCmd::Policy { cmd: PolicyCmd::Show { admin, json } } => {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::identity::MasterSecret;
 use super::keyfile::{read_admin_key, write_identity_key};
-use super::policy::{Grant, Policy, Rights, Subject};
+use super::policy::{self, BREAK_GLASS, BREAK_GLASS_PREFIX, BreakGlassRecord, Grant, Policy, Rights, Subject};
 use super::wrap::EnrolSecret;
 use crate::error::{Error, Result};
 use crate::repo::{self, FOG_ID, PublicInfo};
@@ -109,6 +109,27 @@ impl Admin {
             p.revoke(user, f)
         })?;
         Ok((p.version, rotated.len()))
+    }
+}
+
+impl Admin {
+    /// Every break-glass record in the store, oldest first. A record that
+    /// fails authentication is an error: it was tampered with.
+    pub fn break_glass_records(&self) -> Result<Vec<BreakGlassRecord>> {
+        let mut names: Vec<String> =
+            self.info.backend.list(BREAK_GLASS_PREFIX.trim_end_matches('/'))?.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(sealed) = self.info.backend.get(&name)? else { continue };
+            let plain = policy::open_as_admin(&self.msk, &self.info.fog_id, &self.info.repo_id, BREAK_GLASS, &sealed)
+                .ok_or_else(|| Error::Integrity(format!("break-glass record {name} fails authentication")))?;
+            out.push(
+                serde_json::from_slice(&plain)
+                    .map_err(|_| Error::Integrity(format!("break-glass record {name} is malformed")))?,
+            );
+        }
+        Ok(out)
     }
 }
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::handshake::{FogResponder, ReplayCache, SessionKeys, UserInitiator};
 use super::identity::{IdentityKey, MasterPublic};
 use super::keyfile::UserKey;
-use super::policy::{self, Policy, PolicyError, Rights, now_secs};
+use super::policy::{self, BreakGlassRecord, Policy, PolicyError, Rights, now_secs};
 use super::transport::{self, KeyDelivery};
 use crate::chunk_store::Backend;
 use crate::error::{Error, Result};
@@ -73,18 +73,6 @@ struct Live {
     /// Folders opened by break-glass (read-write until the session expires).
     glass: HashSet<u32>,
     rights: HashMap<u32, Rights>,
-}
-
-/// The break-glass record kept in the store for the admin (sealed under `K_pol`).
-#[derive(Serialize, Deserialize)]
-struct BreakGlassRecord {
-    user: String,
-    uid: u32,
-    session: String,
-    reason: String,
-    folders: Vec<String>,
-    started: u64,
-    expires: u64,
 }
 
 pub struct ControlServer {
@@ -465,10 +453,11 @@ impl ControlServer {
             let sealed = policy::seal_for_admin(
                 &self.fog,
                 &self.repo_id,
-                "break-glass",
+                policy::BREAK_GLASS,
                 &serde_json::to_vec(&rec).expect("serializes"),
             );
-            self.backend.put(&format!("breakglass/{started:016x}-{}", &info.session[..16]), sealed.into())?;
+            let name = format!("{}{started:016x}-{}", policy::BREAK_GLASS_PREFIX, &info.session[..16]);
+            self.backend.put(&name, sealed.into())?;
             tracing::warn!(user = %user, uid, folders = glass.len(), "BREAK-GLASS session opened");
         }
         tracing::info!(uid, folders = rights.len(), "session established");

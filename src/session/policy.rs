@@ -23,6 +23,22 @@ use crate::crypto::{self, Key32};
 use crate::error::{Error, Result};
 
 pub const POLICY_CURRENT: &str = "policy/current";
+/// Break-glass records: `breakglass/<start:016x>-<session id, 16 hex>`.
+pub const BREAK_GLASS_PREFIX: &str = "breakglass/";
+/// AAD word of sealed break-glass records.
+pub const BREAK_GLASS: &str = "break-glass";
+
+/// A break-glass session as recorded in the store for the admin (sealed under `K_pol`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BreakGlassRecord {
+    pub user: String,
+    pub uid: u32,
+    pub session: String,
+    pub reason: String,
+    pub folders: Vec<String>,
+    pub started: u64,
+    pub expires: u64,
+}
 /// The identity that signs policies (user ids may not start with '@').
 pub const ADMIN_ID: &str = "@admin";
 const DEFAULT_BREAK_GLASS_MINUTES: u32 = 60;

@@ -164,6 +164,9 @@ as dave grep -q "sinus rhythm" "$m/cardiology/ecg-report-7781.txt" || fail "dave
 fv sessions --mount "$m" | grep "user=dave" | grep -c >/dev/null "BREAK-GLASS" || fail "break-glass not listed"
 ls "$d/repo/breakglass/" | grep -c >/dev/null . || fail "break-glass not recorded in the store"
 ! grep -rq "code blue" "$d/repo/breakglass/" || fail "break-glass record is plaintext"
+adm break-glass list > "$FV_TMP/bg-list.txt"
+grep -c >/dev/null "user=dave" "$FV_TMP/bg-list.txt" && grep -c >/dev/null "reason: code blue, bed 4" "$FV_TMP/bg-list.txt" \
+    || { cat "$FV_TMP/bg-list.txt"; fail "admin break-glass list"; }
 if login erin --break-glass --reason "curious" 2>"$FV_TMP/err"; then fail "erin (not emergency) broke the glass"; fi
 grep -q "not in an emergency role" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear break-glass refusal"; }
 pass "break-glass: emergency role with a reason gets in, is listed and recorded (sealed); others are refused"
