@@ -13,20 +13,21 @@
 //!   delivery, and per folder the rights lookup and `Policy::key_versions`
 //!   (key check + key chain). The per-side benches run whole logins and count
 //!   only that side's *thread CPU time* (`CLOCK_THREAD_CPUTIME_ID`).
-//! - `keyfile/*`: the passphrase KDF (Argon2id, 64 MiB, t=3, p=1) that
-//!   `fogvault login` runs before it connects, and the identity-key check.
+//! - `keyfile/*`: the passphrase KDF (Argon2id with the parameters new key
+//!   files get, named in the bench id) that `fogvault login` runs before it
+//!   connects, and the identity-key check.
 
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
-use fogvault::crypto::{self, KdfParams, Key32};
+use fogvault::crypto::{self, KdfParams};
 use fogvault::session::policy::{Policy, now_secs};
-use fogvault::session::wrap::{self, EnrolSecret, Wrap};
+use fogvault::session::transport::{self, KeyDelivery};
+use fogvault::session::wrap::{self, EnrolSecret};
 use fogvault::session::{
     FogResponder, Grant, IdentityKey, MasterPublic, MasterSecret, ReplayCache, Rights, Subject, UserInitiator,
     read_identity_key, write_identity_key,
 };
-use serde::{Deserialize, Serialize};
 
 const FOLDERS: [&str; 3] = ["cardiology", "wards/oncology", "radiology"];
 
@@ -82,28 +83,6 @@ fn handshake(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------- full login
-
-/// The same JSON shapes as the control socket's offer and key delivery
-/// (src/session/control.rs, private there).
-#[derive(Serialize, Deserialize)]
-struct Offer {
-    folder: u32,
-    version: u32,
-    wrap: Wrap,
-}
-
-#[derive(Serialize, Deserialize)]
-struct KeyDelivery {
-    keys: Vec<(u32, u32, String)>,
-    break_glass: Option<String>,
-    ttl: Option<u64>,
-}
-
-fn channel_aad(sid: &[u8; 16], dir: &str) -> Vec<u8> {
-    let mut aad = format!("fogvault v1 channel {dir} ").into_bytes();
-    aad.extend_from_slice(sid);
-    aad
-}
 
 struct World {
     mpk: MasterPublic,
@@ -170,44 +149,23 @@ fn login(w: &World, replay: &mut ReplayCache) -> (Duration, Duration) {
     // fog: check message 3, seal the offers
     let t = thread_cpu();
     let fkeys = responder.finish(&w.mpk, &msg3).unwrap();
-    let offers: Vec<Offer> = p
-        .folders
-        .iter()
-        .filter_map(|f| {
-            let wr = f.wraps.iter().find(|x| x.recipient == fkeys.user)?;
-            Some(Offer { folder: f.id, version: f.version, wrap: wr.clone() })
-        })
-        .collect();
-    let sid = fkeys.session_id;
-    let sealed_offers =
-        crypto::seal(&fkeys.fog_to_user, &channel_aad(&sid, "f2u"), &serde_json::to_vec(&offers).unwrap());
+    let sealed_offers = transport::seal_offers(&fkeys, &transport::offers_for(p, &fkeys.user));
     fog_t += thread_cpu() - t;
 
     // user: open the offers, unwrap each folder key, seal the delivery
     let t = thread_cpu();
-    let sid_u = ukeys.session_id;
-    let offers: Vec<Offer> =
-        serde_json::from_slice(&crypto::open(&ukeys.fog_to_user, &channel_aad(&sid_u, "f2u"), &sealed_offers).unwrap())
-            .unwrap();
-    let delivered: Vec<(u32, u32, String)> = offers
-        .iter()
-        .map(|o| {
-            let fk = wrap::unwrap(&o.wrap, &w.enrol, o.folder, o.version).expect("alice's wrap");
-            (o.folder, o.version, hex::encode(fk.as_bytes()))
-        })
-        .collect();
-    let body = serde_json::to_vec(&KeyDelivery { keys: delivered, break_glass: None, ttl: None }).unwrap();
-    let delivery = crypto::seal(&ukeys.user_to_fog, &channel_aad(&sid_u, "u2f"), &body);
+    let offers = transport::open_offers(&ukeys, &sealed_offers).unwrap();
+    let delivered = transport::unwrap_offers(&offers, &w.enrol);
+    assert_eq!(delivered.len(), FOLDERS.len(), "alice's wraps");
+    let delivery = transport::seal_delivery(&ukeys, &KeyDelivery { keys: delivered, break_glass: None, ttl: None });
     user_t += thread_cpu() - t;
 
     // fog: open the delivery, check every folder key against the policy
     let t = thread_cpu();
-    let d: KeyDelivery =
-        serde_json::from_slice(&crypto::open(&fkeys.user_to_fog, &channel_aad(&sid, "u2f"), &delivery).unwrap())
-            .unwrap();
+    let d = transport::open_delivery(&fkeys, &delivery).unwrap();
     let mut opened = 0;
     for (folder, version, hex_key) in &d.keys {
-        let fk = Key32::from_bytes(<[u8; 32]>::try_from(hex::decode(hex_key).unwrap()).unwrap());
+        let fk = transport::delivered_key(hex_key).unwrap();
         let entry = p.folder(*folder).unwrap();
         assert_eq!(entry.version, *version);
         assert!(p.rights(&fkeys.user, *folder, now).read);
@@ -258,10 +216,15 @@ fn key_file(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
+    // The parameters new key files get (`KdfParams::new_random`), named in the bench id.
     let params = KdfParams::new_random();
-    g.bench_function("Argon2id derive_kek alone (64 MiB, t=3, p=1)", |b| {
-        b.iter(|| crypto::derive_kek(b"bench-user", &params).unwrap())
-    });
+    let name = format!(
+        "Argon2id derive_kek alone ({} MiB, t={}, p={})",
+        params.m_cost_kib / 1024,
+        params.t_cost,
+        params.p_cost
+    );
+    g.bench_function(&name, |b| b.iter(|| crypto::derive_kek(b"bench-user", &params).unwrap()));
     g.bench_function("read_identity_key (Argon2id + open + validity check)", |b| {
         b.iter(|| read_identity_key(&path, b"bench-user").unwrap())
     });

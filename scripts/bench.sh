@@ -10,6 +10,8 @@
 #   FOGVAULT=PATH    binary (default target/release/fogvault)
 #   OP_TIMEOUT=SEC   per measured operation (default 1800); a timeout is reported as FAIL
 #   KEEP=1           keep the run directory (the generated source data is always kept for reuse)
+#   LOGIN_RUNS=N     login-to-first-byte iterations (scripts/bench_login.sh; default 20, QUICK 10)
+#   FOLDER_FILES=N, FOLDER_REPS=N   scripts/bench_folders.sh (default 2000 files, 5 rounds; QUICK 3 rounds)
 # Output: a table on stdout and bench-out/results.md (markdown); a detailed log in bench-out/bench.log.
 #
 # Notes on method: every measured write ends durable (dd conv=fsync, or a trailing sync), so the
@@ -575,4 +577,10 @@ for t in fv gc; do fs_umount "$t" "${TDIR[$t]}"; done
 log "== 6 storage";              w_storage
 grep -h -i -E 'error|panic|warn' "$RUN"/*/daemon.log >>"$LOG" 2>/dev/null || true
 report
-bash "$(dirname "$0")/bench_login.sh" || log "login benchmark FAILED"
+# Issue 4: login to first byte, and the per-file cost of the vault-folder permission check.
+# Both append to bench-out/results.md; QUICK=1 makes them shorter too.
+if [ "$QUICK" = 1 ]; then LOGIN_RUNS=${LOGIN_RUNS:-10}; fi
+LOGIN_RUNS=${LOGIN_RUNS:-20} FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
+    bash "$ROOT/scripts/bench_login.sh" 2>>"$LOG" | tee -a "$LOG" || log "login benchmark FAILED"
+QUICK=$QUICK FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
+    bash "$ROOT/scripts/bench_folders.sh" 2>>"$LOG" | tee -a "$LOG" || log "folder benchmark FAILED"

@@ -14,10 +14,12 @@
 # (generated before the clock starts, new per run, so nothing deduplicates):
 #   create     open(O_CREAT|O_EXCL) + write 4 KiB + close, each file
 #   cold read  open + read all + close, each file, after sync + drop_caches
-#   warm read  the same again at once
-#   open only  open + close, each file (warm)
-# FOLDER_REPS rounds (default 5; QUICK=1: 3), the three places interleaved in a
-# rotating order; medians per place, ratios folder/root and root/nofolders.
+#   warm read  the same again (3 times per round)
+#   open only  open + close, each file, warm (3 times per round)
+# FOLDER_REPS rounds (default 5; QUICK=1: 3). In each round every phase runs in
+# the three places back to back, in a rotating order. Reported: µs per file
+# (median of all measurements per place) and the median of the paired
+# per-round ratios folder/root (the target) and root/nofolders.
 # Run as root. FOGVAULT=PATH selects the binary. Appends to bench-out/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,21 +105,42 @@ chmod 644 "$W/wl.py"
 
 PLACES=(folder root nofolders)
 PHASES=(create cold warm open)
-declare -A T=()   # place/phase -> space-separated seconds
+WARM_REPEAT=3     # warm phases are short: run each this many times per round
+declare -A T=()   # place/phase -> space-separated seconds (one per measurement)
+declare -A R=()   # phase -> per-round ratios folder/root (paired: same round, back to back)
+declare -A RN=()  # phase -> per-round ratios root/nofolders
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+wl() { as "$PY" "$W/wl.py" "$@"; }
+# The places run back to back for each phase (rotating order per round) so a
+# paired ratio compares measurements a second apart: the host may be shared.
 echo "bench_folders: $NFILES files x 4 KiB, $REPS rounds, as $BU" >&2
 for r in $(seq 1 "$REPS"); do
-    for k in 0 1 2; do
-        place=${PLACES[$(( (k + r) % 3 ))]}
-        d=${DIR[$place]}/run$r
+    order=()
+    for k in 0 1 2; do order+=("${PLACES[$(( (k + r) % 3 ))]}"); done
+    declare -A S=()   # place/phase -> sum of this round's seconds
+    for place in "${order[@]}"; do
         drop_caches
-        T[$place/create]+=" $(as "$PY" "$W/wl.py" create "$d" "$NFILES")"
-        drop_caches
-        T[$place/cold]+=" $(as "$PY" "$W/wl.py" read "$d" "$NFILES")"
-        T[$place/warm]+=" $(as "$PY" "$W/wl.py" read "$d" "$NFILES")"
-        T[$place/open]+=" $(as "$PY" "$W/wl.py" open "$d" "$NFILES")"
-        as "$PY" "$W/wl.py" clean "$d" "$NFILES"
+        t=$(wl create "${DIR[$place]}/run$r" "$NFILES"); T[$place/create]+=" $t"; S[$place/create]=$t
     done
+    for place in "${order[@]}"; do
+        drop_caches
+        t=$(wl read "${DIR[$place]}/run$r" "$NFILES"); T[$place/cold]+=" $t"; S[$place/cold]=$t
+    done
+    for ph in warm open; do
+        for place in "${order[@]}"; do S[$place/$ph]=0; done
+        for _ in $(seq "$WARM_REPEAT"); do
+            for place in "${order[@]}"; do
+                t=$(wl "${ph/warm/read}" "${DIR[$place]}/run$r" "$NFILES"); T[$place/$ph]+=" $t"
+                S[$place/$ph]=$(awk -v a="${S[$place/$ph]}" -v b="$t" 'BEGIN {print a + b}')
+            done
+        done
+    done
+    for ph in "${PHASES[@]}"; do
+        R[$ph]+=" $(awk -v a="${S[folder/$ph]}" -v b="${S[root/$ph]}" 'BEGIN {print a / b}')"
+        RN[$ph]+=" $(awk -v a="${S[root/$ph]}" -v b="${S[nofolders/$ph]}" 'BEGIN {print a / b}')"
+    done
+    for place in "${order[@]}"; do wl clean "${DIR[$place]}/run$r" "$NFILES"; done
+    unset S
     echo "  round $r done" >&2
 done
 # Still logged in and nothing leaked to root: the folder run really went through the gate.
@@ -131,14 +154,16 @@ for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do M[$p/$ph]=$(med "${T[$p
 label() { case "$1" in create) echo "create + write 4 KiB + close";; cold) echo "open + read + close, kernel caches dropped";;
                       warm) echo "open + read + close, warm";; open) echo "open + close, warm";; esac; }
 table=$(
-    echo "| per file (median of $REPS) | folder µs | root dir µs | no-folders mount µs | folder / root | root / no-folders |"
+    echo "| per file | folder µs | root dir µs | no-folders mount µs | folder / root | root / no-folders |"
     echo "|---|---:|---:|---:|---:|---:|"
     for ph in "${PHASES[@]}"; do
         f=${M[folder/$ph]} r=${M[root/$ph]} n=${M[nofolders/$ph]}
-        echo "| $(label "$ph") | $(us "$f") | $(us "$r") | $(us "$n") | $(rt "$f" "$r") | $(rt "$r" "$n") |"
+        echo "| $(label "$ph") | $(us "$f") | $(us "$r") | $(us "$n") | $(rt "$(med "${R[$ph]}")" 1) | $(rt "$(med "${RN[$ph]}")" 1) |"
     done
 )
-raw=$(for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do echo "  $p $ph s:${T[$p/$ph]}"; done; done)
+raw=$(for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do echo "  $p $ph s:${T[$p/$ph]}"; done; done
+      for ph in "${PHASES[@]}"; do echo "  ratio folder/root $ph per round:${R[$ph]}"; done
+      for ph in "${PHASES[@]}"; do echo "  ratio root/nofolders $ph per round:${RN[$ph]}"; done)
 echo "$table"
 echo "raw seconds per run ($NFILES files):"
 echo "$raw"
@@ -147,7 +172,9 @@ mkdir -p "$OUT"
     printf '\n## Vault-folder permission check (issue 4)\n\n'
     printf '`scripts/bench_folders.sh`: %s files of 4 KiB, as the unix user %s (logged in, rw grant), %s rounds interleaved.\n' "$NFILES" "$BU" "$REPS"
     printf 'folder = inside the vault folder; root dir = a 0777 directory outside folders on the same mount;\n'
-    printf 'no-folders mount = the same on a mount of a repository without an admin authority. Ratio > 1: slower.\n\n'
+    printf 'no-folders mount = the same on a mount of a repository without an admin authority. µs per file: median\n'
+    printf 'over all measurements (create and cold: 1 per round; warm and open: %s per round). Ratios: median over\n' "$WARM_REPEAT"
+    printf 'the rounds of the paired per-round ratio (the places run back to back). Ratio > 1: slower.\n\n'
     echo "$table"
     printf '\n<details><summary>raw seconds per run</summary>\n\n```\n%s\n```\n</details>\n' "$raw"
 } >> "$OUT/results.md"

@@ -13,6 +13,10 @@
 #      process start, key-file read, Argon2id unsealing and identity-key check,
 #      then it fails at the connect (checked) -- "everything before the socket"
 #   C. time `fogvault --version`: a bare start of the binary
+#   D. (if strace is installed) logout, then `fogvault login` under strace with a
+#      seccomp filter that stops only at connect and exit_group: the time from
+#      its connect() to the control socket to exit_group, plus a first byte
+#      read right after -- the part of A after the key file, measured directly
 # The loop runs in one python process; logins are fork+exec'd from it and their
 # CPU time comes from wait4 rusage. The first byte is read with os.open/os.read
 # (no extra process). The daemon's CPU per iteration is the delta of its
@@ -79,7 +83,32 @@ with open(os.path.join(nod, "err"), "w+") as e:
     if rc == 0 or "no fogvault daemon" not in msg:
         sys.exit(f"unsealing-only login did not fail at the connect: rc={rc} {msg!r}")
 
-login_w, login_cpu, fb, total, unseal_w, unseal_cpu, bare = [], [], [], [], [], [], []
+import re, shutil
+strace = shutil.which("strace")
+trace = os.path.join(nod, "trace")
+
+def after_connect():
+    """D: a login under strace (seccomp filter: only connect and exit_group stop
+    the process); the time from its connect() to the control socket until
+    exit_group, plus the first byte read after it."""
+    run([fv, "logout", "--mount", mnt])
+    run([strace, "-f", "--seccomp-bpf", "-ttt", "-e", "trace=connect,exit_group", "-o", trace,
+         fv, "login", "--mount", mnt, "--key", key])
+    t0 = time.perf_counter()
+    fd = os.open(f, os.O_RDONLY); os.read(fd, 1); os.close(fd)
+    t1 = time.perf_counter()
+    c = e = None
+    for line in open(trace):
+        m = re.match(r"\d+\s+([\d.]+) (connect|exit_group)\(", line)
+        if m and m.group(2) == "connect" and "/run/fogvault/" in line and c is None:
+            c = float(m.group(1))
+        elif m and m.group(2) == "exit_group":
+            e = float(m.group(1))
+    if c is None or e is None:
+        sys.exit(f"cannot find connect/exit_group in the strace output: {open(trace).read()!r}")
+    return e - c + (t1 - t0)
+
+login_w, login_cpu, fb, total, unseal_w, unseal_cpu, bare, sock = [], [], [], [], [], [], [], []
 dcpu = 0.0
 rest = []
 for _ in range(n):
@@ -101,6 +130,8 @@ for _ in range(n):
     w, cpu, _ = run([fv, "login", "--mount", nod, "--key", key], expect_ok=False)
     unseal_w.append(w); unseal_cpu.append(cpu); rest.append(total[-1] - w)
     bare.append(run([fv, "--version"])[0])
+    if strace:
+        sock.append(after_connect())
 
 ms = lambda xs: statistics.median(xs) * 1000
 print(f"total {ms(total):.1f}")
@@ -112,16 +143,20 @@ print(f"unseal_cpu {ms(unseal_cpu):.1f}")
 print(f"bare {ms(bare):.1f}")
 print(f"daemon_cpu {dcpu / n * 1000:.1f}")
 print(f"rest {ms(rest):.1f}")
+print(f"sock {ms(sock):.1f}" if sock else "sock n/a")
 print(f"total_min {min(total) * 1000:.1f}")
 print(f"total_max {max(total) * 1000:.1f}")
 EOF
 g() { awk -v k="$1" '$1 == k {print $2}' "$W/res"; }
+kdf=$(python3 -c 'import json,sys; k=json.load(open(sys.argv[1]))["kdf"]
+print("%s %d MiB, t=%d, p=%d" % (k["algorithm"], k["m_cost_kib"] // 1024, k["t_cost"], k["p_cost"]))' "$W/alice.key")
 report=$(cat <<EOT
 Login to first byte, median of $N (range $(g total_min)–$(g total_max) ms): **$(g total) ms** = \`fogvault login\` $(g login) ms (client CPU $(g login_cpu) ms) + open and read(1) of the cached file $(g first_byte) ms.
-- Before the socket (same binary, same key file, no daemon: process start, key-file read, Argon2id unsealing 64 MiB/t=3/p=1, identity-key pairing check, failed connect): **$(g unseal) ms** (client CPU $(g unseal_cpu) ms); a bare \`fogvault --version\` takes $(g bare) ms.
-- The rest (median over the iterations of A's total minus B of the same iteration: handshake and folder-key hand-over over the control socket, unlocking the folder in the daemon, process exit, first byte): **$(g rest) ms**.
+- Before the socket (same binary, same key file, no daemon: process start, key-file read, unsealing with the key file's KDF ($kdf), identity-key pairing check, failed connect): **$(g unseal) ms** (client CPU $(g unseal_cpu) ms); a bare \`fogvault --version\` takes $(g bare) ms.
+- After the key file (one more login per iteration, under \`strace -f --seccomp-bpf -e trace=connect,exit_group\`, which stops only at those two calls): from its connect() to the control socket to its exit_group -- handshake, folder-key hand-over, folder unlock in the daemon -- plus the first byte read right after: **$(g sock) ms**.
+- The same by subtraction (A's total minus B of the same iteration, median; a difference of two figures of ~$(g unseal) ms that vary by several ms, so only a rough check, it can even come out negative): $(g rest) ms.
 - Daemon CPU per iteration (logout + login + first byte, all daemon threads incl. the 0.5 s policy ticker): $(g daemon_cpu) ms (from /proc utime+stime, 10 ms ticks, averaged over $N).
-- "Cached": the file was written and read once through the mount; logout evicts its record and the kernel keeps no page cache for vault-folder files across opens, so the first byte goes through the daemon (record from LMDB, chunk from the daemon's in-memory chunk cache).
+- "Cached": the file was written and read once through the mount before; each logout was checked to make it EACCES again, so every measured open passed the daemon's session gate (the byte itself may come from the kernel page cache or the daemon's chunk cache).
 EOT
 )
 echo "$report"
