@@ -104,7 +104,9 @@ impl FogFs {
 
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
         match r {
-            Ok(a) => reply.entry(&ttl(&a), &fuse_attr(&a), Generation(0)),
+            // Attributes may be cached everywhere: reaching an inode by path
+            // needs a lookup (TTL 0 inside folders, so gated), and by fd an open.
+            Ok(a) => reply.entry_with_ttls(&TTL, &ttl(&a), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -115,8 +117,8 @@ impl FogFs {
     }
 }
 
-/// Inside vault folders the kernel must ask us every time (the answer
-/// depends on the caller's session), so nothing there is cached.
+/// Directory entries inside vault folders are not cached: the answer depends
+/// on the caller's session, so every path walk must reach the gate.
 fn ttl(a: &Attr) -> Duration {
     if a.domain == 0 { TTL } else { Duration::ZERO }
 }
@@ -180,7 +182,7 @@ impl Filesystem for FogFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.getattr(ino.0)) {
-            Ok(a) => reply.attr(&ttl(&a), &fuse_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -213,7 +215,7 @@ impl Filesystem for FogFs {
             ctime: ctime.map(from_system_time),
         };
         match self.allow(req.uid(), ino, Access::Write, false).and_then(|()| self.vault.setattr(ino.0, &set)) {
-            Ok(a) => reply.attr(&ttl(&a), &fuse_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
             Err(e) => {
                 log_err("setattr", &e);
                 reply.error(errno(&e))
