@@ -5,12 +5,17 @@
 use std::error::Error as StdError;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 
 use crate::error::{Error, Result};
 
@@ -32,21 +37,74 @@ fn map_err(e: object_store::Error) -> Error {
         }
         src = s.source();
     }
-    Error::Store(e.to_string())
+    // The innermost cause says what really failed (refused connection, DNS, TLS…).
+    let mut msg = e.to_string();
+    let mut src = StdError::source(&e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        src = s.source();
+    }
+    Error::Store(msg)
+}
+
+/// An S3 (or S3-compatible) bucket, configured by the standard AWS
+/// environment variables: `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`),
+/// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, and
+/// `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint such as a local Garage.
+fn s3_store(rest: &str) -> Result<Arc<dyn ObjectStore>> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::Repo("an S3 repository looks like s3://bucket/prefix".into()));
+    }
+    let retry = RetryConfig {
+        max_retries: 6,
+        retry_timeout: Duration::from_secs(120),
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
+    };
+    let client =
+        ClientOptions::new().with_timeout(Duration::from_secs(60)).with_connect_timeout(Duration::from_secs(5));
+    // Our defaults first, then every AWS_* variable on top (as `from_env` reads them).
+    let mut builder = AmazonS3Builder::new().with_client_options(client).with_retry(retry);
+    for (key, value) in std::env::vars() {
+        if key.starts_with("AWS_")
+            && let Ok(k) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+        {
+            builder = builder.with_config(k, value);
+        }
+    }
+    let s3 = builder
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| Error::Repo(format!("cannot use S3 bucket {bucket:?}: {e}")))?;
+    let prefix = prefix.trim_matches('/');
+    Ok(if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) })
 }
 
 impl Backend {
-    /// Open the store named by `repo`: a directory path (the embedded default).
-    /// `create` makes the directory if it does not exist yet (for `init`).
+    /// Open the store named by `repo`: a directory path (the embedded
+    /// default) or `s3://bucket[/prefix]`. `create` makes a directory if it
+    /// does not exist yet (for `init`); a bucket must exist already.
     pub fn open(repo: &str, create: bool) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("fogvault-io")
             .enable_all()
             .build()?;
+        if let Some(rest) = repo.strip_prefix("s3://") {
+            let store = s3_store(rest)?;
+            return Ok(Backend { store, rt, description: repo.to_string(), local_root: None });
+        }
         if repo.contains("://") && !repo.starts_with("file://") {
             return Err(Error::Repo(format!(
-                "unsupported repository URL scheme in {repo:?}: only local directories are supported in this version"
+                "unsupported repository URL scheme in {repo:?}: use a directory path or s3://bucket/prefix"
             )));
         }
         let dir = PathBuf::from(repo.strip_prefix("file://").unwrap_or(repo));
