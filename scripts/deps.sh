@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent installation of everything the demo and the tests need on Debian 12 (as root).
-# Usage: scripts/deps.sh [base|test|bench]...   (base is always included)
+# Usage: scripts/deps.sh [base|test|bench|s3]...   (base is always included)
 set -euo pipefail
 
 want_pkgs=(fuse3 rsync pkg-config build-essential python3 python3-pip python3-venv attr acl psmisc)
@@ -9,6 +9,7 @@ for group in "$@"; do
         base) ;;
         test) want_pkgs+=(dcmtk orthanc xfsprogs e2fsprogs util-linux) ;;
         bench) want_pkgs+=(gocryptfs restic time hyperfine) ;;
+        s3) want_pkgs+=(curl ca-certificates) ;;
         *) echo "deps.sh: unknown group $group" >&2; exit 2 ;;
     esac
 done
@@ -38,5 +39,16 @@ for group in "$@"; do
         venv=/opt/fogvault-venv
         [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
         "$venv/bin/python" -c 'import pydicom, numpy' 2>/dev/null || "$venv/bin/pip" install -q pydicom numpy
+    fi
+done
+
+# Garage, the S3 server the tests start on loopback (built from crates.io; ~10 min the first time).
+GARAGE_VERSION=2.5.0
+for group in "$@"; do
+    if [ "$group" = s3 ]; then
+        if ! "$HOME/.cargo/bin/garage" --version 2>/dev/null | grep -qF "$GARAGE_VERSION"; then
+            echo "deps.sh: building garage $GARAGE_VERSION (first time only)"
+            cargo install -q garage --version "$GARAGE_VERSION" --locked --no-default-features --features lmdb,bundled-libs
+        fi
     fi
 done

@@ -26,18 +26,36 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# new_repo NAME → creates $FV_TMP/NAME/{repo,cache,mnt} and inits the repo
+# FV_STORE=s3 runs a suite against a real Garage S3 server on loopback
+# (started here, stopped at exit); the default is a local directory.
+FV_STORE=${FV_STORE:-local}
+if [ "$FV_STORE" = s3 ]; then
+    source "$(dirname "${BASH_SOURCE[0]}")/garage.sh"
+    start_garage "$FV_TMP/garage" "$((20000 + RANDOM % 20000))"
+fi
+
+# repo_of DIR → the repository of test dir DIR: DIR/repo, or a prefix of the test bucket
+repo_of() {
+    if [ "$FV_STORE" = s3 ]; then echo "s3://$GARAGE_BUCKET/$(basename "$FV_TMP")-$(basename "$1")"; else echo "$1/repo"; fi
+}
+
+# store_dir DIR → where the store's bytes lie on disk (for stolen-disk greps and sizes)
+store_dir() {
+    if [ "$FV_STORE" = s3 ]; then echo "$FV_TMP/garage/data"; else echo "$1/repo"; fi
+}
+
+# new_repo NAME → creates $FV_TMP/NAME/{cache,mnt}, inits its repository (repo_of)
 new_repo() {
     local d="$FV_TMP/$1"
     mkdir -p "$d/mnt"
-    "$FOGVAULT" init --repo "$d/repo" >/dev/null
+    "$FOGVAULT" init --repo "$(repo_of "$d")" >/dev/null
     echo "$d"
 }
 
-# mount_vault DIR [extra args] → mounts DIR/repo at DIR/mnt with cache DIR/cache; sets MOUNT_PID
+# mount_vault DIR [extra args] → mounts repo_of DIR at DIR/mnt with cache DIR/cache; sets MOUNT_PID
 mount_vault() {
     local d="$1"; shift
-    "$FOGVAULT" mount --repo "$d/repo" --cache "$d/cache" "$@" "$d/mnt" >>"$d/mount.log" 2>&1 &
+    "$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache" "$@" "$d/mnt" >>"$d/mount.log" 2>&1 &
     MOUNT_PID=$!
     FV_PIDS+=("$MOUNT_PID")
     FV_MOUNTS+=("$d/mnt")

@@ -59,8 +59,8 @@ rm -r "$m/rsync/licenses"
 [ ! -e "$m/rsync/licenses" ] || fail "rm -r left files"
 tail -n1 "$m/cp/patients/p002/patient.json" | grep -q addendum || fail "append lost"
 unmount_vault "$d"
-fv verify --repo "$d/repo" --cache "$d/cache" --deep >/dev/null || fail "verify --deep after round trips"
-fv stats --repo "$d/repo" --cache "$d/cache" --json > "$FV_TMP/stats.json"
+fv verify --repo "$(repo_of "$d")" --cache "$d/cache" --deep >/dev/null || fail "verify --deep after round trips"
+fv stats --repo "$(repo_of "$d")" --cache "$d/cache" --json > "$FV_TMP/stats.json"
 python3 - "$FV_TMP/stats.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -73,7 +73,7 @@ pass "verify --deep clean; stats show dedup across copies"
 # Stolen disk / curious cloud: with the daemon stopped, neither the store nor
 # the fog node's cache (LMDB, journal) holds a known name or known content.
 for needle in slice-001.raw adt-hardlink.hl7 patient.json p001-renamed 'ADT^A01' '"resourceType":"Patient"' synthetic-test; do
-    if grep -rlaF -- "$needle" "$d/repo" "$d/cache" >/dev/null; then
+    if grep -rlaF -- "$needle" "$(store_dir "$d")" "$d/cache" >/dev/null; then
         fail "plaintext '$needle' found in the store or cache"
     fi
 done

@@ -34,5 +34,5 @@ for j in 1 2 3; do
     grep -q "written before" "$m/open$j.txt" || fail "open$j.txt lost"
 done
 unmount_vault "$d"
-fv verify --repo "$d/repo" --cache "$d/cache" --deep >/dev/null || fail "verify after signal shutdowns"
+fv verify --repo "$(repo_of "$d")" --cache "$d/cache" --deep >/dev/null || fail "verify after signal shutdowns"
 pass "data intact after each kind of shutdown; verify --deep clean"
