@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use fogvault::error::Error;
 use fogvault::repo::{self, Repo};
 use fogvault::session::{self, Admin, GrantRequest, MasterSecret, Rights, Subject, control};
-use fogvault::vault::{Caller, Vault};
+use fogvault::vault::{Caller, Vault, VaultOptions};
 use fogvault::{fuse_adapter, tools};
 
 /// How long a login lasts.
@@ -84,6 +84,10 @@ enum Cmd {
         /// Let other Unix users use the mount (needs root or user_allow_other).
         #[arg(long)]
         allow_other: bool,
+        /// Bound of the local upload journal while the store is unreachable
+        /// (e.g. 512M, 4G); beyond it writers get ENOSPC.
+        #[arg(long, value_parser = parse_size, default_value = "1G")]
+        journal_limit: u64,
     },
     /// Logical vs stored bytes, chunks, files.
     Stats {
@@ -221,6 +225,28 @@ enum PolicyCmd {
     },
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("size must look like 512M or 4G, not {s:?}")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("size must look like 512M or 4G, not {s:?}"))
+}
+
 fn parse_rights(s: &str) -> Result<Rights, String> {
     Rights::parse(s).ok_or_else(|| format!("rights must be r, rw or rwa, not {s:?}"))
 }
@@ -356,12 +382,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Cmd::Mount { repo, mountpoint, cache, allow_other } => {
+        Cmd::Mount { repo, mountpoint, cache, allow_other, journal_limit } => {
             check_mountpoint(&mountpoint)?;
             let r = unlock(&repo)?;
             let dir = cache_dir(&r, cache);
             let owner = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-            let vault = Arc::new(Vault::open(&r, &dir, owner)?);
+            let opts = VaultOptions { journal_limit, ..VaultOptions::default() };
+            let vault = Arc::new(Vault::open_with(&r, &dir, owner, opts)?);
             let flusher = Arc::clone(&vault);
             std::thread::Builder::new().name("fogvault-flush".into()).spawn(move || {
                 loop {

@@ -61,8 +61,10 @@ fn s3_store(rest: &str) -> Result<Arc<dyn ObjectStore>> {
         return Err(Error::Repo("an S3 repository looks like s3://bucket/prefix".into()));
     }
     let retry = RetryConfig {
-        max_retries: 6,
-        retry_timeout: Duration::from_secs(120),
+        // Short: the upload worker retries a failed pack forever on its own,
+        // and a reader should get EIO rather than hang on a dead store.
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(20),
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
@@ -70,7 +72,7 @@ fn s3_store(rest: &str) -> Result<Arc<dyn ObjectStore>> {
         },
     };
     let client =
-        ClientOptions::new().with_timeout(Duration::from_secs(60)).with_connect_timeout(Duration::from_secs(5));
+        ClientOptions::new().with_timeout(Duration::from_secs(30)).with_connect_timeout(Duration::from_secs(5));
     // Our defaults first, then every AWS_* variable on top (as `from_env` reads them).
     let mut builder = AmazonS3Builder::new().with_client_options(client).with_retry(retry);
     for (key, value) in std::env::vars() {

@@ -7,4 +7,4 @@ mod store;
 
 pub use backend::Backend;
 pub use pack::{PackEntry, PackId, TRAILER_LEN, decode_header, parse_trailer};
-pub use store::{ChunkStore, Location, TARGET_PACK_SIZE, staged_packs};
+pub use store::{ChunkStore, DEFAULT_JOURNAL_LIMIT, Location, TARGET_PACK_SIZE, staged_packs};

@@ -29,8 +29,11 @@ use crate::error::{Error, Result};
 /// Packs are sealed at about 16 MiB: big enough for efficient uploads, small
 /// enough to bound memory and the dead space a repack has to move.
 pub const TARGET_PACK_SIZE: u64 = 16 * 1024 * 1024;
-/// Sealed packs waiting for upload before writers are made to wait.
+/// Sealed packs waiting for upload before writers are made to wait (while
+/// the store is reachable: back-pressure keeps the journal small).
 const MAX_QUEUED: usize = 4;
+/// Default bound of the upload journal while the store is unreachable.
+pub const DEFAULT_JOURNAL_LIMIT: u64 = 1 << 30;
 const IDX_RECORD: usize = 40;
 /// Free space kept back on the journal's and the local store's filesystems:
 /// room to upload the open pack and for the metadata index to grow, so that
@@ -67,15 +70,19 @@ struct State {
     /// Packs whose bytes are (still) only in staging: readable from there.
     staged: HashMap<PackId, Arc<File>>,
     queued: usize,
-    /// Set while uploads fail; writers get this error instead of waiting forever.
+    /// Set while uploads fail: writers then fill the journal up to its limit
+    /// instead of waiting, and get `ENOSPC` beyond it.
     upload_error: Option<String>,
     upload_error_nospace: bool,
+    /// Data bytes of every staged pack (the journal's size).
+    staged_bytes: u64,
 }
 
 struct Shared {
     backend: Arc<Backend>,
     pack_key: Key32,
     dir: PathBuf,
+    journal_limit: u64,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -98,10 +105,12 @@ impl ChunkStore {
     /// `indexed` returns the entries the metadata index holds for the given
     /// staged packs: the `.idx` side file is not synced (one fsync fewer per
     /// close), so the index is the authority for committed chunks.
+    /// `journal_limit` bounds the journal while the store is unreachable.
     pub fn open(
         backend: Arc<Backend>,
         pack_key: Key32,
         staging_dir: PathBuf,
+        journal_limit: u64,
         indexed: &IndexedEntries<'_>,
     ) -> Result<Self> {
         std::fs::create_dir_all(&staging_dir).map_err(Error::from_io)?;
@@ -109,6 +118,7 @@ impl ChunkStore {
             backend,
             pack_key,
             dir: staging_dir,
+            journal_limit,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
@@ -163,7 +173,11 @@ impl ChunkStore {
             entries.sort_by_key(|e| e.offset);
             entries.dedup_by_key(|e| e.offset);
             tracing::info!(pack = %id.hex(), chunks = entries.len(), "re-queueing staged pack after restart");
-            self.shared.state.lock().staged.insert(id, Arc::new(data));
+            {
+                let mut st = self.shared.state.lock();
+                st.staged.insert(id, Arc::new(data));
+                st.staged_bytes += data_len;
+            }
             self.enqueue(id, entries)?;
         }
         Ok(())
@@ -193,10 +207,17 @@ impl ChunkStore {
     pub fn store_chunk(&self, id: ChunkId, envelope: &[u8]) -> Result<Location> {
         self.check_space(envelope.len() as u64)?;
         let mut st = self.shared.state.lock();
-        // Back-pressure: bounded staging backlog, but never wait on a store that is failing.
-        while st.queued >= MAX_QUEUED {
-            if let Some(err) = &st.upload_error {
-                return Err(if st.upload_error_nospace { Error::NoSpace } else { Error::Store(err.clone()) });
+        // Back-pressure while the store takes uploads; while it does not, the
+        // journal absorbs writes up to its limit (then ENOSPC, never loss).
+        loop {
+            if st.upload_error.is_some() {
+                if st.upload_error_nospace || st.staged_bytes + envelope.len() as u64 > self.shared.journal_limit {
+                    return Err(Error::NoSpace);
+                }
+                break;
+            }
+            if st.queued < MAX_QUEUED {
+                break;
             }
             self.shared.changed.wait_for(&mut st, Duration::from_millis(200));
         }
@@ -224,7 +245,9 @@ impl ChunkStore {
         cur.len += envelope.len() as u64;
         cur.entries.push(entry);
         let loc = Location { pack: cur.id, offset: entry.offset, len: entry.len };
-        if cur.len >= TARGET_PACK_SIZE {
+        let full = cur.len >= TARGET_PACK_SIZE;
+        st.staged_bytes += envelope.len() as u64;
+        if full {
             let full = st.current.take().expect("current pack exists");
             drop(st);
             self.enqueue(full.id, full.entries)?;
@@ -353,8 +376,10 @@ fn uploader_loop(shared: Arc<Shared>, rx: mpsc::Receiver<UploadJob>) {
                 }
             }
         }
+        let data_len = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
         let mut st = shared.state.lock();
         st.staged.remove(&job.id);
+        st.staged_bytes = st.staged_bytes.saturating_sub(data_len);
         st.queued -= 1;
         st.upload_error = None;
         st.upload_error_nospace = false;

@@ -42,11 +42,17 @@ pub struct VaultOptions {
     pub chunk_params: ChunkParams,
     /// Dirty bytes per file before a commit under memory pressure (bounds RAM per writer).
     pub dirty_limit: usize,
+    /// Bound of the local upload journal while the store is unreachable.
+    pub journal_limit: u64,
 }
 
 impl Default for VaultOptions {
     fn default() -> Self {
-        VaultOptions { chunk_params: ChunkParams::default(), dirty_limit: 16 << 20 }
+        VaultOptions {
+            chunk_params: ChunkParams::default(),
+            dirty_limit: 16 << 20,
+            journal_limit: crate::chunk_store::DEFAULT_JOURNAL_LIMIT,
+        }
     }
 }
 
@@ -228,8 +234,13 @@ impl Vault {
             })?;
             Ok(out)
         };
-        let store =
-            ChunkStore::open(Arc::clone(&repo.backend), repo.keys.pack.clone(), cache_dir.join("staging"), &indexed)?;
+        let store = ChunkStore::open(
+            Arc::clone(&repo.backend),
+            repo.keys.pack.clone(),
+            cache_dir.join("staging"),
+            opts.journal_limit,
+            &indexed,
+        )?;
         let params = opts.chunk_params;
         let (chunks, prefetch_rx) = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
         let chunks = Arc::new(chunks);
