@@ -98,6 +98,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Restore full redundancy of a mirrored repository (copies what a store lacks).
+    Repair {
+        #[arg(long)]
+        repo: String,
+    },
     /// Check that every object is present and authentic; exit 1 on any finding.
     Verify {
         #[arg(long)]
@@ -447,6 +452,26 @@ fn run(cli: Cli) -> Result<(), Error> {
                     );
                 }
             }
+            Ok(())
+        }
+        Cmd::Repair { repo } => {
+            let backend = fogvault::chunk_store::Backend::open(&repo, false)?;
+            if backend.member_count() < 2 {
+                return Err(Error::Repo("repair restores a mirror (mirror:A,B); this repository has one store".into()));
+            }
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = tools::repair(&backend, |store, done, total| {
+                if tty && total > 0 {
+                    eprint!("\rrepairing {store}: {done}/{total}");
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            })?;
+            for (store, object) in &report.copied {
+                println!("restored {object} on {store}");
+            }
+            println!("repair: {} object(s) copied; every store now holds every object", report.copied.len());
             Ok(())
         }
         Cmd::Verify { repo, cache, deep, json } => {

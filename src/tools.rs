@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::chunk_store::{PackId, TRAILER_LEN, decode_header, parse_trailer, staged_packs};
+use crate::chunk_store::{Backend, PackId, TRAILER_LEN, decode_header, parse_trailer, staged_packs};
 use crate::crypto::{self, ChunkId};
 use crate::error::{Error, Result};
 use crate::metadata::{ChunkEntry, FileKind, Metadata};
@@ -127,88 +127,17 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
             Ok(())
         })
     })?;
-    let in_store: HashMap<PackId, u64> = repo
-        .backend
-        .list("packs")?
-        .into_iter()
-        .filter_map(|(n, s)| PackId::from_object_name(&n).map(|p| (p, s)))
-        .collect();
     let staged: HashSet<PackId> = staged_packs(&cache_dir.join("staging"))?.into_iter().map(|(p, _)| p).collect();
-
     let mut report = VerifyReport::default();
     // (object, problem, damaged chunk ids)
     let mut bad: Vec<(String, String, Vec<ChunkId>)> = Vec::new();
-    let total = by_pack.len() as u64;
-    for (n, (pack, chunks)) in by_pack.iter().enumerate() {
-        progress(n as u64, total);
-        let name = pack.object_name();
-        let ids = || chunks.iter().map(|(id, _)| *id).collect::<Vec<_>>();
-        let Some(&size) = in_store.get(pack) else {
-            if !staged.contains(pack) {
-                bad.push((name, "missing from the store".into(), ids()));
-            }
-            continue;
-        };
-        report.packs_checked += 1;
-        let header = (|| -> Result<Vec<crate::chunk_store::PackEntry>> {
-            if size < TRAILER_LEN {
-                return Err(Error::Integrity("pack is truncated".into()));
-            }
-            let trailer = repo.backend.get_range(&name, size - TRAILER_LEN, TRAILER_LEN)?;
-            let hlen = parse_trailer(&trailer)? as u64;
-            if hlen + TRAILER_LEN > size {
-                return Err(Error::Integrity("pack header length is out of range".into()));
-            }
-            let sealed = repo.backend.get_range(&name, size - TRAILER_LEN - hlen, hlen)?;
-            let entries = decode_header(&repo.keys.pack, pack, &sealed)?;
-            let data_end = size - TRAILER_LEN - hlen;
-            if entries.iter().any(|e| e.offset as u64 + e.len as u64 > data_end) {
-                return Err(Error::Integrity("pack is shorter than its header says".into()));
-            }
-            Ok(entries)
-        })();
-        let entries = match header {
-            Ok(e) => e,
-            Err(e) => {
-                bad.push((name, e.to_string(), ids()));
-                continue;
-            }
-        };
-        let listed: HashMap<ChunkId, (u32, u32)> = entries.iter().map(|e| (e.id, (e.offset, e.len))).collect();
-        let mut damaged = Vec::new();
-        for (id, e) in chunks {
-            if listed.get(id) != Some(&(e.loc.offset, e.loc.len)) {
-                damaged.push(*id);
-            }
-        }
-        if !damaged.is_empty() {
-            bad.push((name.clone(), "pack header disagrees with the index".into(), damaged));
-            continue;
-        }
-        if deep {
-            let data_end = entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
-            let body = match repo.backend.get_range(&name, 0, data_end) {
-                Ok(b) => b,
-                Err(e) => {
-                    bad.push((name, e.to_string(), ids()));
-                    continue;
-                }
-            };
-            let mut damaged = Vec::new();
-            for (id, e) in chunks {
-                let env = &body[e.loc.offset as usize..(e.loc.offset + e.loc.len) as usize];
-                report.chunks_checked += 1;
-                match crypto::open_chunk_checked(&repo.keys, id, env, 8 << 20) {
-                    Ok(p) if p.len() == e.plain_len as usize => {}
-                    _ => damaged.push(*id),
-                }
-            }
-            if !damaged.is_empty() {
-                bad.push((name, format!("{} chunk(s) fail authentication", damaged.len()), damaged));
-            }
-        }
+    // A mirror is checked store by store: each copy must be whole and authentic.
+    let views = repo.backend.split()?;
+    for view in &views {
+        let label = if views.len() > 1 { format!("{}: ", view.description()) } else { String::new() };
+        let mut ctx = PackCheck { repo, backend: view, label: &label, deep, staged: &staged };
+        ctx.run(&by_pack, &mut report, &mut bad, &mut progress)?;
     }
-    progress(total, total);
     // Chunks referenced by files but absent from the index.
     let mut unindexed: BTreeSet<ChunkId> = BTreeSet::new();
     meta.read(|tx| {
@@ -261,6 +190,107 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
     Ok(report)
 }
 
+/// One pass of `verify` over the packs of one store.
+struct PackCheck<'a> {
+    repo: &'a Repo,
+    backend: &'a Backend,
+    label: &'a str,
+    deep: bool,
+    staged: &'a HashSet<PackId>,
+}
+
+type Bad = Vec<(String, String, Vec<ChunkId>)>;
+
+impl PackCheck<'_> {
+    fn run(
+        &mut self,
+        by_pack: &BTreeMap<PackId, Vec<(ChunkId, ChunkEntry)>>,
+        report: &mut VerifyReport,
+        bad: &mut Bad,
+        progress: &mut impl FnMut(u64, u64),
+    ) -> Result<()> {
+        let (repo, backend, label, deep, staged) = (self.repo, self.backend, self.label, self.deep, self.staged);
+        let in_store: HashMap<PackId, u64> = backend
+            .list("packs")?
+            .into_iter()
+            .filter_map(|(n, s)| PackId::from_object_name(&n).map(|p| (p, s)))
+            .collect();
+        let total = by_pack.len() as u64;
+        for (n, (pack, chunks)) in by_pack.iter().enumerate() {
+            progress(n as u64, total);
+            let object = pack.object_name();
+            let name = format!("{label}{object}");
+            let ids = || chunks.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+            let Some(&size) = in_store.get(pack) else {
+                if !staged.contains(pack) {
+                    bad.push((name, "missing from the store".into(), ids()));
+                }
+                continue;
+            };
+            report.packs_checked += 1;
+            let header = (|| -> Result<Vec<crate::chunk_store::PackEntry>> {
+                if size < TRAILER_LEN {
+                    return Err(Error::Integrity("pack is truncated".into()));
+                }
+                let trailer = backend.get_range(&object, size - TRAILER_LEN, TRAILER_LEN)?;
+                let hlen = parse_trailer(&trailer)? as u64;
+                if hlen + TRAILER_LEN > size {
+                    return Err(Error::Integrity("pack header length is out of range".into()));
+                }
+                let sealed = backend.get_range(&object, size - TRAILER_LEN - hlen, hlen)?;
+                let entries = decode_header(&repo.keys.pack, pack, &sealed)?;
+                let data_end = size - TRAILER_LEN - hlen;
+                if entries.iter().any(|e| e.offset as u64 + e.len as u64 > data_end) {
+                    return Err(Error::Integrity("pack is shorter than its header says".into()));
+                }
+                Ok(entries)
+            })();
+            let entries = match header {
+                Ok(e) => e,
+                Err(e) => {
+                    bad.push((name, e.to_string(), ids()));
+                    continue;
+                }
+            };
+            let listed: HashMap<ChunkId, (u32, u32)> = entries.iter().map(|e| (e.id, (e.offset, e.len))).collect();
+            let mut damaged = Vec::new();
+            for (id, e) in chunks {
+                if listed.get(id) != Some(&(e.loc.offset, e.loc.len)) {
+                    damaged.push(*id);
+                }
+            }
+            if !damaged.is_empty() {
+                bad.push((name.clone(), "pack header disagrees with the index".into(), damaged));
+                continue;
+            }
+            if deep {
+                let data_end = entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
+                let body = match backend.get_range(&object, 0, data_end) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        bad.push((name, e.to_string(), ids()));
+                        continue;
+                    }
+                };
+                let mut damaged = Vec::new();
+                for (id, e) in chunks {
+                    let env = &body[e.loc.offset as usize..(e.loc.offset + e.loc.len) as usize];
+                    report.chunks_checked += 1;
+                    match crypto::open_chunk_checked(&repo.keys, id, env, 8 << 20) {
+                        Ok(p) if p.len() == e.plain_len as usize => {}
+                        _ => damaged.push(*id),
+                    }
+                }
+                if !damaged.is_empty() {
+                    bad.push((name, format!("{} chunk(s) fail authentication", damaged.len()), damaged));
+                }
+            }
+        }
+        progress(total, total);
+        Ok(())
+    }
+}
+
 /// ino → every path that names it (hard links give several).
 fn file_paths(meta: &Metadata) -> Result<HashMap<u64, Vec<String>>> {
     let mut out: HashMap<u64, Vec<String>> = HashMap::new();
@@ -286,4 +316,31 @@ fn file_paths(meta: &Metadata) -> Result<HashMap<u64, Vec<String>>> {
         }
     }
     Ok(out)
+}
+
+/// What `repair` did.
+#[derive(Serialize, Debug, Default)]
+pub struct RepairReport {
+    /// `(store, object)` copies made.
+    pub copied: Vec<(String, String)>,
+}
+
+/// Restore full redundancy of a mirrored repository: every object that one
+/// store holds and another lacks (or holds at a different size) is copied
+/// there. Only ciphertext moves, so no passphrase is needed. A store that is
+/// unreachable is an error (nothing can be restored to it yet).
+pub fn repair(backend: &Backend, mut progress: impl FnMut(&str, u64, u64)) -> Result<RepairReport> {
+    let mut report = RepairReport::default();
+    for i in 0..backend.member_count() {
+        let store = backend.member_description(i).to_string();
+        let missing = backend.missing_on(i, "")?;
+        let total = missing.len() as u64;
+        for (n, name) in missing.iter().enumerate() {
+            progress(&store, n as u64, total);
+            backend.copy_to(i, name)?;
+            report.copied.push((store.clone(), name.clone()));
+        }
+        progress(&store, total, total);
+    }
+    Ok(report)
 }

@@ -1,10 +1,18 @@
 //! A blocking facade over `object_store`, run on a private tokio runtime.
 //! For the embedded local-directory store, every put is fsynced so that an
 //! uploaded object is as durable as the staging file it replaces.
+//!
+//! A repository may mirror several stores (`mirror:A,B,…`): every write goes
+//! to all of them and succeeds if at least one took it (the others are
+//! reported and brought back by `fogvault repair`); reads try the store that
+//! answered last first and fall back to the others, so a store that is down
+//! or has lost its bucket does not stop the vault.
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,10 +27,19 @@ use object_store::{
 
 use crate::error::{Error, Result};
 
-pub struct Backend {
+/// One store of a repository.
+#[derive(Clone)]
+struct Member {
     store: Arc<dyn ObjectStore>,
-    rt: tokio::runtime::Runtime,
     local_root: Option<PathBuf>,
+    description: String,
+}
+
+pub struct Backend {
+    members: Vec<Member>,
+    /// The member that answered the last read: tried first next time.
+    preferred: AtomicUsize,
+    rt: tokio::runtime::Runtime,
     description: String,
 }
 
@@ -90,145 +107,326 @@ fn s3_store(rest: &str) -> Result<Arc<dyn ObjectStore>> {
     Ok(if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) })
 }
 
+fn open_member(repo: &str, create: bool) -> Result<Member> {
+    if let Some(rest) = repo.strip_prefix("s3://") {
+        return Ok(Member { store: s3_store(rest)?, local_root: None, description: repo.to_string() });
+    }
+    if repo.contains("://") && !repo.starts_with("file://") {
+        return Err(Error::Repo(format!(
+            "unsupported repository URL scheme in {repo:?}: use a directory path, s3://bucket/prefix or mirror:A,B"
+        )));
+    }
+    let dir = PathBuf::from(repo.strip_prefix("file://").unwrap_or(repo));
+    if create {
+        std::fs::create_dir_all(&dir).map_err(Error::from_io)?;
+    } else if !dir.is_dir() {
+        return Err(Error::Repo(format!("repository {} does not exist (run `fogvault init` first)", dir.display())));
+    }
+    let dir = dir.canonicalize()?;
+    let store = LocalFileSystem::new_with_prefix(&dir).map_err(map_err)?;
+    Ok(Member { store: Arc::new(store), description: dir.display().to_string(), local_root: Some(dir) })
+}
+
+fn sync_local(m: &Member, name: &str) -> Result<()> {
+    if let Some(root) = &m.local_root {
+        let path = root.join(name);
+        std::fs::File::open(&path)?.sync_all().map_err(Error::from_io)?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all().map_err(Error::from_io)?;
+        }
+    }
+    Ok(())
+}
+
 impl Backend {
     /// Open the store named by `repo`: a directory path (the embedded
-    /// default) or `s3://bucket[/prefix]`. `create` makes a directory if it
-    /// does not exist yet (for `init`); a bucket must exist already.
+    /// default), `s3://bucket[/prefix]`, or `mirror:A,B,…` over several of
+    /// those. `create` makes directories that do not exist yet (for `init`);
+    /// a bucket must exist already.
     pub fn open(repo: &str, create: bool) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("fogvault-io")
             .enable_all()
             .build()?;
-        if let Some(rest) = repo.strip_prefix("s3://") {
-            let store = s3_store(rest)?;
-            return Ok(Backend { store, rt, description: repo.to_string(), local_root: None });
+        let specs: Vec<&str> = match repo.strip_prefix("mirror:") {
+            Some(list) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect(),
+            None => vec![repo],
+        };
+        if specs.is_empty() || (repo.starts_with("mirror:") && specs.len() < 2) {
+            return Err(Error::Repo("a mirrored repository names two or more stores: mirror:A,B".into()));
         }
-        if repo.contains("://") && !repo.starts_with("file://") {
-            return Err(Error::Repo(format!(
-                "unsupported repository URL scheme in {repo:?}: use a directory path or s3://bucket/prefix"
-            )));
-        }
-        let dir = PathBuf::from(repo.strip_prefix("file://").unwrap_or(repo));
-        if create {
-            std::fs::create_dir_all(&dir).map_err(Error::from_io)?;
-        } else if !dir.is_dir() {
-            return Err(Error::Repo(format!(
-                "repository {} does not exist (run `fogvault init` first)",
-                dir.display()
-            )));
-        }
-        let dir = dir.canonicalize()?;
-        let store = LocalFileSystem::new_with_prefix(&dir).map_err(map_err)?;
-        Ok(Backend { store: Arc::new(store), rt, description: dir.display().to_string(), local_root: Some(dir) })
+        let members = specs.iter().map(|s| open_member(s, create)).collect::<Result<Vec<_>>>()?;
+        let description = if members.len() == 1 {
+            members[0].description.clone()
+        } else {
+            format!("mirror:{}", members.iter().map(|m| m.description.as_str()).collect::<Vec<_>>().join(","))
+        };
+        Ok(Backend { members, preferred: AtomicUsize::new(0), rt, description })
     }
 
-    /// Root directory of a local-directory store.
+    /// Root directory of a single local-directory store (None for S3 and mirrors).
     pub fn local_root(&self) -> Option<&FsPath> {
-        self.local_root.as_deref()
+        match self.members.as_slice() {
+            [m] => m.local_root.as_deref(),
+            _ => None,
+        }
     }
 
-    /// Where object `name` lives on disk, for a local-directory store.
+    /// Where object `name` lives on disk, for a single local-directory store.
     pub fn local_object_path(&self, name: &str) -> Option<PathBuf> {
-        self.local_root.as_ref().map(|r| r.join(name))
+        self.local_root().map(|r| r.join(name))
     }
 
     pub fn description(&self) -> &str {
         &self.description
     }
 
-    fn sync_local(&self, name: &str) -> Result<()> {
-        if let Some(root) = &self.local_root {
-            let path = root.join(name);
-            std::fs::File::open(&path)?.sync_all().map_err(Error::from_io)?;
-            if let Some(parent) = path.parent() {
-                std::fs::File::open(parent)?.sync_all().map_err(Error::from_io)?;
+    /// Run `op` on every member; Ok if at least one succeeded (the failures
+    /// are logged: the mirror is degraded until `repair`).
+    fn on_all<T>(&self, what: &str, name: &str, op: impl Fn(&Member) -> Result<T>) -> Result<Vec<Option<T>>> {
+        let mut out = Vec::with_capacity(self.members.len());
+        let mut first_err = None;
+        for (i, m) in self.members.iter().enumerate() {
+            match op(m) {
+                Ok(v) => out.push(Some(v)),
+                Err(e) => {
+                    if self.members.len() > 1 {
+                        tracing::warn!(store = i, object = name, error = %e, "{what} failed on one store of the mirror");
+                    }
+                    first_err.get_or_insert(e);
+                    out.push(None);
+                }
             }
         }
-        Ok(())
+        match first_err {
+            Some(e) if out.iter().all(Option::is_none) => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// Members in read order: the last one that answered first.
+    fn read_order(&self) -> impl Iterator<Item = (usize, &Member)> {
+        let n = self.members.len();
+        let p = self.preferred.load(Ordering::Relaxed) % n;
+        (0..n).map(move |k| (p + k) % n).map(|i| (i, &self.members[i]))
+    }
+
+    /// Try `op` on members in read order until one gives a definite answer.
+    /// `Ok(None)` from a member means "not there": the next is asked.
+    fn read_any<T>(&self, op: impl Fn(&Member) -> Result<Option<T>>) -> Result<Option<T>> {
+        let mut first_err = None;
+        for (i, m) in self.read_order() {
+            match op(m) {
+                Ok(Some(v)) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(Some(v));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(None), Err)
     }
 
     pub fn put(&self, name: &str, data: Bytes) -> Result<()> {
         let path = Path::from(name);
-        self.rt.block_on(self.store.put(&path, PutPayload::from(data))).map_err(map_err)?;
-        self.sync_local(name)
+        self.on_all("put", name, |m| {
+            self.rt.block_on(m.store.put(&path, PutPayload::from(data.clone()))).map_err(map_err)?;
+            sync_local(m, name)
+        })?;
+        Ok(())
     }
 
-    /// Create `name` only if absent; `Ok(false)` if it already existed.
+    /// Create `name` only if absent; `Ok(false)` if it already existed (on any store).
     pub fn put_if_absent(&self, name: &str, data: Bytes) -> Result<bool> {
         let path = Path::from(name);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.rt.block_on(self.store.put_opts(&path, PutPayload::from(data), opts)) {
-            Ok(_) => {
-                self.sync_local(name)?;
-                Ok(true)
-            }
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(map_err(e)),
+        // On a degraded mirror one store may lack an object the others hold:
+        // never write a second, different version next to it.
+        if self.members.len() > 1 && self.size(name)?.is_some() {
+            return Ok(false);
         }
+        let created = self.on_all("put", name, |m| {
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.rt.block_on(m.store.put_opts(&path, PutPayload::from(data.clone()), opts)) {
+                Ok(_) => {
+                    sync_local(m, name)?;
+                    Ok(true)
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(map_err(e)),
+            }
+        })?;
+        Ok(!created.contains(&Some(false)))
     }
 
     pub fn get(&self, name: &str) -> Result<Option<Bytes>> {
         let path = Path::from(name);
-        let res = self.rt.block_on(async {
-            let r = self.store.get(&path).await?;
-            r.bytes().await
-        });
-        match res {
-            Ok(b) => Ok(Some(b)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(map_err(e)),
-        }
+        self.read_any(|m| {
+            let res = self.rt.block_on(async {
+                let r = m.store.get(&path).await?;
+                r.bytes().await
+            });
+            match res {
+                Ok(b) => Ok(Some(b)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(map_err(e)),
+            }
+        })
     }
 
     /// Ranged read. A missing object or a short object is an integrity failure.
     pub fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Bytes> {
         let path = Path::from(name);
-        match self.rt.block_on(self.store.get_range(&path, start..start + len)) {
-            Ok(b) if b.len() as u64 == len => Ok(b),
-            Ok(_) => Err(Error::Integrity(format!("object {name} is shorter than expected"))),
-            Err(object_store::Error::NotFound { .. }) => Err(Error::Integrity(format!("object {name} is missing"))),
+        let got = self.read_any(|m| match self.rt.block_on(m.store.get_range(&path, start..start + len)) {
+            Ok(b) if b.len() as u64 == len => Ok(Some(b)),
+            Ok(_) => Ok(None),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => {
                 let msg = e.to_string();
                 // The local store reports reads past the end as a range error.
-                if msg.contains("range") || msg.contains("Range") {
-                    Err(Error::Integrity(format!("object {name} is shorter than expected")))
-                } else {
-                    Err(map_err(e))
-                }
+                if msg.contains("range") || msg.contains("Range") { Ok(None) } else { Err(map_err(e)) }
             }
-        }
+        })?;
+        got.ok_or_else(|| Error::Integrity(format!("object {name} is missing or shorter than expected")))
     }
 
     /// Size of an object, or `None` if it does not exist.
     pub fn size(&self, name: &str) -> Result<Option<u64>> {
-        match self.rt.block_on(self.store.head(&Path::from(name))) {
-            Ok(m) => Ok(Some(m.size)),
+        let path = Path::from(name);
+        self.read_any(|m| match self.rt.block_on(m.store.head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(map_err(e)),
-        }
+        })
     }
 
-    /// All objects under `prefix`, as `(name, size)`.
+    /// All objects under `prefix`, as `(name, size)` (the union over a mirror).
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let per = self.on_all("list", prefix, |m| self.list_member(m, prefix))?;
+        let mut all: BTreeMap<String, u64> = BTreeMap::new();
+        for (name, size) in per.into_iter().flatten().flatten() {
+            let e = all.entry(name).or_insert(size);
+            *e = (*e).max(size);
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    fn list_member(&self, m: &Member, prefix: &str) -> Result<Vec<(String, u64)>> {
         let p = Path::from(prefix);
         self.rt
-            .block_on(self.store.list(Some(&p)).map_ok(|m| (m.location.to_string(), m.size)).try_collect())
+            .block_on(m.store.list(Some(&p)).map_ok(|o| (o.location.to_string(), o.size)).try_collect())
             .map_err(map_err)
     }
 
     pub fn delete(&self, name: &str) -> Result<()> {
-        match self.rt.block_on(self.store.delete(&Path::from(name))) {
+        let path = Path::from(name);
+        self.on_all("delete", name, |m| match self.rt.block_on(m.store.delete(&path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_err(e)),
-        }
+        })?;
+        Ok(())
     }
 
-    /// `(total, available)` bytes of the store, when it has a meaningful capacity.
+    /// `(total, available)` bytes when every store is a local directory (the smallest).
     pub fn capacity(&self) -> Option<(u64, u64)> {
-        let root: &FsPath = self.local_root.as_deref()?;
-        let s = nix::sys::statvfs::statvfs(root).ok()?;
-        let frag = s.fragment_size() as u64;
-        Some((s.blocks() as u64 * frag, s.blocks_available() as u64 * frag))
+        self.members
+            .iter()
+            .map(|m| {
+                let s = nix::sys::statvfs::statvfs(m.local_root.as_deref()?).ok()?;
+                let frag = s.fragment_size() as u64;
+                Some((s.blocks() as u64 * frag, s.blocks_available() as u64 * frag))
+            })
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .min_by_key(|(_, free)| *free)
+    }
+
+    /// One backend per store (just this one when it is not a mirror), for
+    /// checks that must look at every copy.
+    pub fn split(&self) -> Result<Vec<Backend>> {
+        self.members
+            .iter()
+            .map(|m| {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+                Ok(Backend {
+                    members: vec![m.clone()],
+                    preferred: AtomicUsize::new(0),
+                    rt,
+                    description: m.description.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// How many stores the repository has.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn member_description(&self, i: usize) -> &str {
+        &self.members[i].description
+    }
+
+    /// Objects under `prefix` that some store has and store `i` lacks (or holds
+    /// at a different size): what `repair` copies and `verify` reports.
+    pub fn missing_on(&self, i: usize, prefix: &str) -> Result<Vec<String>> {
+        let all = self.list(prefix)?;
+        let here: BTreeMap<String, u64> = self.list_member(&self.members[i], prefix)?.into_iter().collect();
+        Ok(all.into_iter().filter(|(n, s)| here.get(n) != Some(s)).map(|(n, _)| n).collect())
+    }
+
+    /// Copy `name` to store `i` from another store that holds it.
+    pub fn copy_to(&self, i: usize, name: &str) -> Result<()> {
+        let path = Path::from(name);
+        let data = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .find_map(|(_, m)| self.rt.block_on(async { m.store.get(&path).await?.bytes().await }).ok())
+            .ok_or_else(|| Error::Integrity(format!("no store holds {name}")))?;
+        let m = &self.members[i];
+        self.rt.block_on(m.store.put(&path, PutPayload::from(data))).map_err(map_err)?;
+        sync_local(m, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mirror_writes_everywhere_reads_anywhere_and_repairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let spec = format!("mirror:{},{}", a.display(), b.display());
+        let m = Backend::open(&spec, true).unwrap();
+        assert_eq!(m.member_count(), 2);
+        assert!(m.local_root().is_none(), "no rename shortcut for a mirror");
+        m.put("packs/aa/x", Bytes::from_static(b"0123456789")).unwrap();
+        assert!(a.join("packs/aa/x").exists() && b.join("packs/aa/x").exists());
+        assert!(m.put_if_absent("config", Bytes::from_static(b"cfg")).unwrap());
+        std::fs::remove_file(a.join("config")).unwrap();
+        assert!(!m.put_if_absent("config", Bytes::from_static(b"other")).unwrap(), "exists on one store");
+        // Lost on the first store: reads come from the second.
+        std::fs::remove_file(a.join("packs/aa/x")).unwrap();
+        assert_eq!(m.get_range("packs/aa/x", 2, 3).unwrap().as_ref(), b"234");
+        assert_eq!(m.size("packs/aa/x").unwrap(), Some(10));
+        assert_eq!(m.list("packs").unwrap(), vec![("packs/aa/x".to_string(), 10)]);
+        assert!(!a.join("config").exists(), "no second version written beside the first");
+        assert_eq!(m.missing_on(0, "").unwrap(), vec!["config".to_string(), "packs/aa/x".to_string()]);
+        assert!(m.missing_on(1, "").unwrap().is_empty());
+        for name in m.missing_on(0, "").unwrap() {
+            m.copy_to(0, &name).unwrap();
+        }
+        assert_eq!(std::fs::read(a.join("packs/aa/x")).unwrap(), b"0123456789");
+        // Gone everywhere: a ranged read is an integrity error, never other bytes.
+        m.delete("packs/aa/x").unwrap();
+        assert!(matches!(m.get_range("packs/aa/x", 0, 1), Err(Error::Integrity(_))));
+        assert_eq!(m.split().unwrap().len(), 2);
+        assert!(Backend::open(&format!("mirror:{}", a.display()), false).is_err(), "a mirror needs two stores");
     }
 }
