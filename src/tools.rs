@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::chunk_store::{Backend, PackId, TRAILER_LEN, decode_header, parse_trailer, staged_packs};
+use crate::chunk_store::{Backend, PackId, TRAILER_LEN, decode_header, parse_trailer, samples, staged_packs};
 use crate::crypto::{self, ChunkId};
 use crate::error::{Error, Result};
 use crate::metadata::{ChunkEntry, FileKind, Metadata};
@@ -111,6 +111,8 @@ pub struct Finding {
 pub struct VerifyReport {
     pub packs_checked: u64,
     pub chunks_checked: u64,
+    /// Blocks challenged by `--sample`.
+    pub samples_checked: u64,
     pub findings: Vec<Finding>,
 }
 
@@ -159,21 +161,31 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
             unindexed.into_iter().collect(),
         ));
     }
-    if !bad.is_empty() {
-        let paths = file_paths(&meta)?;
-        let mut users: HashMap<ChunkId, BTreeSet<u64>> = HashMap::new();
-        let wanted: HashSet<ChunkId> = bad.iter().flat_map(|(_, _, ids)| ids.iter().copied()).collect();
-        meta.read(|tx| {
-            tx.for_each_inode(|ino, rec| {
-                for e in &rec.extents {
-                    if let Some(id) = e.chunk.filter(|id| wanted.contains(id)) {
-                        users.entry(id).or_default().insert(ino);
-                    }
+    report.findings.extend(findings_for(&meta, bad)?);
+    Ok(report)
+}
+
+/// Turn `(object, problem, damaged chunk ids)` into findings naming the files.
+fn findings_for(meta: &Metadata, bad: Bad) -> Result<Vec<Finding>> {
+    if bad.is_empty() {
+        return Ok(Vec::new());
+    }
+    let paths = file_paths(meta)?;
+    let mut users: HashMap<ChunkId, BTreeSet<u64>> = HashMap::new();
+    let wanted: HashSet<ChunkId> = bad.iter().flat_map(|(_, _, ids)| ids.iter().copied()).collect();
+    meta.read(|tx| {
+        tx.for_each_inode(|ino, rec| {
+            for e in &rec.extents {
+                if let Some(id) = e.chunk.filter(|id| wanted.contains(id)) {
+                    users.entry(id).or_default().insert(ino);
                 }
-                Ok(())
-            })
-        })?;
-        for (object, problem, ids) in bad {
+            }
+            Ok(())
+        })
+    })?;
+    Ok(bad
+        .into_iter()
+        .map(|(object, problem, ids)| {
             let inos: BTreeSet<u64> = ids.iter().filter_map(|id| users.get(id)).flatten().copied().collect();
             let files = inos
                 .iter()
@@ -184,9 +196,84 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
                         .unwrap_or_else(|| vec![format!("<inode {ino}, unlinked or in a locked vault folder>")])
                 })
                 .collect();
-            report.findings.push(Finding { object, problem, files });
+            Finding { object, problem, files }
+        })
+        .collect())
+}
+
+/// `verify --sample N`: challenge N random 64 KiB blocks of random packs
+/// (per store of a mirror) against the MACs kept at upload, and check that
+/// every pack with kept MACs is still listed at its size. Downloads at most
+/// N blocks per store.
+pub fn verify_sample(repo: &Repo, cache_dir: &Path, n: u32) -> Result<VerifyReport> {
+    use rand::RngExt;
+    use rand::seq::SliceRandom;
+    use samples::{SAMPLE_BLOCK, block_mac, read_samples};
+    let meta = open_meta(repo, cache_dir)?;
+    let key = repo.keys.pack.derive("sample mac");
+    let dir = cache_dir.join("samples");
+    // pack → its live chunks (to name the affected files).
+    let mut chunks_of: HashMap<PackId, Vec<ChunkId>> = HashMap::new();
+    meta.read(|tx| {
+        tx.for_each_chunk(|id, e| {
+            if e.refs > 0 {
+                chunks_of.entry(e.loc.pack).or_default().push(id);
+            }
+            Ok(())
+        })
+    })?;
+    let mut report = VerifyReport::default();
+    let mut bad: Bad = Vec::new();
+    let mut rng = rand::rng();
+    let views = repo.backend.split()?;
+    for view in &views {
+        let label = if views.len() > 1 { format!("{}: ", view.description()) } else { String::new() };
+        let listed: HashMap<PackId, u64> = view
+            .list("packs")?
+            .into_iter()
+            .filter_map(|(name, size)| PackId::from_object_name(&name).map(|p| (p, size)))
+            .collect();
+        let mut sampled: Vec<(PackId, u64, Vec<[u8; samples::MAC_LEN]>)> = Vec::new();
+        for pack in chunks_of.keys() {
+            let Some(macs) = read_samples(&dir, pack) else { continue };
+            let want = macs.len() as u64;
+            match listed.get(pack) {
+                None => bad.push((
+                    format!("{label}{}", pack.object_name()),
+                    "missing from the store".into(),
+                    chunks_of[pack].clone(),
+                )),
+                Some(&size) if size.div_ceil(SAMPLE_BLOCK) != want => bad.push((
+                    format!("{label}{}", pack.object_name()),
+                    "stored object has the wrong size".into(),
+                    chunks_of[pack].clone(),
+                )),
+                Some(&size) => sampled.push((*pack, size, macs)),
+            }
+        }
+        sampled.shuffle(&mut rng);
+        report.packs_checked += sampled.len().min(n as usize) as u64;
+        // N blocks in all, spread over the packs (several per pack when N is larger).
+        for k in 0..(n as usize).min(sampled.len() * 256) {
+            let (pack, size, macs) = &sampled[k % sampled.len()];
+            let i = rng.random_range(0..macs.len() as u64);
+            let start = i * SAMPLE_BLOCK;
+            let len = SAMPLE_BLOCK.min(size - start);
+            report.samples_checked += 1;
+            let got = view.get_range(&pack.object_name(), start, len);
+            if !got.is_ok_and(|b| block_mac(&key, pack, i, &b) == macs[i as usize]) {
+                let object = format!("{label}{}", pack.object_name());
+                if !bad.iter().any(|(o, _, _)| *o == object) {
+                    bad.push((
+                        object,
+                        format!("sampled block {i} does not match what was uploaded"),
+                        chunks_of[pack].clone(),
+                    ));
+                }
+            }
         }
     }
+    report.findings = findings_for(&meta, bad)?;
     Ok(report)
 }
 

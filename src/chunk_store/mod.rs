@@ -3,6 +3,7 @@
 
 mod backend;
 mod pack;
+pub mod samples;
 mod store;
 
 pub use backend::Backend;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::Backend;
 use super::pack::{PackEntry, PackId, encode_header_and_trailer};
+use super::samples;
 use crate::crypto::{ChunkId, Key32};
 use crate::error::{Error, Result};
 
@@ -342,11 +343,26 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
         std::fs::create_dir_all(parent).map_err(Error::from_io)?;
         std::fs::rename(&staged, &dest).map_err(Error::from_io)?;
         File::open(parent)?.sync_all().map_err(Error::from_io)?;
+        if let Ok(obj) = std::fs::read(&dest) {
+            keep_samples(shared, &job.id, &obj);
+        }
         return Ok(());
     }
     let mut obj = std::fs::read(&staged)?;
     obj.extend_from_slice(&tail);
-    shared.backend.put(&name, Bytes::from(obj))
+    let obj = Bytes::from(obj);
+    shared.backend.put(&name, obj.clone())?;
+    keep_samples(shared, &job.id, &obj);
+    Ok(())
+}
+
+/// Record the proof-of-storage MACs of an uploaded pack (see `samples`).
+fn keep_samples(shared: &Shared, id: &PackId, object: &[u8]) {
+    let key = shared.pack_key.derive("sample mac");
+    let dir = shared.dir.with_file_name("samples");
+    if let Err(e) = samples::write_samples(&dir, id, &samples::object_macs(&key, id, object)) {
+        tracing::warn!(error = %e, "cannot keep the sample MACs of a pack; it will not be sampled");
+    }
 }
 
 fn same_filesystem(a: &Path, b: &Path) -> bool {

@@ -31,7 +31,9 @@ grep -c >/dev/null "^$prefix/config$" "$FV_TMP/keys.txt" || { cat "$FV_TMP/keys.
 unmount_vault "$d"
 packs=$(s3_list "$prefix/packs/")
 [ "$(echo "$packs" | wc -l)" -ge 3 ] || fail "expected at least 3 packs in the bucket, got: $packs"
-pass "a vault on Garage: config and packs are objects in the bucket"
+fv verify --repo "$repo" --cache "$d/cache" --sample 20 > "$FV_TMP/sample.out" || { cat "$FV_TMP/sample.out"; fail "verify --sample on a healthy bucket"; }
+grep -c >/dev/null "20 sampled blocks: no problems found" "$FV_TMP/sample.out" || { cat "$FV_TMP/sample.out"; fail "verify --sample output"; }
+pass "a vault on Garage: config and packs are objects in the bucket; verify --sample 20 passes"
 
 # Tamper with one pack (flip a byte), truncate another, delete a third.
 p1=$(echo "$packs" | sed -n 1p); p2=$(echo "$packs" | sed -n 2p); p3=$(echo "$packs" | sed -n 3p)
@@ -58,6 +60,17 @@ for p in "$p1" "$p2" "$p3"; do
     grep -c >/dev/null "DAMAGED ${p#$prefix/}" "$FV_TMP/verify.out" || { cat "$FV_TMP/verify.out"; fail "verify did not name $p"; }
 done
 pass "flipped, truncated and deleted objects in the bucket: EIO (never other bytes) and verify names each"
+
+# Proof of storage without downloading everything: a few sampled blocks catch
+# the deleted and the truncated pack at once, and a pack whose bytes were all
+# replaced (same size) on the first sampled block.
+s3 PUT "$p1" --data-binary @<(head -c "$(stat -c %s "$FV_TMP/p1")" /dev/urandom) -o /dev/null
+if fv verify --repo "$repo" --cache "$d/cache" --sample 3 > "$FV_TMP/sample.out" 2>&1; then fail "verify --sample passed a damaged bucket"; fi
+for p in "$p1" "$p2" "$p3"; do
+    grep -c >/dev/null "DAMAGED ${p#$prefix/}" "$FV_TMP/sample.out" || { cat "$FV_TMP/sample.out"; fail "verify --sample did not name $p"; }
+done
+grep -c >/dev/null "affects /scan" "$FV_TMP/sample.out" || { cat "$FV_TMP/sample.out"; fail "verify --sample names no files"; }
+pass "verify --sample 3 names the replaced, truncated and deleted packs and the files they hold"
 
 # Wrong credentials and an unreachable endpoint: clear errors, no hang.
 if AWS_SECRET_ACCESS_KEY=wrong fv stats --repo "$repo" --cache "$d/cache" 2>"$FV_TMP/err"; then fail "wrong S3 secret accepted"; fi

@@ -1,0 +1,46 @@
+//! Proof-of-storage samples: when a pack is uploaded, the fog node keeps a
+//! 16-byte keyed MAC of every 64 KiB block of the stored object in
+//! `<cache>/samples/<pack>`. `verify --sample N` then asks the store for
+//! random blocks of random packs and checks them, catching a provider that
+//! lost or altered data without downloading everything.
+
+use std::path::{Path, PathBuf};
+
+use super::pack::PackId;
+use crate::crypto::Key32;
+
+pub const SAMPLE_BLOCK: u64 = 64 * 1024;
+pub const MAC_LEN: usize = 16;
+
+/// MAC of block `index` of `pack`'s stored object.
+pub fn block_mac(key: &Key32, pack: &PackId, index: u64, block: &[u8]) -> [u8; MAC_LEN] {
+    let mut h = blake3::Hasher::new_keyed(key.as_bytes());
+    h.update(pack.hex().as_bytes());
+    h.update(&index.to_le_bytes());
+    h.update(block);
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&h.finalize().as_bytes()[..MAC_LEN]);
+    out
+}
+
+/// MACs of every block of a stored object, concatenated.
+pub fn object_macs(key: &Key32, pack: &PackId, object: &[u8]) -> Vec<u8> {
+    object.chunks(SAMPLE_BLOCK as usize).enumerate().flat_map(|(i, b)| block_mac(key, pack, i as u64, b)).collect()
+}
+
+pub fn samples_path(dir: &Path, pack: &PackId) -> PathBuf {
+    dir.join(pack.hex())
+}
+
+/// Keep the MACs (advisory: a pack without them is simply not sampled).
+pub fn write_samples(dir: &Path, pack: &PackId, macs: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{}.tmp", pack.hex()));
+    std::fs::write(&tmp, macs)?;
+    std::fs::rename(&tmp, samples_path(dir, pack))
+}
+
+pub fn read_samples(dir: &Path, pack: &PackId) -> Option<Vec<[u8; MAC_LEN]>> {
+    let raw = std::fs::read(samples_path(dir, pack)).ok()?;
+    (raw.len() % MAC_LEN == 0).then(|| raw.chunks_exact(MAC_LEN).map(|c| c.try_into().expect("16 bytes")).collect())
+}
