@@ -44,7 +44,7 @@ impl ChunkIo {
         meta: Arc<Metadata>,
         max_chunk: usize,
     ) -> (Self, mpsc::Receiver<ChunkId>) {
-        let (tx, rx) = mpsc::sync_channel(8);
+        let (tx, rx) = mpsc::sync_channel(16);
         let io = ChunkIo {
             keys,
             store,

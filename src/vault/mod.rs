@@ -26,9 +26,12 @@ use file::{CommitCtx, FileState, Piece};
 pub use gate::{Access, AccessGate};
 
 pub const ROOT_INO: u64 = 1;
-/// Chunks decrypted ahead of a sequential reader, and threads doing it.
+/// Chunks decrypted ahead of a sequential reader, and threads doing it. A
+/// remote store (S3, a mirror) needs more requests in flight to hide latency.
 const PREFETCH_CHUNKS: usize = 3;
 const PREFETCH_THREADS: usize = 2;
+const REMOTE_PREFETCH_CHUNKS: usize = 8;
+const REMOTE_PREFETCH_THREADS: usize = 6;
 pub const MAX_NAME: usize = 255;
 /// Largest file size we accept (1 PiB): larger requests get `EFBIG`.
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
@@ -160,6 +163,7 @@ pub struct Vault {
     chunks: Arc<ChunkIo>,
     chunker: Chunker,
     dirty_limit: usize,
+    prefetch_chunks: usize,
     /// Regular files that are open or hold uncommitted state.
     files: Mutex<HashMap<u64, FileRef>>,
     /// Serializes namespace changes (create, link, unlink, rename, setattr of
@@ -245,7 +249,13 @@ impl Vault {
         let (chunks, prefetch_rx) = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
         let chunks = Arc::new(chunks);
         let prefetch_rx = Arc::new(Mutex::new(prefetch_rx));
-        for _ in 0..PREFETCH_THREADS {
+        let remote = repo.backend.local_root().is_none();
+        let (prefetch_chunks, prefetch_threads) = if remote {
+            (REMOTE_PREFETCH_CHUNKS, REMOTE_PREFETCH_THREADS)
+        } else {
+            (PREFETCH_CHUNKS, PREFETCH_THREADS)
+        };
+        for _ in 0..prefetch_threads {
             let (weak, rx) = (Arc::downgrade(&chunks), Arc::clone(&prefetch_rx));
             std::thread::Builder::new()
                 .name("fogvault-prefetch".into())
@@ -256,6 +266,7 @@ impl Vault {
             chunks,
             chunker: Chunker::new(params, repo.keys.gear_seed),
             dirty_limit: opts.dirty_limit,
+            prefetch_chunks,
             files: Mutex::new(HashMap::new()),
             ns: Mutex::new(()),
             gate: parking_lot::RwLock::new(None),
@@ -852,7 +863,7 @@ impl Vault {
         // Sequential reader: decrypt the next chunks on the prefetch thread
         // while this one is copied out.
         if st.last_read_end == off {
-            self.chunks.prefetch(st.chunks_after(off + len as u64, PREFETCH_CHUNKS));
+            self.chunks.prefetch(st.chunks_after(off + len as u64, self.prefetch_chunks));
         }
         st.last_read_end = off + len as u64;
         let guard = if overlay {
