@@ -2,7 +2,7 @@
 # Side-by-side benchmark: plain disk vs fogvault vs gocryptfs, one run, same data, same disk.
 # Heavy (several GiB of I/O, ~30-60 min); NOT part of CI. Run as root (FUSE mounts, drop_caches).
 #
-#   scripts/deps.sh bench && cargo build --release && scripts/bench.sh
+#   scripts/deps.sh bench s3 && cargo build --release && scripts/bench.sh
 #
 # Environment:
 #   QUICK=1          shrink every size ~10x (smoke run, a few minutes)
@@ -584,3 +584,6 @@ LOGIN_RUNS=${LOGIN_RUNS:-20} FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
     bash "$ROOT/scripts/bench_login.sh" 2>>"$LOG" | tee -a "$LOG" || log "login benchmark FAILED"
 QUICK=$QUICK FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
     bash "$ROOT/scripts/bench_folders.sh" 2>>"$LOG" | tee -a "$LOG" || log "folder benchmark FAILED"
+# Issue 5: the same vault on a real S3 server (Garage) next to a local directory.
+FOGVAULT=$FOGVAULT BENCH_OUT=$OUT S3_BENCH_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024) \
+    bash "$ROOT/scripts/bench_s3.sh" 2>>"$LOG" | tee -a "$LOG" || log "S3 benchmark FAILED"
