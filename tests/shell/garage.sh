@@ -45,3 +45,18 @@ TOML
     export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=garage AWS_ALLOW_HTTP=true
     GARAGE_BUCKET=fogvault
 }
+
+# s3_req METHOD KEY [curl args] → a signed request for object KEY of the test bucket
+s3_req() {
+    local method="$1" key="$2"; shift 2
+    curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -X "$method" "$AWS_ENDPOINT_URL/$GARAGE_BUCKET/$key" "$@"
+}
+
+# s3_keys PREFIX → object keys under PREFIX in the test bucket, one per line
+s3_keys() {
+    local q; q=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1")
+    curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$AWS_ENDPOINT_URL/$GARAGE_BUCKET?list-type=2&prefix=$q" |
+        python3 -c 'import re,sys; print("\n".join(re.findall(r"<Key>([^<]+)</Key>", sys.stdin.read())))'
+}

@@ -7,17 +7,6 @@
 FV_STORE=s3
 source "$(dirname "$0")/lib.sh"
 
-s3_keys() { # s3_keys PREFIX → object keys under PREFIX in the test bucket
-    local q; q=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1")
-    curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-        -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$AWS_ENDPOINT_URL/$GARAGE_BUCKET?list-type=2&prefix=$q" |
-        python3 -c 'import re,sys; print("\n".join(re.findall(r"<Key>([^<]+)</Key>", sys.stdin.read())))'
-}
-s3_delete() {
-    curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-        -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -X DELETE "$AWS_ENDPOINT_URL/$GARAGE_BUCKET/$1" -o /dev/null
-}
-
 d="$FV_TMP/m"; mkdir -p "$d/mnt"
 prefix="$(basename "$FV_TMP")-mirror"
 # S3 first: reads try it first, so the hang below really exercises the fallback.
@@ -41,7 +30,7 @@ fv verify --repo "$repo" --cache "$d/cache" --deep >/dev/null || fail "verify of
 pass "every object is in both stores ($(echo "$local_objs" | wc -l) objects); verify --deep checks both"
 
 # The bucket loses everything: the vault works on, verify reports, repair restores.
-for k in $(s3_keys "$prefix/"); do s3_delete "$k"; done
+for k in $(s3_keys "$prefix/"); do s3_req DELETE "$k" -o /dev/null; done
 [ -z "$(s3_keys "$prefix/")" ] || fail "bucket not emptied"
 mountm
 for i in 1 2 3; do cmp "$FV_TMP/f$i.bin" "$m/f$i.bin" || fail "f$i.bin after the bucket was emptied"; done

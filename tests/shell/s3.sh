@@ -6,19 +6,6 @@
 FV_STORE=s3
 source "$(dirname "$0")/lib.sh"
 
-# s3 METHOD KEY [curl args] → a signed request for object KEY of the test bucket
-s3() {
-    local method="$1" key="$2"; shift 2
-    curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-        -X "$method" "$AWS_ENDPOINT_URL/$GARAGE_BUCKET/$key" "$@"
-}
-# s3_list PREFIX → object keys under PREFIX
-s3_list() {
-    curl -sf --aws-sigv4 "aws:amz:garage:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-        "$AWS_ENDPOINT_URL/$GARAGE_BUCKET?list-type=2&prefix=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1")" |
-        python3 -c 'import re,sys; print("\n".join(re.findall(r"<Key>([^<]+)</Key>", sys.stdin.read())))'
-}
-
 d=$(new_repo s3)
 repo=$(repo_of "$d")
 prefix=${repo#s3://$GARAGE_BUCKET/}
@@ -26,10 +13,10 @@ mount_vault "$d"
 m="$d/mnt"
 for i in 1 2 3; do head -c 20000000 /dev/urandom > "$m/scan$i.bin"; done
 cp "$m"/scan*.bin "$FV_TMP/"
-s3_list "$prefix/" > "$FV_TMP/keys.txt"
+s3_keys "$prefix/" > "$FV_TMP/keys.txt"
 grep -c >/dev/null "^$prefix/config$" "$FV_TMP/keys.txt" || { cat "$FV_TMP/keys.txt"; fail "config object not in the bucket"; }
 unmount_vault "$d"
-packs=$(s3_list "$prefix/packs/")
+packs=$(s3_keys "$prefix/packs/")
 [ "$(echo "$packs" | wc -l)" -ge 3 ] || fail "expected at least 3 packs in the bucket, got: $packs"
 fv verify --repo "$repo" --cache "$d/cache" --sample 20 > "$FV_TMP/sample.out" || { cat "$FV_TMP/sample.out"; fail "verify --sample on a healthy bucket"; }
 grep -c >/dev/null "20 sampled blocks: no problems found" "$FV_TMP/sample.out" || { cat "$FV_TMP/sample.out"; fail "verify --sample output"; }
@@ -37,12 +24,12 @@ pass "a vault on Garage: config and packs are objects in the bucket; verify --sa
 
 # Tamper with one pack (flip a byte), truncate another, delete a third.
 p1=$(echo "$packs" | sed -n 1p); p2=$(echo "$packs" | sed -n 2p); p3=$(echo "$packs" | sed -n 3p)
-s3 GET "$p1" -o "$FV_TMP/p1"
+s3_req GET "$p1" -o "$FV_TMP/p1"
 python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[len(b)//2]^=1; open(sys.argv[1],'wb').write(b)" "$FV_TMP/p1"
-s3 PUT "$p1" --data-binary @"$FV_TMP/p1" -o /dev/null
-s3 GET "$p2" -o "$FV_TMP/p2"; head -c 1000 "$FV_TMP/p2" > "$FV_TMP/p2t"
-s3 PUT "$p2" --data-binary @"$FV_TMP/p2t" -o /dev/null
-s3 DELETE "$p3" -o /dev/null
+s3_req PUT "$p1" --data-binary @"$FV_TMP/p1" -o /dev/null
+s3_req GET "$p2" -o "$FV_TMP/p2"; head -c 1000 "$FV_TMP/p2" > "$FV_TMP/p2t"
+s3_req PUT "$p2" --data-binary @"$FV_TMP/p2t" -o /dev/null
+s3_req DELETE "$p3" -o /dev/null
 mount_vault "$d"
 bad=0
 for i in 1 2 3; do
@@ -64,7 +51,7 @@ pass "flipped, truncated and deleted objects in the bucket: EIO (never other byt
 # Proof of storage without downloading everything: a few sampled blocks catch
 # the deleted and the truncated pack at once, and a pack whose bytes were all
 # replaced (same size) on the first sampled block.
-s3 PUT "$p1" --data-binary @<(head -c "$(stat -c %s "$FV_TMP/p1")" /dev/urandom) -o /dev/null
+s3_req PUT "$p1" --data-binary @<(head -c "$(stat -c %s "$FV_TMP/p1")" /dev/urandom) -o /dev/null
 if fv verify --repo "$repo" --cache "$d/cache" --sample 3 > "$FV_TMP/sample.out" 2>&1; then fail "verify --sample passed a damaged bucket"; fi
 for p in "$p1" "$p2" "$p3"; do
     grep -c >/dev/null "DAMAGED ${p#$prefix/}" "$FV_TMP/sample.out" || { cat "$FV_TMP/sample.out"; fail "verify --sample did not name $p"; }
