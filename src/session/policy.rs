@@ -102,6 +102,17 @@ pub struct Grant {
     pub hours: Option<(u8, u8)>,
 }
 
+impl Grant {
+    /// Is this a grant on `folder` to `u`, directly or through `u`'s role?
+    fn applies_to(&self, u: &UserEntry, folder: u32) -> bool {
+        self.folder == folder
+            && match &self.subject {
+                Subject::User(id) => *id == u.id,
+                Subject::Role(r) => *r == u.role,
+            }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserEntry {
     pub id: String,
@@ -317,29 +328,22 @@ impl Policy {
 
     /// What `user` may do in `folder` now (union of user and role grants).
     pub fn rights(&self, user: &str, folder: u32, now: u64) -> Rights {
-        let Ok(u) = self.admit(user, now) else { return Rights::default() };
+        self.live_grants(user, folder, now)
+            .filter(|g| in_hours(g.hours, now))
+            .fold(Rights::default(), |acc, g| acc.union(g.rights))
+    }
+
+    /// Unexpired grants of an admitted `user` on `folder`, whatever the hour.
+    fn live_grants<'p>(&'p self, user: &str, folder: u32, now: u64) -> impl Iterator<Item = &'p Grant> {
+        let u = self.admit(user, now).ok();
         self.grants
             .iter()
-            .filter(|g| g.folder == folder)
-            .filter(|g| match &g.subject {
-                Subject::User(id) => *id == u.id,
-                Subject::Role(r) => *r == u.role,
-            })
-            .filter(|g| g.expires.is_none_or(|t| now < t) && in_hours(g.hours, now))
-            .fold(Rights::default(), |acc, g| acc.union(g.rights))
+            .filter(move |g| u.is_some_and(|u| g.applies_to(u, folder)) && g.expires.is_none_or(|t| now < t))
     }
 
     /// Does `user` hold an unexpired grant on `folder`, whatever the hour?
     pub fn has_grant(&self, user: &str, folder: u32, now: u64) -> bool {
-        let Ok(u) = self.admit(user, now) else { return false };
-        self.grants.iter().any(|g| {
-            g.folder == folder
-                && g.expires.is_none_or(|t| now < t)
-                && match &g.subject {
-                    Subject::User(id) => *id == u.id,
-                    Subject::Role(r) => *r == u.role,
-                }
-        })
+        self.live_grants(user, folder, now).next().is_some()
     }
 
     pub fn may_break_glass(&self, user: &str, now: u64) -> bool {
@@ -372,16 +376,7 @@ impl Policy {
         self.users
             .iter()
             .filter(|u| !u.revoked)
-            .filter(|u| {
-                self.emergency_roles.contains(&u.role)
-                    || self.grants.iter().any(|g| {
-                        g.folder == folder
-                            && match &g.subject {
-                                Subject::User(id) => *id == u.id,
-                                Subject::Role(r) => *r == u.role,
-                            }
-                    })
-            })
+            .filter(|u| self.emergency_roles.contains(&u.role) || self.grants.iter().any(|g| g.applies_to(u, folder)))
             .map(|u| u.id.clone())
             .collect()
     }
