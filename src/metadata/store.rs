@@ -39,6 +39,10 @@ fn dirent_key(parent: u64, hash: u64) -> [u8; 16] {
 fn domain_version_key(domain: u32) -> String {
     format!("dver/{domain:08x}")
 }
+const FOLDER_ROOT_PREFIX: &str = "folder/";
+fn folder_root_key(domain: u32) -> String {
+    format!("{FOLDER_ROOT_PREFIX}{domain:08x}")
+}
 fn sealed_aad(table: &[u8], key: &[u8], prefix: &[u8]) -> Vec<u8> {
     let mut aad = table.to_vec();
     aad.extend_from_slice(key);
@@ -283,11 +287,18 @@ impl<T: Transaction> Tx<'_, T> {
         Ok((domain, v, keys, k))
     }
 
-    /// Is there any `meta` key starting with `prefix`?
-    pub fn meta_prefix_exists(&self, prefix: &str) -> Result<bool> {
+    /// The root directory of vault folder `domain`, if it was created here.
+    pub fn folder_root(&self, domain: u32) -> Result<Option<u64>> {
+        let v = self.get_raw(self.m.dbs.meta, folder_root_key(domain).as_bytes())?;
+        Ok(v.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes))
+    }
+
+    /// Does this index hold any vault folder?
+    pub fn any_folder_root(&self) -> Result<bool> {
+        let prefix = FOLDER_ROOT_PREFIX.as_bytes();
         let mut cur = self.txn.open_ro_cursor(self.m.dbs.meta).map_err(map_lmdb)?;
-        match cur.iter_from(prefix.as_bytes()).next() {
-            Some(item) => Ok(item.map_err(map_lmdb)?.0.starts_with(prefix.as_bytes())),
+        match cur.iter_from(prefix).next() {
+            Some(item) => Ok(item.map_err(map_lmdb)?.0.starts_with(prefix)),
             None => Ok(false),
         }
     }
@@ -440,6 +451,10 @@ impl WriteTx<'_> {
         let sealed = crypto::seal(&keys.seal, &sealed_aad(b"dirent", &k, &value), &encode(rec));
         value.extend_from_slice(&sealed);
         self.put_raw(self.m.dbs.dirents, &k, &value)
+    }
+
+    pub fn set_folder_root(&mut self, domain: u32, ino: u64) -> Result<()> {
+        self.set_meta_bytes(&folder_root_key(domain), &ino.to_be_bytes())
     }
 
     /// First use of a vault folder's key: its records will be sealed at `version`.

@@ -274,7 +274,7 @@ impl Vault {
             domains: parking_lot::RwLock::new(HashMap::new()),
             _cache_lock: lock_file,
         };
-        let any_folder = vault.meta.read(|tx| tx.meta_prefix_exists("folder/"))?;
+        let any_folder = vault.meta.read(|tx| tx.any_folder_root())?;
         vault.has_folders.store(any_folder, std::sync::atomic::Ordering::Relaxed);
         vault.purge_orphans()?;
         Ok(vault)
@@ -1126,8 +1126,7 @@ impl Vault {
 
     /// Find the inode of the vault folder `domain`, if it exists here.
     pub fn folder_root(&self, domain: u32) -> Result<Option<u64>> {
-        let key = format!("folder/{domain:08x}");
-        Ok(self.meta.read(|tx| tx.meta_bytes(&key))?.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes))
+        self.meta.read(|tx| tx.folder_root(domain))
     }
 
     /// Create the root directory of vault folder `domain` at `path` (relative
@@ -1168,20 +1167,19 @@ impl Vault {
             Err(e) => return Err(e),
         };
         let _ns = self.ns.lock();
-        let key = format!("folder/{domain:08x}");
         // Set before the folder exists, so no operation inside it skips the gate.
         self.has_folders.store(true, std::sync::atomic::Ordering::Relaxed);
         self.meta.write(|tx| {
             let mut rec = tx.inode(ino)?.ok_or(Error::NotFound)?;
             if rec.folder_root == domain {
-                return tx.set_meta_bytes(&key, &ino.to_be_bytes());
+                return tx.set_folder_root(domain, ino);
             }
             if rec.content_domain() != ROOT_DOMAIN || !tx.dir_is_empty(ino)? {
                 return Err(Error::NotEmpty);
             }
             rec.folder_root = domain;
             tx.put_inode(ino, &rec)?;
-            tx.set_meta_bytes(&key, &ino.to_be_bytes())
+            tx.set_folder_root(domain, ino)
         })?;
         self.domains.write().insert(ino, (ROOT_DOMAIN, domain));
         self.meta.sync()?;
