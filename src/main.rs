@@ -88,6 +88,32 @@ enum Cmd {
         /// (e.g. 512M, 4G); beyond it writers get ENOSPC.
         #[arg(long, value_parser = parse_size, default_value = "1G")]
         journal_limit: u64,
+        /// Metadata journal objects in the cloud between compacted snapshots.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+        snapshot_every: u64,
+    },
+    /// Reclaim the space of deleted data: drop dead chunks, delete or repack
+    /// packs that are mostly dead. Runs inside the mount if one serves --cache.
+    Gc {
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a lost fog node's state from the store alone (into an empty --cache).
+    Recover {
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Refuse a metadata root older than this generation (the last one
+        /// you know of, from `stats`): catches a store rolled back as a whole.
+        #[arg(long, default_value_t = 0)]
+        min_generation: u64,
+        #[arg(long)]
+        json: bool,
     },
     /// Logical vs stored bytes, chunks, files.
     Stats {
@@ -391,13 +417,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Cmd::Mount { repo, mountpoint, cache, allow_other, journal_limit } => {
+        Cmd::Mount { repo, mountpoint, cache, allow_other, journal_limit, snapshot_every } => {
             check_mountpoint(&mountpoint)?;
             let r = unlock(&repo)?;
             let dir = cache_dir(&r, cache);
             let owner = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-            let opts = VaultOptions { journal_limit, ..VaultOptions::default() };
+            let opts = VaultOptions { journal_limit, snapshot_every, ..VaultOptions::default() };
             let vault = Arc::new(Vault::open_with(&r, &dir, owner, opts)?);
+            fogvault::maintenance::serve(Arc::clone(&vault), &dir)?;
             let flusher = Arc::clone(&vault);
             std::thread::Builder::new().name("fogvault-flush".into()).spawn(move || {
                 loop {
@@ -433,6 +460,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             if control.is_some() {
                 let _ = std::fs::remove_file(control::socket_path(&mountpoint));
             }
+            let _ = std::fs::remove_file(fogvault::maintenance::socket_path(&dir));
             eprintln!("fogvault: unmounted cleanly");
             Ok(())
         }
@@ -449,12 +477,79 @@ fn run(cli: Cli) -> Result<(), Error> {
                 println!("stored bytes:   {}", s.stored_bytes);
                 println!("chunks:         {}", s.chunks);
                 println!("packs:          {} (+{} awaiting upload)", s.packs, s.upload_backlog_packs);
+                println!(
+                    "metadata:       root generation {} (+{} transactions awaiting upload)",
+                    s.metadata_generation, s.metadata_backlog
+                );
                 if s.locked_records > 0 {
                     println!(
                         "locked:         {} records in locked vault folders (not counted above; logical bytes from chunk references)",
                         s.locked_records
                     );
                 }
+            }
+            Ok(())
+        }
+        Cmd::Gc { repo, cache, json } => {
+            let r = unlock(&repo)?;
+            let dir = cache_dir(&r, cache);
+            let report = match fogvault::maintenance::request_gc(&dir)? {
+                Some(report) => report,
+                None => {
+                    if !dir.join("meta").join("data.mdb").exists() {
+                        return Err(Error::Repo(format!("no fog-node index in {}", dir.display())));
+                    }
+                    let owner = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
+                    let vault = Vault::open(&r, &dir, owner)?;
+                    let report = vault.gc();
+                    let closed = vault.shutdown();
+                    let report = report?;
+                    closed?;
+                    report
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+            } else {
+                println!(
+                    "gc: {} packs deleted ({} repacked, {} chunks moved, {} dead chunks dropped); store {} -> {} bytes",
+                    report.packs_deleted,
+                    report.packs_repacked,
+                    report.chunks_moved,
+                    report.chunks_dropped,
+                    report.bytes_before,
+                    report.bytes_after
+                );
+            }
+            Ok(())
+        }
+        Cmd::Recover { repo, cache, min_generation, json } => {
+            let r = unlock(&repo)?;
+            let dir = cache_dir(&r, cache);
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = fogvault::recover::recover(&r, &dir, min_generation, |done, total| {
+                if tty {
+                    eprint!("\rreplaying metadata journal: {done}/{total}");
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            })?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+            } else {
+                println!(
+                    "recovered {} inodes up to transaction {} (root generation {}, {} journal objects{}) into {}",
+                    report.inodes,
+                    report.transactions,
+                    report.generation,
+                    report.journal_objects,
+                    report.snapshot_seq.map(|s| format!(", snapshot at {s}")).unwrap_or_default(),
+                    dir.display()
+                );
             }
             Ok(())
         }

@@ -35,6 +35,11 @@ pub struct Stats {
     /// in `files`/`directories`; `logical_bytes` then comes from chunk
     /// reference counts (file bytes minus holes) instead of file sizes.
     pub locked_records: u64,
+    /// Generation of the metadata root this fog node last wrote to the
+    /// store (give it to `recover --min-generation`).
+    pub metadata_generation: u64,
+    /// Committed metadata transactions not yet in the store's journal.
+    pub metadata_backlog: u64,
 }
 
 fn open_meta(repo: &Repo, cache_dir: &Path) -> Result<Metadata> {
@@ -84,6 +89,8 @@ pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
     if locked > 0 {
         logical = referenced;
     }
+    let (committed, uploaded) = meta.journal_position()?;
+    let generation = meta.cloud_root()?.map_or(0, |r| r.generation);
     Ok(Stats {
         locked_records: locked,
         logical_bytes: logical,
@@ -95,6 +102,8 @@ pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
         unique_bytes: unique,
         dedup_ratio: if unique == 0 { 1.0 } else { logical as f64 / unique as f64 },
         upload_backlog_packs: staged.len() as u64,
+        metadata_generation: generation,
+        metadata_backlog: committed.saturating_sub(uploaded),
     })
 }
 

@@ -265,8 +265,15 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Seal the open pack (even if small) and wait until every pack is in the store.
-    pub fn flush_uploads(&self) -> Result<()> {
+    /// Is any of `packs` still only in the local journal (not in the store)?
+    pub fn any_staged(&self, packs: &[PackId]) -> bool {
+        let st = self.shared.state.lock();
+        packs.iter().any(|p| st.staged.contains_key(p))
+    }
+
+    /// Seal the open pack, even if small, and queue it for upload (metadata
+    /// that references it is waiting to reach the cloud).
+    pub fn seal_open_pack(&self) -> Result<()> {
         let cur = self.shared.state.lock().current.take();
         if let Some(p) = cur {
             if p.entries.is_empty() {
@@ -277,6 +284,12 @@ impl ChunkStore {
                 self.enqueue(p.id, p.entries)?;
             }
         }
+        Ok(())
+    }
+
+    /// Seal the open pack (even if small) and wait until every pack is in the store.
+    pub fn flush_uploads(&self) -> Result<()> {
+        self.seal_open_pack()?;
         let mut st = self.shared.state.lock();
         while st.queued > 0 {
             if let Some(e) = &st.upload_error {
@@ -297,6 +310,14 @@ impl ChunkStore {
             return Ok(buf);
         }
         Ok(self.shared.backend.get_range(&loc.pack.object_name(), loc.offset as u64, loc.len as u64)?.to_vec())
+    }
+
+    /// Delete an uploaded pack and its sample MACs (garbage collection).
+    pub fn delete_pack(&self, id: &PackId) -> Result<()> {
+        self.shared.backend.delete(&id.object_name())?;
+        let dir = self.shared.dir.with_file_name("samples");
+        let _ = std::fs::remove_file(samples::samples_path(&dir, id));
+        Ok(())
     }
 
     pub fn backend(&self) -> &Backend {

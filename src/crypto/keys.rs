@@ -52,6 +52,8 @@ pub struct VaultKeys {
     pub names: Key32,
     /// Seals the local stats record and other fog-node-only records.
     pub local: Key32,
+    /// Seals the metadata journal, snapshots and root in the cloud.
+    pub metadata: Key32,
     /// FastCDC gear-table seed: hides chunk boundaries from anyone without `K_dd`.
     pub gear_seed: u64,
 }
@@ -68,6 +70,7 @@ impl VaultKeys {
             root_folder: root.derive("root folder key"),
             names: root.derive("dirent name hash"),
             local: root.derive("local state"),
+            metadata: root.derive("cloud metadata"),
             gear_seed: u64::from_le_bytes(seed),
         }
     }

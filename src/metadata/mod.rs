@@ -9,6 +9,13 @@
 //! | `dirents` | parent ino (u64) ‖ name hash (u64)    | domain u32 ‖ key version u32 ‖ sealed `DirentRecord` |
 //! | `chunks`  | chunk id (32 bytes, keyed BLAKE3)     | `ChunkEntry` (postcard, not secret)     |
 //! | `orphans` | ino (u64)                             | empty: unlinked while open              |
+//! | `journal` | commit sequence number (u64)          | postcard `Vec<Change>`: a committed transaction not yet in the cloud |
+//!
+//! Every write transaction also appends its changes to `journal` (same
+//! commit, so nothing is lost by a crash); the vault's metadata sync uploads
+//! them as the cloud's metadata journal (`cloud`) and then drops them here.
+//! `meta` keys under `local/` (journal positions, the cloud root last seen)
+//! describe this fog node only and are never journaled.
 //!
 //! Sealed records bind their key and clear prefix in the AAD (`"inode" ‖ key ‖
 //! prefix`) so the stolen-disk attacker can neither read nor swap them. Each
@@ -18,8 +25,9 @@
 //! The name hash of a directory entry is keyed by the domain of its parent's
 //! entries; `dver/<domain>` is the key version a folder's records use now.
 
+pub mod cloud;
 mod schema;
 mod store;
 
 pub use schema::{ChunkEntry, DirentRecord, Extent, FileKind, InodeRecord, Timespec};
-pub use store::{DomainKeys, Metadata, ROOT_DOMAIN, ReadTx, Tx, WriteTx};
+pub use store::{Change, DomainKeys, Metadata, ROOT_DOMAIN, ReadTx, Table, Tx, WriteTx};

@@ -9,9 +9,10 @@ use lmdb::{
     WriteFlags,
 };
 use parking_lot::RwLock;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
+use super::cloud::Root;
 use super::schema::{ChunkEntry, DirentRecord, InodeRecord};
 use crate::crypto::{self, ChunkId, Key32, VaultKeys};
 use crate::error::{Error, Result};
@@ -77,7 +78,51 @@ struct Dbs {
     dirents: Database,
     chunks: Database,
     orphans: Database,
+    /// Committed changes not yet in the cloud's metadata journal.
+    journal: Database,
 }
+
+impl Dbs {
+    fn of(&self, t: Table) -> Database {
+        match t {
+            Table::Meta => self.meta,
+            Table::Inodes => self.inodes,
+            Table::Dirents => self.dirents,
+            Table::Chunks => self.chunks,
+            Table::Orphans => self.orphans,
+        }
+    }
+}
+
+/// The tables whose contents make up the vault's state (and its journal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Table {
+    Meta,
+    Inodes,
+    Dirents,
+    Chunks,
+    Orphans,
+}
+
+impl Table {
+    pub const ALL: [Table; 5] = [Table::Meta, Table::Inodes, Table::Dirents, Table::Chunks, Table::Orphans];
+}
+
+/// One change of one committed transaction, as the metadata journal records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub table: Table,
+    pub key: Vec<u8>,
+    /// `None`: the key was deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+/// `meta` keys under this prefix describe this fog node only (journal
+/// positions): they are neither journaled nor part of snapshots.
+const LOCAL_PREFIX: &str = "local/";
+const COMMIT_SEQ: &str = "local/commit_seq";
+const UPLOADED_SEQ: &str = "local/uploaded_seq";
+const CLOUD_ROOT: &str = "local/cloud_root";
 
 /// Domain 0 is the root folder (keys from the repository root secret,
 /// version 0); vault folders are domains 1.. whose keys exist only while a
@@ -95,6 +140,8 @@ pub struct Metadata {
 pub struct Tx<'e, T> {
     txn: T,
     m: &'e Metadata,
+    /// What a write transaction changed, for the metadata journal.
+    log: Vec<Change>,
 }
 pub type ReadTx<'e> = Tx<'e, RoTransaction<'e>>;
 pub type WriteTx<'e> = Tx<'e, RwTransaction<'e>>;
@@ -122,6 +169,7 @@ impl Metadata {
             dirents: c("dirents")?,
             chunks: c("chunks")?,
             orphans: c("orphans")?,
+            journal: c("journal")?,
         };
         let root = DomainKeys { seal: keys.root_folder.clone(), names: keys.names.clone() };
         let keyring = RwLock::new(HashMap::from([((ROOT_DOMAIN, 0), Arc::new(root))]));
@@ -189,7 +237,7 @@ impl Metadata {
             }
             for (k, v) in dirents {
                 let rec: DirentRecord = tx.open_value(b"dirent", &k, &v, DIRENT_PREFIX)?;
-                tx.del_raw(self.dbs.dirents, &k)?;
+                tx.del_raw(Table::Dirents, &k)?;
                 let parent = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
                 tx.put_dirent_at(parent, &rec, domain, to, &new)?;
             }
@@ -201,17 +249,124 @@ impl Metadata {
 
     pub fn read<T>(&self, f: impl FnOnce(&ReadTx<'_>) -> Result<T>) -> Result<T> {
         let txn = self.env.begin_ro_txn().map_err(map_lmdb)?;
-        let tx = Tx { txn, m: self };
+        let tx = Tx { txn, m: self, log: Vec::new() };
         f(&tx)
     }
 
-    /// Run `f` in a write transaction; commit only if it returns `Ok`.
+    /// Run `f` in a write transaction; commit only if it returns `Ok`. The
+    /// changes are also appended, in the same transaction, to the local
+    /// journal the cloud's metadata journal is fed from.
     pub fn write<T>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
         let txn = self.env.begin_rw_txn().map_err(map_lmdb)?;
-        let mut tx = Tx { txn, m: self };
+        let mut tx = Tx { txn, m: self, log: Vec::new() };
         let out = f(&mut tx)?;
+        if !tx.log.is_empty() {
+            let seq = tx.local_seq(COMMIT_SEQ)? + 1;
+            let entry = encode(&tx.log);
+            tx.txn.put(self.dbs.journal, &seq.to_be_bytes(), &entry, WriteFlags::APPEND).map_err(map_lmdb)?;
+            tx.txn.put(self.dbs.meta, &COMMIT_SEQ, &seq.to_be_bytes(), WriteFlags::empty()).map_err(map_lmdb)?;
+        }
         tx.txn.commit().map_err(map_lmdb)?;
         Ok(out)
+    }
+
+    /// `(last committed, last uploaded)` journal sequence numbers.
+    pub fn journal_position(&self) -> Result<(u64, u64)> {
+        self.read(|tx| Ok((tx.local_seq(COMMIT_SEQ)?, tx.local_seq(UPLOADED_SEQ)?)))
+    }
+
+    /// Journal entries after `after`, oldest first, until about `max_bytes`.
+    pub fn journal_after(&self, after: u64, max_bytes: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.read(|tx| {
+            let mut cur = tx.txn.open_ro_cursor(self.dbs.journal).map_err(map_lmdb)?;
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for item in cur.iter_from((after + 1).to_be_bytes()) {
+                let (k, v) = item.map_err(map_lmdb)?;
+                let seq = u64::from_be_bytes(k.try_into().map_err(|_| Error::Metadata("bad journal key".into()))?);
+                out.push((seq, v.to_vec()));
+                bytes += v.len();
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The cloud root this fog node last wrote or recovered from.
+    pub fn cloud_root(&self) -> Result<Option<Root>> {
+        self.read(|tx| tx.meta_bytes(CLOUD_ROOT))?.map(|b| decode(&b, "cloud root")).transpose()
+    }
+
+    /// Entries up to `seq` are in the cloud, under `root`: drop them from
+    /// the local journal and remember the root (one transaction).
+    pub fn journal_uploaded(&self, seq: u64, root: &Root) -> Result<()> {
+        let mut txn = self.env.begin_rw_txn().map_err(map_lmdb)?;
+        {
+            let mut cur = txn.open_rw_cursor(self.dbs.journal).map_err(map_lmdb)?;
+            loop {
+                match cur.iter_start().next() {
+                    Some(Ok((k, _))) if k <= &seq.to_be_bytes()[..] => {
+                        cur.del(WriteFlags::empty()).map_err(map_lmdb)?
+                    }
+                    Some(Err(e)) => return Err(map_lmdb(e)),
+                    _ => break,
+                }
+            }
+        }
+        txn.put(self.dbs.meta, &UPLOADED_SEQ, &seq.to_be_bytes(), WriteFlags::empty()).map_err(map_lmdb)?;
+        txn.put(self.dbs.meta, &CLOUD_ROOT, &encode(root), WriteFlags::empty()).map_err(map_lmdb)?;
+        txn.commit().map_err(map_lmdb)
+    }
+
+    /// Visit every record of the vault's state (for a snapshot) in one
+    /// consistent view, if every committed change is already uploaded;
+    /// returns the sequence number the snapshot stands for, or `None`
+    /// (nothing visited) while changes are pending.
+    pub fn snapshot(&self, mut f: impl FnMut(Table, &[u8], &[u8]) -> Result<()>) -> Result<Option<u64>> {
+        self.read(|tx| {
+            let (commit, uploaded) = (tx.local_seq(COMMIT_SEQ)?, tx.local_seq(UPLOADED_SEQ)?);
+            if commit != uploaded {
+                return Ok(None);
+            }
+            for t in Table::ALL {
+                let mut cur = tx.txn.open_ro_cursor(self.dbs.of(t)).map_err(map_lmdb)?;
+                for item in cur.iter_start() {
+                    let (k, v) = item.map_err(map_lmdb)?;
+                    if t == Table::Meta && k.starts_with(LOCAL_PREFIX.as_bytes()) {
+                        continue;
+                    }
+                    f(t, k, v)?;
+                }
+            }
+            Ok(Some(commit))
+        })
+    }
+
+    /// Apply records or journal changes fetched from the cloud (recovery),
+    /// without journaling them again; `seq` becomes both the committed and
+    /// the uploaded position.
+    pub fn apply_recovered(&self, changes: impl IntoIterator<Item = Change>, seq: u64, root: &Root) -> Result<()> {
+        let mut txn = self.env.begin_rw_txn().map_err(map_lmdb)?;
+        for c in changes {
+            if c.table == Table::Meta && c.key.starts_with(LOCAL_PREFIX.as_bytes()) {
+                continue;
+            }
+            let db = self.dbs.of(c.table);
+            match c.value {
+                Some(v) => txn.put(db, &c.key, &v, WriteFlags::empty()).map_err(map_lmdb)?,
+                None => match txn.del(db, &c.key, None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(map_lmdb(e)),
+                },
+            }
+        }
+        for name in [COMMIT_SEQ, UPLOADED_SEQ] {
+            txn.put(self.dbs.meta, &name, &seq.to_be_bytes(), WriteFlags::empty()).map_err(map_lmdb)?;
+        }
+        txn.put(self.dbs.meta, &CLOUD_ROOT, &encode(root), WriteFlags::empty()).map_err(map_lmdb)?;
+        txn.commit().map_err(map_lmdb)
     }
 
     /// Flush committed transactions to stable storage.
@@ -235,6 +390,13 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl<T: Transaction> Tx<'_, T> {
+    fn local_seq(&self, name: &str) -> Result<u64> {
+        Ok(self
+            .get_raw(self.m.dbs.meta, name.as_bytes())?
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
     fn get_raw(&self, db: Database, key: &[u8]) -> Result<Option<&[u8]>> {
         match self.txn.get(db, &key) {
             Ok(v) => Ok(Some(v)),
@@ -388,18 +550,23 @@ impl<T: Transaction> Tx<'_, T> {
 }
 
 impl WriteTx<'_> {
-    fn put_raw(&mut self, db: Database, key: &[u8], val: &[u8]) -> Result<()> {
-        self.txn.put(db, &key, &val, WriteFlags::empty()).map_err(map_lmdb)
+    fn put_raw(&mut self, t: Table, key: &[u8], val: &[u8]) -> Result<()> {
+        self.txn.put(self.m.dbs.of(t), &key, &val, WriteFlags::empty()).map_err(map_lmdb)?;
+        self.log.push(Change { table: t, key: key.to_vec(), value: Some(val.to_vec()) });
+        Ok(())
     }
-    fn del_raw(&mut self, db: Database, key: &[u8]) -> Result<()> {
-        match self.txn.del(db, &key, None) {
-            Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
-            Err(e) => Err(map_lmdb(e)),
+    fn del_raw(&mut self, t: Table, key: &[u8]) -> Result<()> {
+        match self.txn.del(self.m.dbs.of(t), &key, None) {
+            Ok(()) => {}
+            Err(lmdb::Error::NotFound) => return Ok(()),
+            Err(e) => return Err(map_lmdb(e)),
         }
+        self.log.push(Change { table: t, key: key.to_vec(), value: None });
+        Ok(())
     }
 
     pub fn set_meta_bytes(&mut self, name: &str, val: &[u8]) -> Result<()> {
-        self.put_raw(self.m.dbs.meta, name.as_bytes(), val)
+        self.put_raw(Table::Meta, name.as_bytes(), val)
     }
 
     /// Allocate a fresh inode number (never reused).
@@ -426,7 +593,7 @@ impl WriteTx<'_> {
         value.extend_from_slice(&version.to_be_bytes());
         let sealed = crypto::seal(&keys.seal, &sealed_aad(b"inode", &k, &value), &encode(rec));
         value.extend_from_slice(&sealed);
-        self.put_raw(self.m.dbs.inodes, &k, &value)
+        self.put_raw(Table::Inodes, &k, &value)
     }
 
     fn put_dirent_at(
@@ -450,7 +617,7 @@ impl WriteTx<'_> {
         value.extend_from_slice(&version.to_be_bytes());
         let sealed = crypto::seal(&keys.seal, &sealed_aad(b"dirent", &k, &value), &encode(rec));
         value.extend_from_slice(&sealed);
-        self.put_raw(self.m.dbs.dirents, &k, &value)
+        self.put_raw(Table::Dirents, &k, &value)
     }
 
     pub fn set_folder_root(&mut self, domain: u32, ino: u64) -> Result<()> {
@@ -463,7 +630,7 @@ impl WriteTx<'_> {
     }
 
     pub fn delete_inode(&mut self, ino: u64) -> Result<()> {
-        self.del_raw(self.m.dbs.inodes, &ino_key(ino))
+        self.del_raw(Table::Inodes, &ino_key(ino))
     }
 
     /// Insert or replace the entry for `rec.name` in `parent`.
@@ -474,18 +641,23 @@ impl WriteTx<'_> {
 
     pub fn delete_dirent(&mut self, parent: u64, name: &[u8]) -> Result<()> {
         let (.., k) = self.dirent_key_in(parent, name)?;
-        self.del_raw(self.m.dbs.dirents, &k)
+        self.del_raw(Table::Dirents, &k)
     }
 
     pub fn put_chunk(&mut self, id: &ChunkId, entry: &ChunkEntry) -> Result<()> {
-        self.put_raw(self.m.dbs.chunks, &id.0, &encode(entry))
+        self.put_raw(Table::Chunks, &id.0, &encode(entry))
+    }
+
+    /// Drop a dead chunk from the index (garbage collection).
+    pub fn delete_chunk(&mut self, id: &ChunkId) -> Result<()> {
+        self.del_raw(Table::Chunks, &id.0)
     }
 
     pub fn add_orphan(&mut self, ino: u64) -> Result<()> {
-        self.put_raw(self.m.dbs.orphans, &ino_key(ino), &[])
+        self.put_raw(Table::Orphans, &ino_key(ino), &[])
     }
 
     pub fn remove_orphan(&mut self, ino: u64) -> Result<()> {
-        self.del_raw(self.m.dbs.orphans, &ino_key(ino))
+        self.del_raw(Table::Orphans, &ino_key(ino))
     }
 }

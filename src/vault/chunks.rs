@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, mpsc};
 
 use lru::LruCache;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::chunk_store::{ChunkStore, Location};
 use crate::crypto::{self, ChunkId, VaultKeys};
@@ -30,6 +30,37 @@ pub struct ChunkIo {
     inflight: Mutex<HashMap<ChunkId, Arc<OnceLock<LoadResult>>>>,
     prefetch_tx: Mutex<mpsc::SyncSender<ChunkId>>,
     max_chunk: usize,
+    /// Held (shared) by every commit from its first dedup lookup to its
+    /// index update, and (exclusive) by garbage collection while it drops
+    /// dead chunks: a chunk a commit found in the index is still there when
+    /// the commit references it.
+    gc_gate: GcGate,
+}
+
+/// A reader-preferring shared/exclusive gate: garbage collection waits
+/// until no commit is running and only then keeps new ones out, so a commit
+/// that holds a file lock never waits behind a collector that waits for it.
+#[derive(Default)]
+struct GcGate {
+    state: Mutex<(usize, bool)>, // (running commits, collector inside)
+    changed: Condvar,
+}
+
+pub struct CommitGuard<'a>(&'a GcGate);
+pub struct ExclusiveGuard<'a>(&'a GcGate);
+
+impl Drop for CommitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().0 -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+impl Drop for ExclusiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().1 = false;
+        self.0.changed.notify_all();
+    }
 }
 
 /// A shared load outcome: `Err((is_integrity_failure, message))`.
@@ -54,6 +85,7 @@ impl ChunkIo {
             inflight: Mutex::new(HashMap::new()),
             prefetch_tx: Mutex::new(tx),
             max_chunk,
+            gc_gate: GcGate::default(),
         };
         (io, rx)
     }
@@ -71,6 +103,31 @@ impl ChunkIo {
 
     pub fn store(&self) -> &ChunkStore {
         &self.store
+    }
+
+    /// Taken by a commit for its whole length (re-entrant).
+    pub fn commit_guard(&self) -> CommitGuard<'_> {
+        let mut st = self.gc_gate.state.lock();
+        while st.1 {
+            self.gc_gate.changed.wait(&mut st);
+        }
+        st.0 += 1;
+        CommitGuard(&self.gc_gate)
+    }
+
+    /// Taken by garbage collection: no commit is between lookup and update.
+    pub fn exclusive(&self) -> ExclusiveGuard<'_> {
+        let mut st = self.gc_gate.state.lock();
+        while st.0 > 0 || st.1 {
+            self.gc_gate.changed.wait(&mut st);
+        }
+        st.1 = true;
+        ExclusiveGuard(&self.gc_gate)
+    }
+
+    /// Packs holding chunks stored but not (yet) in the committed index.
+    pub fn pending_packs(&self) -> std::collections::HashSet<crate::chunk_store::PackId> {
+        self.pending.lock().values().map(|(loc, _)| loc.pack).collect()
     }
 
     fn cache_insert(&self, id: ChunkId, data: Arc<Vec<u8>>) {
@@ -131,6 +188,16 @@ impl ChunkIo {
         let data = Arc::new(data);
         self.cache_insert(*id, Arc::clone(&data));
         Ok(data)
+    }
+
+    /// The envelope of `id` at `loc`, checked to be authentic (garbage
+    /// collection copies envelopes; it must never copy a damaged one).
+    pub fn read_verified_envelope(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
+        let env = self.store.read_envelope(loc)?;
+        crypto::open_chunk(&self.keys, id, &env, self.max_chunk).map_err(|_| {
+            Error::Integrity(format!("chunk {} in pack {} fails authentication", &id.hex()[..16], loc.pack.hex()))
+        })?;
+        Ok(env)
     }
 
     /// Warm the cache with `ids` on the prefetch thread (sequential reads).

@@ -333,6 +333,7 @@ impl FileState {
             // committing now would treat the streamed bytes as a hole.
             return Err(Error::Metadata("internal: commit while a streamed commit is in flight".into()));
         }
+        let _gc = cx.chunks.commit_guard();
         let mut dirty = std::mem::take(&mut self.dirty);
         let mut taken = Vec::new();
         match self.commit_inner(ino, cx, pressure, extra, &mut dirty, &mut taken) {

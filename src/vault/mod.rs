@@ -6,6 +6,8 @@ mod chunks;
 mod dirty;
 mod file;
 mod gate;
+mod gc;
+mod metasync;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,12 +20,14 @@ use crate::chunk_store::{ChunkStore, PackEntry, PackId};
 use crate::chunking::{ChunkParams, Chunker};
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
+use crate::metadata::cloud::MetaKeys;
 use crate::metadata::{DirentRecord, DomainKeys, FileKind, InodeRecord, Metadata, ROOT_DOMAIN, Timespec, WriteTx};
 use crate::repo::Repo;
 use chunks::ChunkIo;
 pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState, Piece};
 pub use gate::{Access, AccessGate};
+pub use gc::GcReport;
 
 pub const ROOT_INO: u64 = 1;
 /// Chunks decrypted ahead of a sequential reader, and threads doing it. A
@@ -47,6 +51,8 @@ pub struct VaultOptions {
     pub dirty_limit: usize,
     /// Bound of the local upload journal while the store is unreachable.
     pub journal_limit: u64,
+    /// Metadata journal objects between compacted snapshots in the cloud.
+    pub snapshot_every: u64,
 }
 
 impl Default for VaultOptions {
@@ -55,6 +61,7 @@ impl Default for VaultOptions {
             chunk_params: ChunkParams::default(),
             dirty_limit: 16 << 20,
             journal_limit: crate::chunk_store::DEFAULT_JOURNAL_LIMIT,
+            snapshot_every: metasync::DEFAULT_SNAPSHOT_EVERY,
         }
     }
 }
@@ -177,6 +184,10 @@ pub struct Vault {
     /// numbers are never reused; only `create_folder` changes one, and it
     /// updates this), so the gate needs no LMDB read on the hot path.
     domains: parking_lot::RwLock<HashMap<u64, (u32, u32)>>,
+    /// Ships committed metadata to the cloud's journal.
+    metasync: metasync::MetaSync,
+    /// One garbage collection at a time.
+    gc_running: Mutex<()>,
     _cache_lock: nix::fcntl::Flock<File>,
 }
 
@@ -210,12 +221,13 @@ impl Vault {
                 )));
             }
             None => {
-                if !repo.backend.list("packs")?.is_empty() {
-                    return Err(Error::Repo(
-                        "this repository holds data but the cache directory has no index for it; \
-                         use the cache directory it was mounted with (recovery from the store alone is not implemented yet)"
-                            .into(),
-                    ));
+                if !repo.backend.list("packs")?.is_empty() || !repo.backend.list("meta")?.is_empty() {
+                    return Err(Error::Repo(format!(
+                        "this repository holds data but the cache directory {} has no index for it; \
+                         use the cache directory it was mounted with, or rebuild one from the store with \
+                         `fogvault recover --repo REPO --cache DIR`",
+                        cache_dir.display()
+                    )));
                 }
                 let mut root = InodeRecord::new(FileKind::Dir, 0o755, root_owner.uid, root_owner.gid);
                 root.parent = ROOT_INO;
@@ -248,6 +260,16 @@ impl Vault {
         let params = opts.chunk_params;
         let (chunks, prefetch_rx) = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
         let chunks = Arc::new(chunks);
+        let meta_keys = MetaKeys::new(&repo.keys.metadata, &repo.repo_id);
+        let root = metasync::check_root(&meta, &repo.backend, &meta_keys)?;
+        let metasync = metasync::MetaSync::start(
+            Arc::clone(&meta),
+            Arc::clone(&chunks),
+            Arc::clone(&repo.backend),
+            meta_keys,
+            root,
+            opts.snapshot_every,
+        )?;
         let prefetch_rx = Arc::new(Mutex::new(prefetch_rx));
         let remote = repo.backend.local_root().is_none();
         let (prefetch_chunks, prefetch_threads) = if remote {
@@ -272,6 +294,8 @@ impl Vault {
             gate: parking_lot::RwLock::new(None),
             has_folders: std::sync::atomic::AtomicBool::new(false),
             domains: parking_lot::RwLock::new(HashMap::new()),
+            metasync,
+            gc_running: Mutex::new(()),
             _cache_lock: lock_file,
         };
         let any_folder = vault.meta.read(|tx| tx.any_folder_root())?;
@@ -934,6 +958,7 @@ impl Vault {
         let (chunks, meta, chunker) = (Arc::clone(&self.chunks), Arc::clone(&self.meta), self.chunker.clone());
         let state = Arc::clone(&s);
         let job = move || {
+            let _gc = chunks.commit_guard();
             let cx = CommitCtx { chunks: &chunks, chunker: &chunker, meta: &meta };
             let result = FileState::chunk_stream(&cx, &buf);
             if let Err(e) = state.lock().finish_stream(ino, &cx, result) {
@@ -1265,6 +1290,9 @@ impl Vault {
         self.chunks.store().sync()?;
         self.meta.sync()?;
         if let Err(e) = self.chunks.store().shutdown() {
+            first_err.get_or_insert(e);
+        }
+        if let Err(e) = self.metasync.shutdown() {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)

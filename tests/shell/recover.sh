@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Fog node recovery from the store alone: the metadata journal, snapshots and
+# the root in the store rebuild a lost node byte-identical (>= 10k files);
+# a rolled-back, truncated or altered metadata journal is refused with a
+# clear message; a node killed with -9 still gets every fsynced file into
+# the store's journal after it restarts.
+source "$(dirname "$0")/lib.sh"
+
+FILES=${RECOVER_FILES:-10000}
+
+# listing DIR → one line per entry: path, type, mode, size, mtime, link target, content hash
+listing() {
+    (cd "$1" && find . -mindepth 1 -printf '%P %y %m %s %T@ %l\n' | sort) > "$2.meta"
+    (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) > "$2.sums"
+}
+same_listing() { # A B what
+    diff -q "$1.meta" "$2.meta" >/dev/null || { diff "$1.meta" "$2.meta" | head >&2; fail "$3: listings differ"; }
+    diff -q "$1.sums" "$2.sums" >/dev/null || { diff "$1.sums" "$2.sums" | head >&2; fail "$3: contents differ"; }
+}
+generation() { fv stats --repo "$(repo_of "$1")" --cache "$1/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata_generation"])'; }
+
+# ---- a vault of >= 10k files, with snapshots taken along the way
+d=$(new_repo node1)
+mount_vault "$d" --snapshot-every 4
+m="$d/mnt"
+python3 - "$m" "$FILES" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(11)
+for i in range(n):
+    sub = os.path.join(root, "patients", f"p{i // 250:03}")
+    os.makedirs(sub, exist_ok=True)
+    size = rnd.choice([0, 40, 700, 3000, 20000])
+    with open(os.path.join(sub, f"r{i:05}.txt"), "wb") as f:
+        f.write(rnd.randbytes(size))
+os.makedirs(os.path.join(root, "imaging"), exist_ok=True)
+with open(os.path.join(root, "imaging", "ct.bin"), "wb") as f:
+    f.write(rnd.randbytes(6_000_000))
+PY
+ln -s imaging/ct.bin "$m/latest-ct"
+chmod 640 "$m/patients/p000/r00001.txt"
+mkfifo "$m/pipe"
+setfattr -n user.tag -v cardiology "$m/imaging/ct.bin"
+rm "$m/patients/p001/r00260.txt"
+mv "$m/patients/p002" "$m/patients/moved"
+listing "$m" "$FV_TMP/orig"
+unmount_vault "$d"
+gen1=$(generation "$d")
+[ "$gen1" -gt 0 ] || fail "no metadata root generation after unmount"
+snaps=$(find "$(store_dir "$d")/meta/snapshot" -type f 2>/dev/null | wc -l)
+[ "$snaps" -ge 1 ] || fail "no metadata snapshot in the store after $FILES files with --snapshot-every 4"
+pass "vault of $FILES files written; root generation $gen1, snapshot in the store"
+
+# ---- the fog node is lost: rebuild from the store on an empty cache
+cp -a "$(store_dir "$d")" "$FV_TMP/store-at-gen1"
+rm -rf "$d/cache"
+fv recover --repo "$(repo_of "$d")" --cache "$d/cache" > "$FV_TMP/recover.out" || fail "recover failed"
+grep -c "recovered" "$FV_TMP/recover.out" >/dev/null || fail "recover printed no summary"
+mount_vault "$d"
+listing "$m" "$FV_TMP/recovered"
+same_listing "$FV_TMP/orig" "$FV_TMP/recovered" "recovered vault"
+[ "$(getfattr --absolute-names --only-values -n user.tag "$m/imaging/ct.bin")" = cardiology ] || fail "xattr lost in recovery"
+pass "recover on an empty cache restores every file byte-identical (names, modes, sizes, mtimes, links, xattrs)"
+
+# ---- the recovered node goes on writing; a second recovery sees that too
+echo "after recovery" > "$m/patients/new.txt"
+rm -r "$m/patients/p003"
+listing "$m" "$FV_TMP/orig2"
+unmount_vault "$d"
+fv verify --repo "$(repo_of "$d")" --cache "$d/cache" >/dev/null || fail "verify fails after recovery"
+gen2=$(generation "$d")
+[ "$gen2" -gt "$gen1" ] || fail "root generation did not grow ($gen1 -> $gen2)"
+fv recover --repo "$(repo_of "$d")" --cache "$d/cache2" >/dev/null || fail "second recover failed"
+"$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache2" "$m" >>"$d/mount.log" 2>&1 & MOUNT_PID=$!; FV_PIDS+=("$MOUNT_PID")
+for _ in $(seq 100); do mountpoint -q "$m" && break; sleep 0.1; done
+listing "$m" "$FV_TMP/recovered2"
+same_listing "$FV_TMP/orig2" "$FV_TMP/recovered2" "second recovery"
+unmount_vault "$d"
+pass "a recovered node continues the journal; recovering again includes its writes"
+
+# ---- rollback: the store serves its older state (root and journal)
+store=$(store_dir "$d")
+mv "$store/meta" "$FV_TMP/meta-now"
+cp -a "$FV_TMP/store-at-gen1/meta" "$store/meta"
+if "$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache" "$m" 2>"$FV_TMP/rb.err"; then
+    fail "mount accepted a rolled-back store"
+fi
+grep -c "rolled back" "$FV_TMP/rb.err" >/dev/null || { cat "$FV_TMP/rb.err" >&2; fail "rollback refusal does not say so"; }
+if fv recover --repo "$(repo_of "$d")" --cache "$d/cache3" --min-generation "$gen2" 2>"$FV_TMP/rb2.err"; then
+    fail "recover accepted a root older than --min-generation"
+fi
+grep -c "rolled back" "$FV_TMP/rb2.err" >/dev/null || { cat "$FV_TMP/rb2.err" >&2; fail "recover's rollback refusal does not say so"; }
+[ ! -e "$d/cache3/meta" ] || fail "a refused recovery left an index behind"
+pass "a rolled-back store is refused by the fog node and by recover --min-generation"
+
+# ---- only the root rolled back: the journal after it still chains, nothing is lost
+rm -rf "$store/meta"
+cp -a "$FV_TMP/meta-now" "$store/meta"
+cp "$FV_TMP/store-at-gen1/meta/root" "$store/meta/root"
+fv recover --repo "$(repo_of "$d")" --cache "$d/cache4" >/dev/null 2>&1 || true
+# (the older root may name a snapshot the newer node already replaced: then
+# recovery must refuse, not guess; either way it must never give old state)
+if [ -e "$d/cache4/meta" ]; then
+    "$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache4" "$m" >>"$d/mount.log" 2>&1 & MOUNT_PID=$!; FV_PIDS+=("$MOUNT_PID")
+    for _ in $(seq 100); do mountpoint -q "$m" && break; sleep 0.1; done
+    [ -f "$m/patients/new.txt" ] || fail "recovery from a stale root lost journaled writes"
+    umount "$m"; wait "$MOUNT_PID" || true
+fi
+cp "$FV_TMP/meta-now/root" "$store/meta/root"
+pass "a stale root alone never yields an older state"
+
+# ---- dropped and altered journal objects
+d2=$(new_repo node2)
+mount_vault "$d2"
+for i in 1 2 3 4; do
+    mkdir -p "$d2/mnt/batch$i"
+    for j in $(seq 20); do echo "$i $j" > "$d2/mnt/batch$i/f$j"; done
+    sleep 1.5  # let each batch become its own journal object
+done
+unmount_vault "$d2"
+jdir="$(store_dir "$d2")/meta/journal"
+n=$(ls "$jdir" | wc -l)
+[ "$n" -ge 3 ] || fail "expected several journal objects, found $n"
+middle=$(ls "$jdir" | sed -n 2p)
+cp "$jdir/$middle" "$FV_TMP/middle"
+rm "$jdir/$middle"
+if fv recover --repo "$(repo_of "$d2")" --cache "$d2/cacheX" 2>"$FV_TMP/gap.err"; then
+    fail "recover accepted a journal with a missing object"
+fi
+grep -c "missing" "$FV_TMP/gap.err" >/dev/null || { cat "$FV_TMP/gap.err" >&2; fail "gap refusal does not say so"; }
+cp "$FV_TMP/middle" "$jdir/$middle"
+python3 - "$jdir/$middle" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 1; open(p, "wb").write(b)
+PY
+if fv recover --repo "$(repo_of "$d2")" --cache "$d2/cacheY" 2>"$FV_TMP/alt.err"; then
+    fail "recover accepted an altered journal object"
+fi
+grep -c "authentication" "$FV_TMP/alt.err" >/dev/null || { cat "$FV_TMP/alt.err" >&2; fail "altered-object refusal does not say so"; }
+cp "$FV_TMP/middle" "$jdir/$middle"
+fv recover --repo "$(repo_of "$d2")" --cache "$d2/cacheZ" >/dev/null || fail "recover fails on the repaired journal"
+pass "missing and altered journal objects are refused with a clear message"
+
+# ---- kill -9: fsynced files reach the store's journal after the restart
+d3=$(new_repo node3)
+mount_vault "$d3"
+python3 - "$d3/mnt" <<'PY'
+import os, sys
+for i in range(200):
+    with open(os.path.join(sys.argv[1], f"k{i}"), "wb") as f:
+        f.write(f"fsynced {i}\n".encode() * 50); f.flush(); os.fsync(f.fileno())
+PY
+kill9_vault "$d3"
+mount_vault "$d3"
+listing "$d3/mnt" "$FV_TMP/k-orig"
+unmount_vault "$d3"
+fv recover --repo "$(repo_of "$d3")" --cache "$d3/cacheR" >/dev/null || fail "recover after kill -9 failed"
+"$FOGVAULT" mount --repo "$(repo_of "$d3")" --cache "$d3/cacheR" "$d3/mnt" >>"$d3/mount.log" 2>&1 & MOUNT_PID=$!; FV_PIDS+=("$MOUNT_PID")
+for _ in $(seq 100); do mountpoint -q "$d3/mnt" && break; sleep 0.1; done
+listing "$d3/mnt" "$FV_TMP/k-rec"
+same_listing "$FV_TMP/k-orig" "$FV_TMP/k-rec" "recovery after kill -9"
+unmount_vault "$d3"
+pass "after kill -9 and restart every fsynced file is recoverable from the store"
