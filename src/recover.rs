@@ -104,16 +104,25 @@ pub fn recover(
     }
 }
 
-fn rebuild(
-    repo: &Repo,
+/// Where a walk of the store's metadata ended.
+pub struct Walked {
+    pub head_seq: u64,
+    pub head_hash: cloud::Hash,
+    pub journal_objects: u64,
+}
+
+/// Walk the store's metadata from `root`: the snapshot's parts, then every
+/// journal object chained after it, checking names, hashes and the chain.
+/// `apply` gets each batch of changes with the transaction it reaches.
+/// Anything missing, altered, replayed or short of the root is an error.
+pub fn walk(
+    backend: &Backend,
     keys: &MetaKeys,
     root: &Root,
-    dir: &Path,
-    report: &mut RecoverReport,
-    progress: &mut impl FnMut(u64, u64),
-) -> Result<()> {
-    let meta = Metadata::open(dir, &repo.keys)?;
-    let backend = &repo.backend;
+    warnings: &mut Vec<String>,
+    mut apply: impl FnMut(Vec<Change>, u64) -> Result<()>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Walked> {
     let (mut next, mut prev) = (1u64, [0u8; 32]);
     if let Some(snap) = &root.snapshot {
         for (i, want) in snap.parts.iter().enumerate() {
@@ -124,10 +133,9 @@ fn rebuild(
             if &cloud::hash(&raw) != want {
                 return Err(Error::Integrity(format!("metadata snapshot part {name} was altered or replaced")));
             }
-            meta.apply_recovered(keys.open_snapshot_part(&name, &raw)?, snap.seq, root)?;
+            apply(keys.open_snapshot_part(&name, &raw)?, snap.seq)?;
         }
         (next, prev) = (snap.seq + 1, snap.chain);
-        report.snapshot_seq = Some(snap.seq);
     }
     let mut objects: Vec<(u64, String)> = backend
         .list(cloud::JOURNAL_PREFIX)?
@@ -137,7 +145,8 @@ fn rebuild(
         .collect();
     objects.sort();
     let total = objects.len() as u64;
-    for (i, (first, name)) in objects.into_iter().enumerate() {
+    let mut count = 0;
+    for (first, name) in objects {
         if first != next {
             if next <= root.head_seq {
                 return Err(Error::Integrity(format!(
@@ -145,7 +154,7 @@ fn rebuild(
                     first - 1
                 )));
             }
-            report.warnings.push(format!("ignored metadata journal object {name}: it does not follow the journal"));
+            warnings.push(format!("ignored metadata journal object {name}: it does not follow the journal"));
             break;
         }
         let raw = backend.get(&name)?.ok_or_else(|| Error::Integrity(format!("metadata object {name} vanished")))?;
@@ -156,17 +165,17 @@ fn rebuild(
                     "metadata journal object {name} does not follow its predecessor (altered or replayed)"
                 )));
             }
-            report.warnings.push(format!("ignored metadata journal object {name}: it does not chain"));
+            warnings.push(format!("ignored metadata journal object {name}: it does not chain"));
             break;
         }
         let mut changes: Vec<Change> = Vec::new();
         for (_, entry) in &obj.entries {
             changes.extend(cloud::decode_entry(entry)?);
         }
-        meta.apply_recovered(changes, obj.last, root)?;
+        apply(changes, obj.last)?;
         (next, prev) = (obj.last + 1, cloud::hash(&raw));
-        report.journal_objects += 1;
-        progress(i as u64 + 1, total);
+        count += 1;
+        progress(count, total);
     }
     let head = next - 1;
     if head < root.head_seq {
@@ -176,12 +185,35 @@ fn rebuild(
             root.head_seq
         )));
     }
+    Ok(Walked { head_seq: head, head_hash: prev, journal_objects: count })
+}
+
+fn rebuild(
+    repo: &Repo,
+    keys: &MetaKeys,
+    root: &Root,
+    dir: &Path,
+    report: &mut RecoverReport,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<()> {
+    let meta = Metadata::open(dir, &repo.keys)?;
+    let walked = walk(
+        &repo.backend,
+        keys,
+        root,
+        &mut report.warnings,
+        |changes, seq| meta.apply_recovered(changes, seq, root),
+        progress,
+    )?;
+    report.snapshot_seq = root.snapshot.as_ref().map(|s| s.seq);
+    report.journal_objects = walked.journal_objects;
+    let head = walked.head_seq;
     let recovered = Root {
         generation: root.generation,
         head_seq: head,
-        head_hash: prev,
+        head_hash: walked.head_hash,
         snapshot: root.snapshot.clone(),
-        objects_since_snapshot: root.objects_since_snapshot.max(report.journal_objects),
+        objects_since_snapshot: root.objects_since_snapshot.max(walked.journal_objects),
     };
     meta.apply_recovered(std::iter::empty(), head, &recovered)?;
     match meta.read(|tx| tx.meta_bytes("repo_id"))? {

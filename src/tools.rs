@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::chunk_store::{Backend, PackId, TRAILER_LEN, decode_header, parse_trailer, samples, staged_packs};
 use crate::crypto::{self, ChunkId};
 use crate::error::{Error, Result};
+use crate::metadata::cloud::{self, MetaKeys};
 use crate::metadata::{ChunkEntry, FileKind, Metadata};
 use crate::repo::Repo;
 use crate::vault::ROOT_INO;
@@ -148,6 +149,7 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
         let label = if views.len() > 1 { format!("{}: ", view.description()) } else { String::new() };
         let mut ctx = PackCheck { repo, backend: view, label: &label, deep, staged: &staged };
         ctx.run(&by_pack, &mut report, &mut bad, &mut progress)?;
+        check_cloud_metadata(repo, view, &label, &meta, &mut bad)?;
     }
     // Chunks referenced by files but absent from the index.
     let mut unindexed: BTreeSet<ChunkId> = BTreeSet::new();
@@ -172,6 +174,35 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
     }
     report.findings.extend(findings_for(&meta, bad)?);
     Ok(report)
+}
+
+/// The store's metadata root, snapshot and journal: present, authentic,
+/// chained, and not older than what this fog node last wrote.
+fn check_cloud_metadata(repo: &Repo, view: &Backend, label: &str, meta: &Metadata, bad: &mut Bad) -> Result<()> {
+    let keys = MetaKeys::new(&repo.keys.metadata, &repo.repo_id);
+    let local = meta.cloud_root()?.map_or(0, |r| r.generation);
+    let root = match view.get(cloud::ROOT_OBJECT)?.map(|b| keys.open_root(&b)) {
+        None if local > 0 => {
+            let problem = format!("missing from the store (this fog node wrote generation {local})");
+            bad.push((format!("{label}{}", cloud::ROOT_OBJECT), problem, Vec::new()));
+            return Ok(());
+        }
+        None => return Ok(()),
+        Some(Err(e)) => {
+            bad.push((format!("{label}{}", cloud::ROOT_OBJECT), e.to_string(), Vec::new()));
+            return Ok(());
+        }
+        Some(Ok(r)) => r,
+    };
+    if root.generation < local {
+        let problem = format!("rolled back: generation {} but this fog node wrote generation {local}", root.generation);
+        bad.push((format!("{label}{}", cloud::ROOT_OBJECT), problem, Vec::new()));
+    }
+    let mut warnings = Vec::new();
+    if let Err(e) = crate::recover::walk(view, &keys, &root, &mut warnings, |_, _| Ok(()), &mut |_, _| {}) {
+        bad.push((format!("{label}metadata journal"), e.to_string(), Vec::new()));
+    }
+    Ok(())
 }
 
 /// Turn `(object, problem, damaged chunk ids)` into findings naming the files.

@@ -78,6 +78,17 @@ same_listing "$FV_TMP/orig2" "$FV_TMP/recovered2" "second recovery"
 unmount_vault "$d"
 pass "a recovered node continues the journal; recovering again includes its writes"
 
+# ---- two fog nodes: the first writes on; the second (recovered earlier) must not clobber it
+mount_vault "$d"
+echo "node one goes on" > "$m/patients/later.txt"
+unmount_vault "$d"
+if "$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache2" "$m" 2>"$FV_TMP/two.err"; then
+    fail "a stale second fog node mounted a repository another node has written since"
+fi
+grep -c "another fog node" "$FV_TMP/two.err" >/dev/null || { cat "$FV_TMP/two.err" >&2; fail "the refusal does not say why"; }
+gen2=$(generation "$d")
+pass "a fog node whose index is behind the store's journal refuses to mount (no clobbering)"
+
 # ---- rollback: the store serves its older state (root and journal)
 store=$(store_dir "$d")
 mv "$store/meta" "$FV_TMP/meta-now"
@@ -86,6 +97,10 @@ if "$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache" "$m" 2>"$FV_TMP
     fail "mount accepted a rolled-back store"
 fi
 grep -c "rolled back" "$FV_TMP/rb.err" >/dev/null || { cat "$FV_TMP/rb.err" >&2; fail "rollback refusal does not say so"; }
+if fv verify --repo "$(repo_of "$d")" --cache "$d/cache" > "$FV_TMP/rb.verify" 2>&1; then
+    fail "verify passes on a rolled-back store"
+fi
+grep -c "rolled back" "$FV_TMP/rb.verify" >/dev/null || { cat "$FV_TMP/rb.verify" >&2; fail "verify does not report the rollback"; }
 if fv recover --repo "$(repo_of "$d")" --cache "$d/cache3" --min-generation "$gen2" 2>"$FV_TMP/rb2.err"; then
     fail "recover accepted a root older than --min-generation"
 fi
@@ -128,6 +143,10 @@ if fv recover --repo "$(repo_of "$d2")" --cache "$d2/cacheX" 2>"$FV_TMP/gap.err"
     fail "recover accepted a journal with a missing object"
 fi
 grep -c "missing" "$FV_TMP/gap.err" >/dev/null || { cat "$FV_TMP/gap.err" >&2; fail "gap refusal does not say so"; }
+if fv verify --repo "$(repo_of "$d2")" --cache "$d2/cache" > "$FV_TMP/gap.verify" 2>&1; then
+    fail "verify passes with a journal object missing"
+fi
+grep -c "missing" "$FV_TMP/gap.verify" >/dev/null || { cat "$FV_TMP/gap.verify" >&2; fail "verify does not report the missing journal object"; }
 cp "$FV_TMP/middle" "$jdir/$middle"
 python3 - "$jdir/$middle" <<'PY'
 import sys
@@ -137,8 +156,11 @@ if fv recover --repo "$(repo_of "$d2")" --cache "$d2/cacheY" 2>"$FV_TMP/alt.err"
     fail "recover accepted an altered journal object"
 fi
 grep -c "authentication" "$FV_TMP/alt.err" >/dev/null || { cat "$FV_TMP/alt.err" >&2; fail "altered-object refusal does not say so"; }
+fv verify --repo "$(repo_of "$d2")" --cache "$d2/cache" > "$FV_TMP/alt.verify" 2>&1 && fail "verify passes with an altered journal object"
+grep -c "authentication" "$FV_TMP/alt.verify" >/dev/null || { cat "$FV_TMP/alt.verify" >&2; fail "verify does not report the altered journal object"; }
 cp "$FV_TMP/middle" "$jdir/$middle"
 fv recover --repo "$(repo_of "$d2")" --cache "$d2/cacheZ" >/dev/null || fail "recover fails on the repaired journal"
+fv verify --repo "$(repo_of "$d2")" --cache "$d2/cache" >/dev/null || fail "verify fails on the repaired journal"
 pass "missing and altered journal objects are refused with a clear message"
 
 # ---- kill -9: fsynced files reach the store's journal after the restart
