@@ -4,16 +4,17 @@
 //!
 //! A repository may mirror several stores (`mirror:A,B,…`): every write goes
 //! to all of them and succeeds if at least one took it (the others are
-//! reported and brought back by `fogvault repair`); reads try the store that
-//! answered last first and fall back to the others, so a store that is down
-//! or has lost its bucket does not stop the vault.
+//! reported and brought back by `fogvault repair`); reads go to the fastest
+//! healthy store (mean latency of its recent reads; a failed store is tried
+//! last for 30 s) and fall back to the others, so a store that is down or
+//! has lost its bucket does not stop the vault.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -37,10 +38,39 @@ struct Member {
 
 pub struct Backend {
     members: Vec<Member>,
-    /// The member that answered the last read: tried first next time.
-    preferred: AtomicUsize,
+    /// Per member: how fast and how healthy its reads have been.
+    health: Vec<ReadHealth>,
+    /// Counts reads, to send one in `PROBE_EVERY` to the runner-up.
+    reads: AtomicUsize,
     rt: tokio::runtime::Runtime,
     description: String,
+    opened: Instant,
+}
+
+/// A mirror reads from its fastest healthy store; every `PROBE_EVERY`-th
+/// read goes to the runner-up first, so a store that got faster (or came
+/// back) is noticed.
+const PROBE_EVERY: usize = 32;
+/// A store whose read failed is tried last for this long.
+const FAILED_FOR: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct ReadHealth {
+    /// Exponentially weighted mean read latency, microseconds (0: unmeasured).
+    ewma_us: AtomicU64,
+    /// Until when (ms since the backend opened) this store counts as failed.
+    failed_until_ms: AtomicU64,
+}
+
+/// Read order from each member's `(failed now, mean latency)`: healthy
+/// before failed, then fastest first; on a probe the first two swap.
+fn read_order_of(stats: &[(bool, u64)], probe: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..stats.len()).collect();
+    order.sort_by_key(|&i| stats[i]);
+    if probe && order.len() > 1 && !stats[order[1]].0 {
+        order.swap(0, 1);
+    }
+    order
 }
 
 /// Find an `io::Error` in the source chain so a full disk becomes `NoSpace`.
@@ -162,7 +192,8 @@ impl Backend {
         } else {
             format!("mirror:{}", members.iter().map(|m| m.description.as_str()).collect::<Vec<_>>().join(","))
         };
-        Ok(Backend { members, preferred: AtomicUsize::new(0), rt, description })
+        let health = members.iter().map(|_| ReadHealth::default()).collect();
+        Ok(Backend { members, health, reads: AtomicUsize::new(0), rt, description, opened: Instant::now() })
     }
 
     /// Root directory of a single local-directory store (None for S3 and mirrors).
@@ -205,25 +236,51 @@ impl Backend {
         }
     }
 
-    /// Members in read order: the last one that answered first.
-    fn read_order(&self) -> impl Iterator<Item = (usize, &Member)> {
-        let n = self.members.len();
-        let p = self.preferred.load(Ordering::Relaxed) % n;
-        (0..n).map(move |k| (p + k) % n).map(|i| (i, &self.members[i]))
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// Members in read order: healthy before recently failed, fastest first.
+    fn read_order(&self) -> Vec<usize> {
+        if self.members.len() == 1 {
+            return vec![0];
+        }
+        let now = self.now_ms();
+        let stats: Vec<(bool, u64)> = self
+            .health
+            .iter()
+            .map(|h| (h.failed_until_ms.load(Ordering::Relaxed) > now, h.ewma_us.load(Ordering::Relaxed)))
+            .collect();
+        let probe = self.reads.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == PROBE_EVERY - 1;
+        read_order_of(&stats, probe)
+    }
+
+    fn record_read(&self, i: usize, took: Duration, ok: bool) {
+        let h = &self.health[i];
+        if ok {
+            let us = took.as_micros().max(1) as u64;
+            let old = h.ewma_us.load(Ordering::Relaxed);
+            h.ewma_us.store(if old == 0 { us } else { (old * 7 + us) / 8 }, Ordering::Relaxed);
+            h.failed_until_ms.store(0, Ordering::Relaxed);
+        } else {
+            h.failed_until_ms.store(self.now_ms() + FAILED_FOR.as_millis() as u64, Ordering::Relaxed);
+        }
     }
 
     /// Try `op` on members in read order until one gives a definite answer.
     /// `Ok(None)` from a member means "not there": the next is asked.
     fn read_any<T>(&self, op: impl Fn(&Member) -> Result<Option<T>>) -> Result<Option<T>> {
         let mut first_err = None;
-        for (i, m) in self.read_order() {
-            match op(m) {
+        for i in self.read_order() {
+            let start = Instant::now();
+            match op(&self.members[i]) {
                 Ok(Some(v)) => {
-                    self.preferred.store(i, Ordering::Relaxed);
+                    self.record_read(i, start.elapsed(), true);
                     return Ok(Some(v));
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    self.record_read(i, start.elapsed(), false);
                     first_err.get_or_insert(e);
                 }
             }
@@ -353,9 +410,11 @@ impl Backend {
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
                 Ok(Backend {
                     members: vec![m.clone()],
-                    preferred: AtomicUsize::new(0),
+                    health: vec![ReadHealth::default()],
+                    reads: AtomicUsize::new(0),
                     rt,
                     description: m.description.clone(),
+                    opened: Instant::now(),
                 })
             })
             .collect()
@@ -397,6 +456,16 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_prefer_the_fastest_healthy_store_and_probe_the_runner_up() {
+        // (failed now, mean latency µs)
+        assert_eq!(read_order_of(&[(false, 900), (false, 100), (false, 0)], false), vec![2, 1, 0]);
+        assert_eq!(read_order_of(&[(false, 900), (false, 100)], false), vec![1, 0]);
+        assert_eq!(read_order_of(&[(false, 900), (true, 100)], false), vec![0, 1], "a failed store goes last");
+        assert_eq!(read_order_of(&[(false, 900), (false, 100)], true), vec![0, 1], "a probe tries the runner-up");
+        assert_eq!(read_order_of(&[(false, 900), (true, 100)], true), vec![0, 1], "never probe a failed store first");
+    }
 
     #[test]
     fn a_mirror_writes_everywhere_reads_anywhere_and_repairs() {
