@@ -215,11 +215,29 @@ impl Backend {
 
     /// Run `op` on every member; Ok if at least one succeeded (the failures
     /// are logged: the mirror is degraded until `repair`).
-    fn on_all<T>(&self, what: &str, name: &str, op: impl Fn(&Member) -> Result<T>) -> Result<Vec<Option<T>>> {
+    /// The stores of a mirror are written concurrently (one thread each), so
+    /// a mirrored upload takes as long as the slowest store, not the sum.
+    fn on_all<T: Send>(
+        &self,
+        what: &str,
+        name: &str,
+        op: impl Fn(&Member) -> Result<T> + Sync,
+    ) -> Result<Vec<Option<T>>> {
+        let results: Vec<Result<T>> = if self.members.len() == 1 {
+            vec![op(&self.members[0])]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = self.members.iter().map(|m| s.spawn(|| op(m))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(Error::Store("a store operation panicked".into()))))
+                    .collect()
+            })
+        };
         let mut out = Vec::with_capacity(self.members.len());
         let mut first_err = None;
-        for (i, m) in self.members.iter().enumerate() {
-            match op(m) {
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
                 Ok(v) => out.push(Some(v)),
                 Err(e) => {
                     if self.members.len() > 1 {

@@ -3,13 +3,15 @@
 # real Garage server. Every object lands in both; when the bucket loses
 # everything the vault keeps reading and writing, verify names what is
 # missing where, and repair restores full redundancy; when the S3 server
-# hangs, reads fall back to the other store and writes go on.
+# hangs, or the local store vanishes, the vault reads from the other store
+# and writes go on.
 FV_STORE=s3
 source "$(dirname "$0")/lib.sh"
 
 d="$FV_TMP/m"; mkdir -p "$d/mnt"
 prefix="$(basename "$FV_TMP")-mirror"
-# S3 first: reads try it first, so the hang below really exercises the fallback.
+# Reads go to the fastest healthy store (here the local one); the sections
+# below take each store away in turn so both fallbacks are exercised.
 repo="mirror:s3://$GARAGE_BUCKET/$prefix,$d/local-cloud"
 fv init --repo "$repo" >/dev/null
 mountm() {
@@ -66,3 +68,19 @@ mountm
 cmp "$FV_TMP/during.bin" "$m/during.bin" || fail "during.bin after the hang"
 unmount_vault "$d"
 pass "after the hang, repair and verify --deep leave both stores whole; the file written during it is intact"
+
+# The local store vanishes (its directory replaced by an empty one): reads
+# come from S3, writes go on, repair restores the local copy.
+if mountpoint -q "$m"; then unmount_vault "$d"; fi
+mv "$d/local-cloud" "$d/local-gone"
+mkdir "$d/local-cloud"
+sync; echo 3 > /proc/sys/vm/drop_caches
+mountm
+for i in 1 2 3; do cmp "$FV_TMP/f$i.bin" "$m/f$i.bin" || fail "f$i.bin with the local store gone"; done
+cmp "$FV_TMP/during.bin" "$m/during.bin" || fail "during.bin with the local store gone"
+head -c 3000000 /dev/urandom > "$FV_TMP/late.bin"; cp "$FV_TMP/late.bin" "$m/late.bin"
+unmount_vault "$d"
+fv repair --repo "$repo" >/dev/null || fail "repair of the vanished local store"
+fv verify --repo "$repo" --cache "$d/cache" --deep >/dev/null || fail "verify --deep after restoring the local store"
+[ "$(s3_keys "$prefix/" | wc -l)" = "$(cd "$d/local-cloud" && find . -type f | wc -l)" ] || fail "object counts differ after the local repair"
+pass "with the local store gone the vault reads from S3 and writes on; repair restores it"
