@@ -120,7 +120,6 @@ pub struct Change {
 /// `meta` keys under this prefix describe this fog node only (journal
 /// positions): they are neither journaled nor part of snapshots.
 const LOCAL_PREFIX: &str = "local/";
-const COMMIT_SEQ: &str = "local/commit_seq";
 const UPLOADED_SEQ: &str = "local/uploaded_seq";
 const CLOUD_ROOT: &str = "local/cloud_root";
 
@@ -261,10 +260,11 @@ impl Metadata {
         let mut tx = Tx { txn, m: self, log: Vec::new() };
         let out = f(&mut tx)?;
         if !tx.log.is_empty() {
-            let seq = tx.local_seq(COMMIT_SEQ)? + 1;
+            // The newest journal key is the commit counter (no extra page to
+            // dirty per commit); with the journal drained, the uploaded one is.
+            let seq = tx.commit_seq()? + 1;
             let entry = encode(&tx.log);
             tx.txn.put(self.dbs.journal, &seq.to_be_bytes(), &entry, WriteFlags::APPEND).map_err(map_lmdb)?;
-            tx.txn.put(self.dbs.meta, &COMMIT_SEQ, &seq.to_be_bytes(), WriteFlags::empty()).map_err(map_lmdb)?;
         }
         tx.txn.commit().map_err(map_lmdb)?;
         Ok(out)
@@ -272,7 +272,7 @@ impl Metadata {
 
     /// `(last committed, last uploaded)` journal sequence numbers.
     pub fn journal_position(&self) -> Result<(u64, u64)> {
-        self.read(|tx| Ok((tx.local_seq(COMMIT_SEQ)?, tx.local_seq(UPLOADED_SEQ)?)))
+        self.read(|tx| Ok((tx.commit_seq()?, tx.local_seq(UPLOADED_SEQ)?)))
     }
 
     /// Journal entries after `after`, oldest first, until about `max_bytes`.
@@ -326,7 +326,7 @@ impl Metadata {
     /// (nothing visited) while changes are pending.
     pub fn snapshot(&self, mut f: impl FnMut(Table, &[u8], &[u8]) -> Result<()>) -> Result<Option<u64>> {
         self.read(|tx| {
-            let (commit, uploaded) = (tx.local_seq(COMMIT_SEQ)?, tx.local_seq(UPLOADED_SEQ)?);
+            let (commit, uploaded) = (tx.commit_seq()?, tx.local_seq(UPLOADED_SEQ)?);
             if commit != uploaded {
                 return Ok(None);
             }
@@ -362,9 +362,7 @@ impl Metadata {
                 },
             }
         }
-        for name in [COMMIT_SEQ, UPLOADED_SEQ] {
-            txn.put(self.dbs.meta, &name, &seq.to_be_bytes(), WriteFlags::empty()).map_err(map_lmdb)?;
-        }
+        txn.put(self.dbs.meta, &UPLOADED_SEQ, &seq.to_be_bytes(), WriteFlags::empty()).map_err(map_lmdb)?;
         txn.put(self.dbs.meta, &CLOUD_ROOT, &encode(root), WriteFlags::empty()).map_err(map_lmdb)?;
         txn.commit().map_err(map_lmdb)
     }
@@ -390,6 +388,18 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl<T: Transaction> Tx<'_, T> {
+    /// The last committed transaction: the newest journal entry, or (the
+    /// journal drained) the last uploaded one.
+    fn commit_seq(&self) -> Result<u64> {
+        let cur = self.txn.open_ro_cursor(self.m.dbs.journal).map_err(map_lmdb)?;
+        let last = match cur.get(None, None, lmdb_sys::MDB_LAST) {
+            Ok((Some(k), _)) => k.try_into().ok().map(u64::from_be_bytes),
+            Ok((None, _)) | Err(lmdb::Error::NotFound) => None,
+            Err(e) => return Err(map_lmdb(e)),
+        };
+        Ok(last.unwrap_or(0).max(self.local_seq(UPLOADED_SEQ)?))
+    }
+
     fn local_seq(&self, name: &str) -> Result<u64> {
         Ok(self
             .get_raw(self.m.dbs.meta, name.as_bytes())?
