@@ -424,7 +424,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let owner = Caller { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
             let opts = VaultOptions { journal_limit, snapshot_every, ..VaultOptions::default() };
             let vault = Arc::new(Vault::open_with(&r, &dir, owner, opts)?);
-            fogvault::maintenance::serve(Arc::clone(&vault), &dir)?;
+            let _maintenance = fogvault::maintenance::serve(Arc::clone(&vault), &dir)?;
             let flusher = Arc::clone(&vault);
             std::thread::Builder::new().name("fogvault-flush".into()).spawn(move || {
                 loop {
@@ -460,7 +460,6 @@ fn run(cli: Cli) -> Result<(), Error> {
             if control.is_some() {
                 let _ = std::fs::remove_file(control::socket_path(&mountpoint));
             }
-            let _ = std::fs::remove_file(fogvault::maintenance::socket_path(&dir));
             eprintln!("fogvault: unmounted cleanly");
             Ok(())
         }

@@ -20,8 +20,18 @@ pub fn socket_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("daemon.sock")
 }
 
+/// The socket file; removed when this is dropped (at unmount, or when the
+/// mount fails after the socket was made).
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Serve maintenance requests for `vault` on a background thread.
-pub fn serve(vault: Arc<Vault>, cache_dir: &Path) -> Result<()> {
+pub fn serve(vault: Arc<Vault>, cache_dir: &Path) -> Result<SocketFile> {
     let path = socket_path(cache_dir);
     // We hold the cache directory's lock: a socket file left here is stale.
     let _ = std::fs::remove_file(&path);
@@ -36,7 +46,7 @@ pub fn serve(vault: Arc<Vault>, cache_dir: &Path) -> Result<()> {
             }
         }
     })?;
-    Ok(())
+    Ok(SocketFile(path))
 }
 
 fn handle(vault: &Vault, mut conn: UnixStream, owner: u32) -> Result<()> {

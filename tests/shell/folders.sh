@@ -209,3 +209,20 @@ login alice >/dev/null
 as alice cmp "$FV_TMP/scan.bin" "$m/cardiology/scan.bin" || fail "scan after remount"
 unmount_vault "$d"
 pass "after a remount the folders are locked again until login"
+
+# A lost fog node rebuilt from the store alone: folder records come back
+# still sealed (locked until a login supplies the key), then read as before.
+fv recover --repo "$d/repo" --cache "$d/cache-recovered" >/dev/null || fail "recover of a vault with folders"
+for needle in ecg-report-7781 cardiology oncology; do
+    if grep -rqaF "$needle" "$d/cache-recovered"; then fail "found '$needle' in the recovered cache"; fi
+done
+"$FOGVAULT" mount --repo "$d/repo" --cache "$d/cache-recovered" --allow-other "$m" >>"$d/mount.log" 2>&1 &
+MOUNT_PID=$!; FV_PIDS+=("$MOUNT_PID")
+for _ in $(seq 100); do mountpoint -q "$m" && break; sleep 0.1; done
+denied alice ls "$m/cardiology"
+login alice >/dev/null
+as alice cmp "$FV_TMP/scan.bin" "$m/cardiology/scan.bin" || fail "scan on the recovered node"
+as alice cat "$m/cardiology/ecg-report-7781.txt" | grep -c >/dev/null patient-marker-7781 || fail "report on the recovered node"
+denied bob touch "$m/cardiology/bob-was-here"
+unmount_vault "$d"
+pass "a fog node recovered from the store keeps folders sealed until login, then serves them"
