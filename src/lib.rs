@@ -1,6 +1,7 @@
 //! fogvault: an encrypted, deduplicating FUSE filesystem for medical records
 //! kept in untrusted object storage. See docs/ARCHITECTURE.md.
 
+pub mod audit;
 pub mod chunk_store;
 pub mod chunking;
 pub mod crypto;

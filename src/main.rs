@@ -102,6 +102,37 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The audit trail: who opened, read, wrote, deleted, renamed what, when,
+    /// in which session; logins, break-glass, policy changes, alerts.
+    Audit {
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Check both copies (fog node and store) for removed, reordered or altered records.
+        #[arg(long)]
+        verify: bool,
+        /// Only records since this time (Unix seconds, or YYYY-MM-DD[THH:MM[:SS]] UTC).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<u64>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Only records whose path has this component (a patient's directory).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write synthetic patients (DICOM CT series, report, FHIR) to a directory:
+    /// the generator decoys come from, for demos and tests.
+    SynthPatients {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Rebuild a lost fog node's state from the store alone (into an empty --cache).
     Recover {
         #[arg(long)]
@@ -208,6 +239,76 @@ enum AdminCmd {
     BreakGlass {
         #[command(subcommand)]
         cmd: BreakGlassCmd,
+    },
+    /// Insider-detection thresholds and what an alert does (signed into the policy).
+    Alerts {
+        #[command(subcommand)]
+        cmd: AlertsCmd,
+    },
+    /// Lift the lock an insider alert put on a user.
+    Unlock {
+        #[command(flatten)]
+        admin: AdminArgs,
+        user: String,
+    },
+    /// Decoy patients planted by the fog node beside real ones.
+    Decoys {
+        #[command(subcommand)]
+        cmd: DecoysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCmd {
+    /// Change the thresholds given; the others keep their values.
+    Set {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Distinct patients one uid may open per --window-secs.
+        #[arg(long)]
+        max_patients: Option<u32>,
+        #[arg(long)]
+        window_secs: Option<u64>,
+        /// A bulk copy: this many distinct patients within --bulk-secs.
+        #[arg(long)]
+        bulk_patients: Option<u32>,
+        #[arg(long)]
+        bulk_secs: Option<u64>,
+        /// MiB one uid may read per minute.
+        #[arg(long)]
+        max_mib_per_min: Option<u64>,
+        /// Lock the session when an alert fires: on or off.
+        #[arg(long, value_parser = parse_on_off)]
+        lock: Option<bool>,
+        /// POST alerts as JSON to this URL ("" to stop).
+        #[arg(long)]
+        webhook: Option<String>,
+    },
+    /// Show the current thresholds.
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecoysCmd {
+    /// Ask the fog node to plant N decoy patients in a vault folder (done
+    /// the next time a session unlocks the folder).
+    Plant {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        folder: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        count: u32,
+    },
+    /// Which patients are decoys (only the admin key can tell).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -332,6 +433,54 @@ fn unlock(repo_arg: &str) -> Result<Repo, Error> {
     repo::unlock(repo_arg, pass.as_bytes())
 }
 
+/// The audit trail of a mount: log file, store copies with signed
+/// checkpoints, and the insider monitor, observing every vault operation.
+fn start_audit(
+    r: &Repo,
+    dir: &Path,
+    vault: &Arc<Vault>,
+) -> Result<(Arc<fogvault::audit::Auditor>, fogvault::audit::cloud::Uploader), Error> {
+    use fogvault::audit::{AuditKeys, AuditLog, Auditor, Monitor, Op, cloud};
+    let log = AuditLog::open(dir, AuditKeys::new(&r.keys.audit, &r.repo_id))?;
+    let auditor = Arc::new(Auditor::new(log, Monitor::new(dir.join("alerts.log"))));
+    let signer = match &r.authority {
+        Some(a) => cloud::Signer::Ibs { key: Box::new(a.fog.clone()), mpk: a.mpk },
+        None => cloud::Signer::Mac(r.keys.audit.clone()),
+    };
+    let upload = cloud::Uploader::start(dir, auditor.log_handle(), Arc::clone(&r.backend), signer, &r.repo_id)?;
+    auditor.record(0, Op::Mount, 0, None, None)?;
+    vault.set_observer(Arc::clone(&auditor) as Arc<dyn fogvault::vault::Observer>);
+    Ok((auditor, upload))
+}
+
+fn iso_time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+/// Unix seconds, or a UTC date `YYYY-MM-DD[THH:MM[:SS]]`.
+fn parse_time(s: &str) -> Result<u64, String> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    if let Ok(n) = s.parse() {
+        return Ok(n);
+    }
+    let t = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .or_else(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+        .ok_or_else(|| format!("{s:?} is neither Unix seconds nor YYYY-MM-DD[THH:MM[:SS]]"))?;
+    u64::try_from(t.and_utc().timestamp()).map_err(|_| format!("{s:?} is before 1970"))
+}
+
 fn cache_dir(repo: &Repo, cache: Option<PathBuf>) -> PathBuf {
     cache.unwrap_or_else(|| repo::default_cache_dir(&repo.repo_id))
 }
@@ -425,6 +574,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let opts = VaultOptions { journal_limit, snapshot_every, ..VaultOptions::default() };
             let vault = Arc::new(Vault::open_with(&r, &dir, owner, opts)?);
             let _maintenance = fogvault::maintenance::serve(Arc::clone(&vault), &dir)?;
+            let (auditor, audit_upload) = start_audit(&r, &dir, &vault)?;
             let flusher = Arc::clone(&vault);
             std::thread::Builder::new().name("fogvault-flush".into()).spawn(move || {
                 loop {
@@ -446,6 +596,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                         &dir,
                         SESSION_TTL,
                     )?;
+                    c.set_auditor(Arc::clone(&auditor));
                     eprintln!("fogvault: control socket {}", control::socket_path(&mountpoint).display());
                     Some(c)
                 }
@@ -460,6 +611,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             if control.is_some() {
                 let _ = std::fs::remove_file(control::socket_path(&mountpoint));
             }
+            let _ = auditor.record(0, fogvault::audit::Op::Unmount, 0, None, None);
+            audit_upload.shutdown()?;
             eprintln!("fogvault: unmounted cleanly");
             Ok(())
         }
@@ -520,6 +673,82 @@ fn run(cli: Cli) -> Result<(), Error> {
                     report.bytes_after
                 );
             }
+            Ok(())
+        }
+        Cmd::Audit { repo, cache, verify, since, user, patient, json } => {
+            use fogvault::audit::{AuditKeys, cloud::Checker, read};
+            let r = unlock(&repo)?;
+            let dir = cache_dir(&r, cache);
+            let keys = AuditKeys::new(&r.keys.audit, &r.repo_id);
+            if verify {
+                let checker = match &r.authority {
+                    Some(a) => Checker::Ibs { mpk: a.mpk, fog_id: a.fog.id.clone() },
+                    None => Checker::Mac(r.keys.audit.clone()),
+                };
+                let v = read::verify(&dir, &r.backend, &keys, &checker)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+                } else {
+                    println!(
+                        "audit log: {} records on the fog node, {} in the store, {} signed checkpoints",
+                        v.local_records, v.store_records, v.checkpoints
+                    );
+                    for p in &v.problems {
+                        println!("DAMAGED {p}");
+                    }
+                }
+                if !v.problems.is_empty() {
+                    return Err(Error::Integrity(format!(
+                        "the audit log fails verification ({} problems)",
+                        v.problems.len()
+                    )));
+                }
+                return Ok(());
+            }
+            let records = match read::read_local(&dir, &keys)? {
+                Some((recs, _)) => recs,
+                None => read::read_store(&r.backend, &keys)?.0,
+            };
+            let filter = read::Filter { since_ms: since.map(|s| s * 1000), user, patient };
+            let shown: Vec<&fogvault::audit::Record> =
+                records.iter().map(|(r, _)| r).filter(|r| filter.keeps(r)).collect();
+            if json {
+                let rows: Vec<serde_json::Value> = shown
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "seq": r.seq, "time": iso_time(r.time_ms), "uid": r.uid, "user": r.user,
+                            "session": r.session, "op": r.op.name(), "inode": r.ino, "path": r.path, "detail": r.detail,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows).expect("serializes"));
+            } else {
+                for r in shown {
+                    println!(
+                        "{:>6} {} uid={} user={} session={} {} {}{}",
+                        r.seq,
+                        iso_time(r.time_ms),
+                        r.uid,
+                        r.user.as_deref().unwrap_or("-"),
+                        r.session.as_deref().unwrap_or("-"),
+                        r.op.name(),
+                        r.path.as_deref().unwrap_or(""),
+                        r.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::SynthPatients { out, count, seed } => {
+            for p in fogvault::audit::decoys::synth_patients(count, seed)? {
+                for f in &p.files {
+                    let path = out.join(&p.dir).join(&f.path);
+                    std::fs::create_dir_all(path.parent().expect("a file has a parent"))?;
+                    std::fs::write(&path, &f.data)?;
+                }
+            }
+            println!("wrote {count} synthetic patients to {}", out.display());
             Ok(())
         }
         Cmd::Recover { repo, cache, min_generation, json } => {
@@ -670,6 +899,67 @@ fn run_admin(cmd: AdminCmd) -> Result<(), Error> {
                 }
                 if records.is_empty() {
                     println!("no break-glass sessions recorded");
+                }
+            }
+            Ok(())
+        }
+        AdminCmd::Alerts { cmd: AlertsCmd::Show { admin } } => {
+            let p = open_admin(&admin)?.policy()?;
+            println!("{}", serde_json::to_string_pretty(&p.insider).expect("serializes"));
+            Ok(())
+        }
+        AdminCmd::Alerts {
+            cmd:
+                AlertsCmd::Set {
+                    admin,
+                    max_patients,
+                    window_secs,
+                    bulk_patients,
+                    bulk_secs,
+                    max_mib_per_min,
+                    lock,
+                    webhook,
+                },
+        } => {
+            let a = open_admin(&admin)?;
+            let mut r = a.policy()?.insider;
+            r.max_patients = max_patients.unwrap_or(r.max_patients);
+            r.window_secs = window_secs.unwrap_or(r.window_secs);
+            r.bulk_patients = bulk_patients.unwrap_or(r.bulk_patients);
+            r.bulk_secs = bulk_secs.unwrap_or(r.bulk_secs);
+            r.max_mib_per_min = max_mib_per_min.unwrap_or(r.max_mib_per_min);
+            r.lock_on_alert = lock.unwrap_or(r.lock_on_alert);
+            if let Some(w) = webhook {
+                r.webhook = (!w.is_empty()).then_some(w);
+            }
+            let v = a.set_insider_rules(r)?;
+            println!("insider-detection rules updated (policy v{v})");
+            Ok(())
+        }
+        AdminCmd::Unlock { admin, user } => {
+            let v = open_admin(&admin)?.unlock_user(&user)?;
+            println!("unlocked {user} (policy v{v}); fog nodes apply it within a second");
+            Ok(())
+        }
+        AdminCmd::Decoys { cmd: DecoysCmd::Plant { admin, folder, count } } => {
+            let v = open_admin(&admin)?.request_decoys(&folder, count)?;
+            println!(
+                "requested {count} decoy patients in {folder} (policy v{v}); the fog node plants them when the folder is next unlocked"
+            );
+            Ok(())
+        }
+        AdminCmd::Decoys { cmd: DecoysCmd::List { admin, json } } => {
+            let records = open_admin(&admin)?.decoy_records()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records).expect("serializes"));
+            } else {
+                for r in &records {
+                    for p in &r.patients {
+                        println!("{}/{}", r.folder.trim_end_matches('/'), p);
+                    }
+                }
+                if records.is_empty() {
+                    println!("no decoys planted yet");
                 }
             }
             Ok(())

@@ -54,6 +54,8 @@ pub struct VaultKeys {
     pub local: Key32,
     /// Seals the metadata journal, snapshots and root in the cloud.
     pub metadata: Key32,
+    /// Seals the audit log (fog node's copy and the store's).
+    pub audit: Key32,
     /// FastCDC gear-table seed: hides chunk boundaries from anyone without `K_dd`.
     pub gear_seed: u64,
 }
@@ -71,6 +73,7 @@ impl VaultKeys {
             names: root.derive("dirent name hash"),
             local: root.derive("local state"),
             metadata: root.derive("cloud metadata"),
+            audit: root.derive("audit log"),
             gear_seed: u64::from_le_bytes(seed),
         }
     }

@@ -20,7 +20,7 @@ pub use errno::errno;
 
 use crate::error::Error;
 use crate::metadata::{FileKind, Timespec};
-use crate::vault::{Access, Attr, Caller, RenameFlags, SetAttr, TimeSet, Vault, XattrMode};
+use crate::vault::{Access, Attr, Caller, RenameFlags, SetAttr, TimeSet, Touch, Vault, XattrMode};
 
 /// The kernel may cache attributes and entries this long: every change goes
 /// through this mount (and the kernel invalidates what its own operations
@@ -30,6 +30,8 @@ const BLOCK: u32 = 4096;
 
 pub struct FogFs {
     vault: Arc<Vault>,
+    /// Numbers open handles (see `handle_for`).
+    handles: std::sync::atomic::AtomicU64,
 }
 
 fn to_system_time(t: Timespec) -> SystemTime {
@@ -99,7 +101,53 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 impl FogFs {
     pub fn new(vault: Arc<Vault>) -> Self {
-        FogFs { vault }
+        FogFs { vault, handles: std::sync::atomic::AtomicU64::new(1) }
+    }
+
+    /// A new handle for a file opened by `uid`: the kernel may send
+    /// writeback and readahead on behalf of another uid, so reads and writes
+    /// are checked against the opener's session; the sequence number lets
+    /// the audit trail log one read per open rather than one per block.
+    fn handle_for(&self, uid: u32) -> FileHandle {
+        let n = self.handles.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & ((1 << 31) - 1);
+        FileHandle(n << 33 | 1 << 32 | u64::from(uid))
+    }
+
+    /// Report `touch` to the observer; its refusal fails the operation.
+    fn observe(&self, uid: u32, touch: Touch<'_>) -> Result<(), Error> {
+        self.vault.observe(uid, touch)
+    }
+
+    /// After a create-like call: name the new inode and record the creation.
+    fn created(&self, uid: u32, parent: INodeNo, name: &[u8], r: &Result<Attr, Error>) {
+        if let Ok(a) = r {
+            self.observe_name(uid, parent, name, a);
+            let _ = self.observe(uid, Touch::Create { ino: a.ino });
+        }
+    }
+
+    /// After `open_file` succeeded: a handle, and the open reported (a
+    /// refusal, e.g. a decoy or a locked session, undoes the open).
+    fn opened(&self, uid: u32, ino: u64, write: bool) -> Result<(FileHandle, Attr), Error> {
+        let fh = self.handle_for(uid);
+        let r = self.vault.getattr(ino).and_then(|a| {
+            let touch = Touch::Open { ino, handle: fh.0, write, decoy: a.decoy, domain: a.domain };
+            self.observe(uid, touch).map(|()| a)
+        });
+        match r {
+            Ok(a) => Ok((fh, a)),
+            Err(e) => {
+                let _ = self.vault.release(ino);
+                Err(e)
+            }
+        }
+    }
+
+    fn observe_name(&self, uid: u32, parent: INodeNo, name: &[u8], a: &Attr) {
+        if name == b"." || name == b".." {
+            return;
+        }
+        let _ = self.observe(uid, Touch::Name { parent: parent.0, name, ino: a.ino, folder_root: a.folder_root });
     }
 
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
@@ -111,9 +159,13 @@ impl FogFs {
         }
     }
 
-    /// The session gate for `uid` (see `Vault::authorize`).
+    /// The session gate for `uid` (see `Vault::authorize`); refusals are audited.
     fn allow(&self, uid: u32, ino: INodeNo, access: Access, contents: bool) -> Result<(), Error> {
-        self.vault.authorize(uid, ino.0, access, contents)
+        let r = self.vault.authorize(uid, ino.0, access, contents);
+        if matches!(r, Err(Error::AccessDenied)) {
+            let _ = self.observe(uid, Touch::Denied { ino: ino.0, write: access == Access::Write });
+        }
+        r
     }
 }
 
@@ -123,22 +175,17 @@ fn ttl(a: &Attr) -> Duration {
     if a.domain == 0 { TTL } else { Duration::ZERO }
 }
 
-/// Open files remember who opened them: the kernel may send writeback and
-/// readahead on behalf of another uid, so reads and writes are checked
-/// against the opener's session.
-fn handle_for(uid: u32) -> FileHandle {
-    FileHandle(u64::from(uid) | 1 << 32)
-}
-
+/// The uid that opened handle `fh` (see `FogFs::handle_for`).
 fn opener(fh: FileHandle, req: &Request) -> u32 {
-    if fh.0 >> 32 == 1 { fh.0 as u32 } else { req.uid() }
+    if fh.0 >> 32 & 1 == 1 { fh.0 as u32 } else { req.uid() }
 }
 
-/// The page cache stays valid across opens (all writes pass through us).
-/// Inside vault folders too: every open reaches the gate, so cached pages
-/// are only ever read through a descriptor the gate allowed.
-fn open_flags() -> FopenFlags {
-    FopenFlags::FOPEN_KEEP_CACHE
+/// The page cache stays valid across opens (all writes pass through us)
+/// outside vault folders. Inside them every read comes to the daemon, so
+/// the insider monitor counts every byte a session reads and a revoked
+/// session's descriptors stop at once.
+fn open_flags(domain: u32) -> FopenFlags {
+    if domain == 0 { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() }
 }
 
 fn empty(reply: ReplyEmpty, r: Result<(), Error>) {
@@ -177,6 +224,9 @@ impl Filesystem for FogFs {
         let r = self
             .allow(req.uid(), parent, Access::Read, true)
             .and_then(|()| self.vault.lookup(parent.0, name.as_bytes()));
+        if let Ok(a) = &r {
+            self.observe_name(req.uid(), parent, name.as_bytes(), a);
+        }
         self.entry(reply, r)
     }
 
@@ -214,8 +264,20 @@ impl Filesystem for FogFs {
             mtime: mtime.map(time_set),
             ctime: ctime.map(from_system_time),
         };
+        let what = if set.mode.is_some() {
+            "chmod"
+        } else if set.uid.is_some() || set.gid.is_some() {
+            "chown"
+        } else if set.size.is_some() {
+            "truncate"
+        } else {
+            "times"
+        };
         match self.allow(req.uid(), ino, Access::Write, false).and_then(|()| self.vault.setattr(ino.0, &set)) {
-            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+            Ok(a) => {
+                let _ = self.observe(req.uid(), Touch::Permission { ino: ino.0, what });
+                reply.attr(&TTL, &fuse_attr(&a))
+            }
             Err(e) => {
                 log_err("setattr", &e);
                 reply.error(errno(&e))
@@ -251,6 +313,7 @@ impl Filesystem for FogFs {
         let r = self
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), kind, mode, rdev, b""));
+        self.created(req.uid(), parent, name.as_bytes(), &r);
         self.entry(reply, r)
     }
 
@@ -258,6 +321,7 @@ impl Filesystem for FogFs {
         let r = self
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::Dir, mode, 0, b""));
+        self.created(req.uid(), parent, name.as_bytes(), &r);
         self.entry(reply, r)
     }
 
@@ -265,6 +329,9 @@ impl Filesystem for FogFs {
         let r = self
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.unlink(parent.0, name.as_bytes()));
+        if r.is_ok() {
+            let _ = self.observe(req.uid(), Touch::Delete { parent: parent.0, name: name.as_bytes() });
+        }
         empty(reply, r)
     }
 
@@ -272,6 +339,9 @@ impl Filesystem for FogFs {
         let r = self
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.rmdir(parent.0, name.as_bytes()));
+        if r.is_ok() {
+            let _ = self.observe(req.uid(), Touch::Delete { parent: parent.0, name: name.as_bytes() });
+        }
         empty(reply, r)
     }
 
@@ -280,6 +350,7 @@ impl Filesystem for FogFs {
         let r = self.allow(req.uid(), parent, Access::Write, true).and_then(|()| {
             self.vault.create_node(caller(req), parent.0, link_name.as_bytes(), FileKind::Symlink, 0o777, 0, t)
         });
+        self.created(req.uid(), parent, link_name.as_bytes(), &r);
         self.entry(reply, r)
     }
 
@@ -305,6 +376,10 @@ impl Filesystem for FogFs {
             .allow(uid, parent, Access::Write, true)
             .and_then(|()| self.allow(uid, newparent, Access::Write, true))
             .and_then(|()| self.vault.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), f));
+        if r.is_ok() {
+            let (name, newname) = (name.as_bytes(), newname.as_bytes());
+            let _ = self.observe(uid, Touch::Rename { parent: parent.0, name, newparent: newparent.0, newname });
+        }
         empty(reply, r)
     }
 
@@ -313,6 +388,7 @@ impl Filesystem for FogFs {
             .allow(req.uid(), ino, Access::Write, false)
             .and_then(|()| self.allow(req.uid(), newparent, Access::Write, true))
             .and_then(|()| self.vault.link(ino.0, newparent.0, newname.as_bytes()));
+        self.created(req.uid(), newparent, newname.as_bytes(), &r);
         self.entry(reply, r)
     }
 
@@ -320,9 +396,13 @@ impl Filesystem for FogFs {
         let trunc = flags.0 & libc::O_TRUNC != 0;
         let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || trunc;
         let access = if writes { Access::Write } else { Access::Read };
-        let r = self.allow(req.uid(), ino, access, false).and_then(|()| self.vault.open_file(ino.0, trunc));
-        match r {
-            Ok(()) => reply.opened(handle_for(req.uid()), open_flags()),
+        let uid = req.uid();
+        let r = self.allow(uid, ino, access, false).and_then(|()| self.vault.open_file(ino.0, trunc));
+        if let Err(e) = r {
+            return reply.error(errno(&e));
+        }
+        match self.opened(uid, ino.0, writes) {
+            Ok((fh, a)) => reply.opened(fh, open_flags(a.domain)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -339,7 +419,11 @@ impl Filesystem for FogFs {
         reply: ReplyData,
     ) {
         let r = self.allow(opener(fh, req), ino, Access::Read, false);
-        match r.and_then(|()| self.vault.read(ino.0, offset, size as usize)) {
+        let uid = opener(fh, req);
+        let r = r.and_then(|()| self.vault.read(ino.0, offset, size as usize)).and_then(|d| {
+            self.observe(uid, Touch::Read { ino: ino.0, handle: fh.0, bytes: d.len() as u64 }).map(|()| d)
+        });
+        match r {
             Ok(d) => reply.data(&d),
             Err(e) => {
                 log_err("read", &e);
@@ -361,7 +445,11 @@ impl Filesystem for FogFs {
         reply: ReplyWrite,
     ) {
         let r = self.allow(opener(fh, req), ino, Access::Write, false);
-        match r.and_then(|()| self.vault.write(ino.0, offset, data)) {
+        let uid = opener(fh, req);
+        let r = r
+            .and_then(|()| self.vault.write(ino.0, offset, data))
+            .and_then(|n| self.observe(uid, Touch::Write { ino: ino.0, handle: fh.0, bytes: n as u64 }).map(|()| n));
+        match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => {
                 log_err("write", &e);
@@ -381,9 +469,9 @@ impl Filesystem for FogFs {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
@@ -393,6 +481,7 @@ impl Filesystem for FogFs {
         if let Err(e) = &r {
             log_err("release", e);
         }
+        let _ = self.observe(opener(fh, req), Touch::Release { handle: fh.0 });
         empty(reply, r)
     }
 
@@ -457,6 +546,7 @@ impl Filesystem for FogFs {
             want = (want * 2).min(256);
             for (d, attr) in batch {
                 offset = d.offset;
+                self.observe_name(req.uid(), ino, &d.name, &attr);
                 let name = OsStr::from_bytes(&d.name);
                 if reply.add(INodeNo(d.ino), d.offset, name, &ttl(&attr), &fuse_attr(&attr), Generation(0)) {
                     return reply.ok();
@@ -502,7 +592,11 @@ impl Filesystem for FogFs {
             XattrMode::Any
         };
         let r = self.allow(req.uid(), ino, Access::Write, false);
-        empty(reply, r.and_then(|()| self.vault.setxattr(ino.0, name.as_bytes(), value, mode)))
+        let r = r.and_then(|()| self.vault.setxattr(ino.0, name.as_bytes(), value, mode));
+        if r.is_ok() {
+            let _ = self.observe(req.uid(), Touch::Permission { ino: ino.0, what: "setxattr" });
+        }
+        empty(reply, r)
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -537,7 +631,11 @@ impl Filesystem for FogFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.allow(req.uid(), ino, Access::Write, false);
-        empty(reply, r.and_then(|()| self.vault.removexattr(ino.0, name.as_bytes())))
+        let r = r.and_then(|()| self.vault.removexattr(ino.0, name.as_bytes()));
+        if r.is_ok() {
+            let _ = self.observe(req.uid(), Touch::Permission { ino: ino.0, what: "removexattr" });
+        }
+        empty(reply, r)
     }
 
     fn create(
@@ -554,11 +652,10 @@ impl Filesystem for FogFs {
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::File, mode, 0, b""))
             .and_then(|a| self.vault.open_file(a.ino, flags & libc::O_TRUNC != 0).map(|()| a));
+        self.created(req.uid(), parent, name.as_bytes(), &r);
+        let r = r.and_then(|a| self.opened(req.uid(), a.ino, true).map(|(fh, _)| (fh, a)));
         match r {
-            Ok(a) => {
-                let fh = handle_for(req.uid());
-                reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, open_flags())
-            }
+            Ok((fh, a)) => reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, open_flags(a.domain)),
             Err(e) => reply.error(errno(&e)),
         }
     }

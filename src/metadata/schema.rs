@@ -61,6 +61,9 @@ pub struct InodeRecord {
     pub domain: u32,
     /// Non-zero on the root directory of a vault folder: the domain of its entries.
     pub folder_root: u32,
+    /// A decoy record planted by the fog node (never shown on the mount;
+    /// touching it raises an alert).
+    pub decoy: bool,
 }
 
 impl InodeRecord {
@@ -84,6 +87,7 @@ impl InodeRecord {
             parent: 0,
             domain: 0,
             folder_root: 0,
+            decoy: false,
         }
     }
 

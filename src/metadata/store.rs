@@ -579,14 +579,20 @@ impl WriteTx<'_> {
         self.put_raw(Table::Meta, name.as_bytes(), val)
     }
 
-    /// Allocate a fresh inode number (never reused).
+    /// Allocate a fresh inode number: random in [2, 2^62), so that inode
+    /// numbers reveal neither creation order nor count (decoys planted
+    /// later look like records created long ago). Collisions with a live
+    /// inode are retried; reuse of a deleted number is a 2^-62 event per
+    /// allocation.
     pub fn next_ino(&mut self) -> Result<u64> {
-        let cur = match self.meta_bytes("next_ino")? {
-            Some(b) => u64::from_be_bytes(b.try_into().map_err(|_| Error::Metadata("bad next_ino".into()))?),
-            None => 2, // 1 is the root
-        };
-        self.set_meta_bytes("next_ino", &(cur + 1).to_be_bytes())?;
-        Ok(cur)
+        loop {
+            let mut b = [0u8; 8];
+            crypto::random_bytes(&mut b);
+            let ino = u64::from_le_bytes(b) >> 2;
+            if ino >= 2 && self.get_raw(self.m.dbs.inodes, &ino_key(ino))?.is_none() {
+                return Ok(ino);
+            }
+        }
     }
 
     /// Store an inode, sealed under the current key of `rec.domain`.

@@ -113,6 +113,57 @@ impl Admin {
 }
 
 impl Admin {
+    /// Replace the insider-detection rules; returns the new policy version.
+    pub fn set_insider_rules(&self, rules: crate::audit::InsiderRules) -> Result<u64> {
+        let (p, _) = self.update(|p| {
+            p.insider = rules;
+            Ok(())
+        })?;
+        Ok(p.version)
+    }
+
+    /// Lift the insider lock of `user` (locks raised before now).
+    pub fn unlock_user(&self, user: &str) -> Result<u64> {
+        let (p, _) = self.update(|p| {
+            if p.user(user).is_none() {
+                return Err(Error::Repo(format!("no user {user} in the policy")));
+            }
+            p.unlocks.insert(user.to_string(), policy::now_secs());
+            Ok(())
+        })?;
+        Ok(p.version)
+    }
+
+    /// Ask the fog node to plant `count` decoy patients in `folder`.
+    pub fn request_decoys(&self, folder: &str, count: u32) -> Result<u64> {
+        let (p, _) = self.update(|p| {
+            let f = p.folder_by_path(folder).map(|f| f.id).ok_or_else(|| no_folder(folder))?;
+            let id = p.version + 1;
+            p.decoy_requests.push(policy::DecoyRequest { id, folder: f, count });
+            Ok(())
+        })?;
+        Ok(p.version)
+    }
+
+    /// What the fog node planted, per request (only the admin key opens these).
+    pub fn decoy_records(&self) -> Result<Vec<policy::DecoyRecord>> {
+        let mut names: Vec<String> =
+            self.info.backend.list(policy::DECOY_PREFIX.trim_end_matches('/'))?.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(sealed) = self.info.backend.get(&name)? else { continue };
+            let plain =
+                policy::open_as_admin(&self.msk, &self.info.fog_id, &self.info.repo_id, policy::DECOYS, &sealed)
+                    .ok_or_else(|| Error::Integrity(format!("decoy record {name} fails authentication")))?;
+            out.push(
+                serde_json::from_slice(&plain)
+                    .map_err(|_| Error::Integrity(format!("decoy record {name} is malformed")))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Every break-glass record in the store, oldest first. A record that
     /// fails authentication is an error: it was tampered with.
     pub fn break_glass_records(&self) -> Result<Vec<BreakGlassRecord>> {

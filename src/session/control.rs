@@ -25,6 +25,7 @@ use super::identity::{IdentityKey, MasterPublic};
 use super::keyfile::UserKey;
 use super::policy::{self, BreakGlassRecord, Policy, PolicyError, Rights, now_secs};
 use super::transport::{self, KeyDelivery};
+use crate::audit::{Auditor, InsiderRules, Op, SessionView};
 use crate::chunk_store::Backend;
 use crate::error::{Error, Result};
 use crate::vault::{Access, AccessGate, Caller, Vault};
@@ -90,6 +91,13 @@ pub struct ControlServer {
     replay: Mutex<ReplayCache>,
     /// Vault folders whose keys the vault holds now.
     unlocked: Mutex<HashSet<u32>>,
+    /// The audit trail and insider monitor, when the daemon keeps one.
+    auditor: RwLock<Option<Arc<Auditor>>>,
+    /// user → when an insider alert locked them (kept in `locks_path`).
+    locks: Mutex<HashMap<String, u64>>,
+    locks_path: PathBuf,
+    /// Decoy requests already planted (their records are in the store).
+    decoys_done: Mutex<HashSet<u64>>,
 }
 
 fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
@@ -119,6 +127,10 @@ fn err(msg: &str) -> Vec<u8> {
     let mut v = vec![1u8];
     v.extend_from_slice(msg.as_bytes());
     v
+}
+
+fn read_locks(path: &Path) -> HashMap<String, u64> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 fn read_high_water(path: &Path) -> u64 {
@@ -181,7 +193,12 @@ impl ControlServer {
             sessions: RwLock::new(Vec::new()),
             replay: Mutex::new(ReplayCache::new(Duration::from_secs(300), 100_000)),
             unlocked: Mutex::new(HashSet::new()),
+            auditor: RwLock::new(None),
+            locks: Mutex::new(read_locks(&cache_dir.join("locked-users.json"))),
+            locks_path: cache_dir.join("locked-users.json"),
+            decoys_done: Mutex::new(HashSet::new()),
         });
+        server.load_decoys_done();
         server.create_folders();
         vault.set_gate(Arc::clone(&server) as Arc<dyn AccessGate>);
         let me = Arc::clone(&server);
@@ -211,6 +228,84 @@ impl ControlServer {
         Arc::clone(&self.policy.read())
     }
 
+    /// Keep the audit trail: sessions, policy changes and insider locks are
+    /// recorded, and the auditor learns who is behind each uid.
+    pub fn set_auditor(self: &Arc<Self>, auditor: Arc<Auditor>) {
+        auditor.set_sessions(Arc::clone(self) as Arc<dyn SessionView>);
+        *self.auditor.write() = Some(auditor);
+    }
+
+    fn audit_session(&self, uid: u32, user: &str, session: &str, op: Op, detail: Option<String>) {
+        if let Some(a) = self.auditor.read().as_ref()
+            && let Err(e) = a.record_session(uid, user, session, op, detail)
+        {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    /// Is `user` locked by an insider alert the admin has not lifted since?
+    fn is_locked(&self, user: &str) -> bool {
+        let Some(&at) = self.locks.lock().get(user) else { return false };
+        self.policy().unlocks.get(user).is_none_or(|&unlocked| unlocked < at)
+    }
+
+    fn save_locks(&self) {
+        let data = serde_json::to_vec(&*self.locks.lock()).expect("locks serialize");
+        let tmp = self.locks_path.with_extension("tmp");
+        let r = std::fs::write(&tmp, data)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &self.locks_path));
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot record an insider lock on disk");
+        }
+    }
+
+    fn load_decoys_done(&self) {
+        match self.backend.list(policy::DECOY_PREFIX.trim_end_matches('/')) {
+            Ok(list) => {
+                let done = list
+                    .iter()
+                    .filter_map(|(n, _)| n.strip_prefix(policy::DECOY_PREFIX))
+                    .filter_map(|h| u64::from_str_radix(h, 16).ok());
+                self.decoys_done.lock().extend(done);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list decoy records"),
+        }
+    }
+
+    /// Plant the decoys the policy asks for in folders that are unlocked now.
+    fn plant_decoys(&self) {
+        let p = self.policy();
+        for req in &p.decoy_requests {
+            if self.decoys_done.lock().contains(&req.id) || !self.vault.folder_unlocked(req.folder) {
+                continue;
+            }
+            let Some(folder) = p.folder(req.folder) else { continue };
+            let patients = match crate::audit::decoys::plant(&self.vault, req.folder, req.count, req.id) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(folder = req.folder, error = %e, "planting decoys failed");
+                    continue;
+                }
+            };
+            let rec =
+                policy::DecoyRecord { request: req.id, folder: folder.path.clone(), patients, planted: now_secs() };
+            let sealed = policy::seal_for_admin(
+                &self.fog,
+                &self.repo_id,
+                policy::DECOYS,
+                &serde_json::to_vec(&rec).expect("serializes"),
+            );
+            match self.backend.put(&policy::decoy_record_name(req.id), sealed.into()) {
+                Ok(()) => {
+                    self.decoys_done.lock().insert(req.id);
+                    tracing::info!(folder = req.folder, count = req.count, "planted decoy patients");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot store the decoy record"),
+            }
+        }
+    }
+
     /// Make sure every folder of the policy exists in the vault.
     fn create_folders(&self) {
         let root = Caller { uid: 0, gid: 0 };
@@ -233,6 +328,7 @@ impl ControlServer {
             Err(e) => tracing::warn!(error = %e, "cannot read the policy"),
         }
         self.refresh_sessions();
+        self.plant_decoys();
     }
 
     fn adopt(&self, raw: &[u8]) {
@@ -248,6 +344,9 @@ impl ControlServer {
                     return;
                 }
                 tracing::info!(version = p.version, "adopted policy");
+                if let Some(a) = self.auditor.read().as_ref() {
+                    let _ = a.record(0, Op::PolicyChange, 0, None, Some(format!("policy v{}", p.version)));
+                }
                 *self.policy.write() = Arc::new(p);
                 self.create_folders();
             }
@@ -351,12 +450,16 @@ impl ControlServer {
                 Ok(write_frame(&mut conn, &ok(&serde_json::to_vec(&mine).expect("serializes")))?)
             }
             OP_LOGOUT => {
-                let n = {
+                let ended: Vec<SessionInfo> = {
                     let mut s = self.sessions.write();
-                    let before = s.len();
-                    s.retain(|l| l.info.uid != uid);
-                    before - s.len()
+                    let (gone, kept): (Vec<Live>, Vec<Live>) = s.drain(..).partition(|l| l.info.uid == uid);
+                    *s = kept;
+                    gone.into_iter().map(|l| l.info).collect()
                 };
+                for i in &ended {
+                    self.audit_session(uid, &i.user, &i.session[..16], Op::Logout, None);
+                }
+                let n = ended.len();
                 self.release_unneeded();
                 Ok(write_frame(&mut conn, &ok(n.to_string().as_bytes()))?)
             }
@@ -393,6 +496,11 @@ impl ControlServer {
     fn open_session(&self, p: &Policy, uid: u32, keys: SessionKeys, d: KeyDelivery) -> Result<SessionInfo> {
         let now = now_secs();
         let user = keys.user.clone();
+        if self.is_locked(&user) {
+            return Err(Error::Repo(format!(
+                "{user} is locked after an insider alert; an admin must unlock them (fogvault admin unlock)"
+            )));
+        }
         if let Some(r) = &d.break_glass {
             if r.trim().is_empty() || r.len() > MAX_REASON {
                 return Err(Error::Repo("break-glass needs a reason (at most 1024 bytes)".into()));
@@ -461,9 +569,40 @@ impl ControlServer {
             tracing::warn!(user = %user, uid, folders = glass.len(), "BREAK-GLASS session opened");
         }
         tracing::info!(uid, folders = rights.len(), "session established");
+        let op = if d.break_glass.is_some() { Op::BreakGlass } else { Op::Login };
+        self.audit_session(uid, &user, &info.session[..16], op, d.break_glass.clone());
         self.sessions.write().push(Live { info: info.clone(), _keys: keys, supplied, glass, rights });
         drop(unlocked);
         Ok(info)
+    }
+}
+
+impl SessionView for ControlServer {
+    fn who(&self, uid: u32) -> Option<(String, String)> {
+        let now = now_secs();
+        self.sessions
+            .read()
+            .iter()
+            .find(|l| l.info.uid == uid && l.info.expires > now)
+            .map(|l| (l.info.user.clone(), l.info.session[..16].to_string()))
+    }
+
+    fn rules(&self) -> InsiderRules {
+        self.policy().insider.clone()
+    }
+
+    fn lock(&self, uid: u32, rule: &str) {
+        let users: Vec<String> =
+            self.sessions.read().iter().filter(|l| l.info.uid == uid).map(|l| l.info.user.clone()).collect();
+        let now = now_secs();
+        {
+            let mut locks = self.locks.lock();
+            for u in &users {
+                locks.insert(u.clone(), now);
+            }
+        }
+        self.save_locks();
+        tracing::warn!(uid, rule, "session locked after an insider alert");
     }
 }
 
@@ -473,6 +612,7 @@ impl AccessGate for ControlServer {
         let ok = self.sessions.read().iter().any(|l| {
             l.info.uid == uid
                 && l.info.expires > now
+                && !self.is_locked(&l.info.user)
                 && l.rights.get(&domain).is_some_and(|r| match access {
                     Access::Read => r.read,
                     Access::Write => r.write,

@@ -10,7 +10,7 @@
 mod admin;
 pub mod control;
 mod handshake;
-mod ibs;
+pub mod ibs;
 mod identity;
 mod keyfile;
 pub mod policy;

@@ -148,6 +148,43 @@ pub struct Policy {
     /// Roles whose users may break the glass.
     pub emergency_roles: Vec<String>,
     pub break_glass_minutes: u32,
+    /// Insider-detection thresholds and what an alert does.
+    #[serde(default)]
+    pub insider: crate::audit::InsiderRules,
+    /// user → time (Unix seconds) of the admin's last unlock: a lock older
+    /// than this is lifted.
+    #[serde(default)]
+    pub unlocks: std::collections::BTreeMap<String, u64>,
+    /// Decoy patients the fog node is to plant (each request once).
+    #[serde(default)]
+    pub decoy_requests: Vec<DecoyRequest>,
+}
+
+/// "Plant `count` decoy patients in `folder`": done by the fog node the next
+/// time the folder is unlocked; `id` names the request's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecoyRequest {
+    pub id: u64,
+    pub folder: u32,
+    pub count: u32,
+}
+
+/// What the fog node planted for one request (sealed for the admin).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecoyRecord {
+    pub request: u64,
+    pub folder: String,
+    /// Directory names of the decoy patients, below the folder.
+    pub patients: Vec<String>,
+    pub planted: u64,
+}
+
+pub const DECOY_PREFIX: &str = "decoys/";
+pub const DECOYS: &str = "decoys";
+
+/// Object name of the record of decoy request `id`.
+pub fn decoy_record_name(id: u64) -> String {
+    format!("{DECOY_PREFIX}{id:016x}")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -223,6 +260,9 @@ impl Policy {
             grants: Vec::new(),
             emergency_roles: vec!["emergency".into()],
             break_glass_minutes: DEFAULT_BREAK_GLASS_MINUTES,
+            insider: crate::audit::InsiderRules::default(),
+            unlocks: std::collections::BTreeMap::new(),
+            decoy_requests: Vec::new(),
         }
     }
 

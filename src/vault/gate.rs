@@ -14,3 +14,66 @@ pub trait AccessGate: Send + Sync {
     /// domain 0, where POSIX modes alone apply); `Err(AccessDenied)` otherwise.
     fn check(&self, uid: u32, domain: u32, access: Access) -> Result<()>;
 }
+
+/// What a caller did, for the audit trail and insider detection. The
+/// adapter reports each operation after it succeeded (and each refusal).
+#[derive(Clone, Copy, Debug)]
+pub enum Touch<'a> {
+    /// `name` in `parent` is `ino` (lookup, create, readdir, rename target):
+    /// lets the observer name files in its records.
+    Name {
+        parent: u64,
+        name: &'a [u8],
+        ino: u64,
+        folder_root: bool,
+    },
+    Open {
+        ino: u64,
+        handle: u64,
+        write: bool,
+        decoy: bool,
+        domain: u32,
+    },
+    /// Bytes read or written through an open handle.
+    Read {
+        ino: u64,
+        handle: u64,
+        bytes: u64,
+    },
+    Write {
+        ino: u64,
+        handle: u64,
+        bytes: u64,
+    },
+    Release {
+        handle: u64,
+    },
+    Create {
+        ino: u64,
+    },
+    Delete {
+        parent: u64,
+        name: &'a [u8],
+    },
+    Rename {
+        parent: u64,
+        name: &'a [u8],
+        newparent: u64,
+        newname: &'a [u8],
+    },
+    /// chmod, chown, utimens, truncate, xattr changes.
+    Permission {
+        ino: u64,
+        what: &'static str,
+    },
+    Denied {
+        ino: u64,
+        write: bool,
+    },
+}
+
+pub trait Observer: Send + Sync {
+    /// Record `touch` by `uid`. An `Err` (e.g. `AccessDenied` for a locked
+    /// session or a decoy) makes the operation fail.
+    fn observe(&self, uid: u32, touch: Touch<'_>) -> Result<()>;
+}

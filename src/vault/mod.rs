@@ -26,7 +26,7 @@ use crate::repo::Repo;
 use chunks::ChunkIo;
 pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState, Piece};
-pub use gate::{Access, AccessGate};
+pub use gate::{Access, AccessGate, Observer, Touch};
 pub use gc::GcReport;
 
 pub const ROOT_INO: u64 = 1;
@@ -66,6 +66,18 @@ impl Default for VaultOptions {
     }
 }
 
+/// Owner, mode and time a planted decoy takes (imitating real records).
+#[derive(Clone, Copy, Debug)]
+pub struct PlantAttrs {
+    pub uid: u32,
+    pub gid: u32,
+    pub perm: u32,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    /// Also the creation time.
+    pub ctime: Timespec,
+}
+
 /// Who is asking: owner of newly created inodes.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
@@ -90,6 +102,10 @@ pub struct Attr {
     pub crtime: Timespec,
     /// Key domain (vault folder) of the inode; 0 outside vault folders.
     pub domain: u32,
+    /// The root directory of a vault folder.
+    pub folder_root: bool,
+    /// A planted decoy (for the audit layer; never shown on the mount).
+    pub decoy: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -150,6 +166,8 @@ fn attr_of(ino: u64, rec: &InodeRecord, size: u64) -> Attr {
         ctime: rec.ctime,
         crtime: rec.crtime,
         domain: rec.domain,
+        folder_root: rec.folder_root != 0,
+        decoy: rec.decoy,
     }
 }
 
@@ -178,6 +196,8 @@ pub struct Vault {
     ns: Mutex<()>,
     /// Decides access inside vault folders (set when sessions exist).
     gate: parking_lot::RwLock<Option<Arc<dyn AccessGate>>>,
+    /// Hears every operation (audit trail, insider detection), when set.
+    observer: parking_lot::RwLock<Option<Arc<dyn Observer>>>,
     /// Whether any vault folder exists: without one, `authorize` has nothing to check.
     has_folders: std::sync::atomic::AtomicBool,
     /// ino → (domain, content domain). Fixed for an inode's life (inode
@@ -292,6 +312,7 @@ impl Vault {
             files: Mutex::new(HashMap::new()),
             ns: Mutex::new(()),
             gate: parking_lot::RwLock::new(None),
+            observer: parking_lot::RwLock::new(None),
             has_folders: std::sync::atomic::AtomicBool::new(false),
             domains: parking_lot::RwLock::new(HashMap::new()),
             metasync,
@@ -1111,6 +1132,60 @@ impl Vault {
     }
 
     // ---- vault folders (key domains) ----
+
+    /// Create a decoy file or directory through the normal write path,
+    /// then give it `attrs` and the decoy flag (see `audit::decoys`).
+    pub fn plant(&self, parent: u64, name: &[u8], kind: FileKind, data: &[u8], attrs: &PlantAttrs) -> Result<u64> {
+        let owner = Caller { uid: attrs.uid, gid: attrs.gid };
+        let ino = self.create_node(owner, parent, name, kind, attrs.perm, 0, b"")?.ino;
+        if kind == FileKind::File && !data.is_empty() {
+            self.open_file(ino, false)?;
+            let written = self.write(ino, 0, data).and_then(|_| self.flush(ino, true));
+            let released = self.release(ino);
+            written?;
+            released?;
+        }
+        self.disguise(ino, attrs)?;
+        Ok(ino)
+    }
+
+    /// Set owner, mode and all times of `ino` and mark it a decoy (all in
+    /// one commit; ctime too, which no system call can set).
+    pub fn disguise(&self, ino: u64, attrs: &PlantAttrs) -> Result<()> {
+        let _ns = self.ns.lock();
+        let is_decoy = ino != self.folder_root_of(ino)?;
+        self.update_inode(
+            ino,
+            |r| {
+                r.uid = attrs.uid;
+                r.gid = attrs.gid;
+                r.perm = attrs.perm & 0o7777;
+                (r.atime, r.mtime, r.ctime, r.crtime) = (attrs.atime, attrs.mtime, attrs.ctime, attrs.ctime);
+                r.decoy |= is_decoy;
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+
+    /// `ino` itself if it is a vault folder's root, else 0.
+    fn folder_root_of(&self, ino: u64) -> Result<u64> {
+        Ok(if self.load(ino)?.folder_root != 0 { ino } else { 0 })
+    }
+
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        *self.observer.write() = Some(observer);
+    }
+
+    /// Tell the observer (if any) what `uid` did; its `Err` fails the operation.
+    pub fn observe(&self, uid: u32, touch: Touch<'_>) -> Result<()> {
+        let observer = self.observer.read().clone();
+        match observer {
+            Some(o) => o.observe(uid, touch),
+            None => Ok(()),
+        }
+    }
 
     pub fn set_gate(&self, gate: Arc<dyn AccessGate>) {
         *self.gate.write() = Some(gate);

@@ -1,0 +1,250 @@
+//! The audit log in the store: the fog node's log file copied in segments
+//! (`audit/seg/<first seq>`: the same frames, byte for byte) and, after
+//! each, a checkpoint (`audit/checkpoint/<last seq>`) naming the chain's
+//! head, signed by the fog node's identity key (Cha–Cheon) or, in a vault
+//! without an admin authority, MACed under a key from the root secret.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use super::log::{self, AuditLog};
+use crate::chunk_store::Backend;
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+use crate::session::{IdentityKey, MasterPublic, Signature, ibs};
+
+pub const SEGMENT_PREFIX: &str = "audit/seg/";
+pub const CHECKPOINT_PREFIX: &str = "audit/checkpoint/";
+/// How often new records go to the store (and the log file is fdatasynced).
+const TICK: Duration = Duration::from_secs(2);
+
+pub fn segment_name(first: u64) -> String {
+    format!("{SEGMENT_PREFIX}{first:016x}")
+}
+
+pub fn checkpoint_name(last: u64) -> String {
+    format!("{CHECKPOINT_PREFIX}{last:016x}")
+}
+
+pub fn parse_seq(name: &str, prefix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// What a checkpoint vouches for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub repo_id: String,
+    /// The segment it closes: records `first..=last`.
+    pub first: u64,
+    pub last: u64,
+    /// Hash of record `last` (hex).
+    pub head: String,
+    pub time: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignedCheckpoint {
+    checkpoint: Checkpoint,
+    /// "ibs:<fog identity>" or "mac".
+    signer: String,
+    #[serde(with = "hex::serde")]
+    signature: Vec<u8>,
+}
+
+/// Who signs checkpoints, and who checks them.
+pub enum Signer {
+    Ibs { key: Box<IdentityKey>, mpk: MasterPublic },
+    Mac(Key32),
+}
+
+/// Checks checkpoint signatures (the fog identity's public side, or the MAC key).
+pub enum Checker {
+    Ibs { mpk: MasterPublic, fog_id: String },
+    Mac(Key32),
+}
+
+fn canonical(c: &Checkpoint) -> Vec<u8> {
+    serde_json::to_vec(c).expect("checkpoint serializes")
+}
+
+fn mac(key: &Key32, c: &Checkpoint) -> Vec<u8> {
+    blake3::keyed_hash(key.derive("audit checkpoint mac").as_bytes(), &canonical(c)).as_bytes().to_vec()
+}
+
+impl Signer {
+    fn sign(&self, c: Checkpoint) -> SignedCheckpoint {
+        match self {
+            Signer::Ibs { key, .. } => SignedCheckpoint {
+                signature: ibs::sign(key, &canonical(&c)).to_bytes().to_vec(),
+                signer: format!("ibs:{}", key.id),
+                checkpoint: c,
+            },
+            Signer::Mac(k) => SignedCheckpoint { signature: mac(k, &c), signer: "mac".into(), checkpoint: c },
+        }
+    }
+}
+
+impl Checker {
+    /// The checkpoint in `raw` if its signature holds.
+    pub fn open(&self, raw: &[u8]) -> Result<Checkpoint> {
+        let bad = |why: &str| Error::Integrity(format!("audit checkpoint {why}"));
+        let s: SignedCheckpoint = serde_json::from_slice(raw).map_err(|_| bad("is malformed"))?;
+        let ok = match self {
+            Checker::Ibs { mpk, fog_id } => {
+                s.signer == format!("ibs:{fog_id}")
+                    && Signature::from_bytes(&s.signature)
+                        .is_some_and(|sig| ibs::verify(mpk, fog_id, &canonical(&s.checkpoint), &sig))
+            }
+            Checker::Mac(k) => s.signer == "mac" && s.signature == mac(k, &s.checkpoint),
+        };
+        if !ok {
+            return Err(bad("signature does not verify (forged or altered)"));
+        }
+        Ok(s.checkpoint)
+    }
+}
+
+#[derive(Serialize, Deserialize, Default, Clone)]
+struct Uploaded {
+    /// Last record in the store, and where the next frame starts in the file.
+    seq: u64,
+    offset: u64,
+}
+
+struct State {
+    stop: bool,
+}
+
+/// Copies new records to the store every couple of seconds.
+pub struct Uploader {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Inner {
+    log_path: PathBuf,
+    state_path: PathBuf,
+    backend: Arc<Backend>,
+    signer: Signer,
+    repo_id: String,
+    log: Arc<AuditLog>,
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Serializes uploads (the thread and a final flush).
+    busy: Mutex<()>,
+}
+
+impl Uploader {
+    pub fn start(
+        cache_dir: &Path,
+        log: Arc<AuditLog>,
+        backend: Arc<Backend>,
+        signer: Signer,
+        repo_id: &str,
+    ) -> Result<Self> {
+        let inner = Arc::new(Inner {
+            log_path: log::log_path(cache_dir),
+            state_path: cache_dir.join("audit").join("uploaded"),
+            backend,
+            signer,
+            repo_id: repo_id.to_string(),
+            log,
+            state: Mutex::new(State { stop: false }),
+            wake: Condvar::new(),
+            busy: Mutex::new(()),
+        });
+        let worker = Arc::clone(&inner);
+        let thread = std::thread::Builder::new().name("fogvault-audit".into()).spawn(move || {
+            loop {
+                {
+                    let mut st = worker.state.lock();
+                    if st.stop {
+                        return;
+                    }
+                    worker.wake.wait_for(&mut st, TICK);
+                    if st.stop {
+                        return;
+                    }
+                }
+                if let Err(e) = worker.upload() {
+                    tracing::warn!(error = %e, "audit log upload failed; will retry");
+                }
+            }
+        })?;
+        Ok(Uploader { inner, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Upload everything recorded so far and stop (clean unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        self.inner.state.lock().stop = true;
+        self.inner.wake.notify_all();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        self.inner.upload()
+    }
+}
+
+impl Inner {
+    fn load_state(&self) -> Uploaded {
+        std::fs::read(&self.state_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn save_state(&self, u: &Uploaded) -> Result<()> {
+        let tmp = self.state_path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(u).expect("state serializes"))?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &self.state_path)?;
+        Ok(())
+    }
+
+    fn upload(&self) -> Result<()> {
+        let _one = self.busy.lock();
+        self.log.sync()?;
+        let mut done = self.load_state();
+        let bytes = std::fs::read(&self.log_path)?;
+        let Some(new) = bytes.get(done.offset as usize..) else {
+            return Err(Error::Integrity("the audit log is shorter than what was uploaded".into()));
+        };
+        let (frames, torn) = log::split_frames(new);
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let first = done.seq + 1;
+        let last = done.seq + frames.len() as u64;
+        let complete = &new[..new.len() - torn];
+        let head = log::hash(frames.last().expect("frames is not empty"));
+        self.backend.put(&segment_name(first), Bytes::copy_from_slice(complete))?;
+        let cp = Checkpoint {
+            repo_id: self.repo_id.clone(),
+            first,
+            last,
+            head: hex::encode(head),
+            time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        };
+        let signed = serde_json::to_vec(&self.signer.sign(cp)).expect("checkpoint serializes");
+        self.backend.put(&checkpoint_name(last), Bytes::from(signed))?;
+        done.seq = last;
+        done.offset += complete.len() as u64;
+        self.save_state(&done)
+    }
+}
+
+impl Signer {
+    /// The checker that verifies this signer's checkpoints.
+    pub fn checker(&self) -> Checker {
+        match self {
+            Signer::Ibs { key, mpk } => Checker::Ibs { mpk: *mpk, fog_id: key.id.clone() },
+            Signer::Mac(k) => Checker::Mac(k.clone()),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Insider detection: per-uid access profiles checked against the policy's
+//! thresholds, and the alerts they raise (audit record, alerts file,
+//! syslog/journald through `logger`, optional webhook; optionally a session
+//! lock). Alerts name users, uids, sessions, rules and counts — never file
+//! names or patients (the sealed audit log has those).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// Thresholds, from the signed policy (`admin alerts set`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InsiderRules {
+    /// Distinct patients one uid may open within `window_secs`.
+    pub max_patients: u32,
+    pub window_secs: u64,
+    /// A bulk copy: this many distinct patients within `bulk_secs`.
+    pub bulk_patients: u32,
+    pub bulk_secs: u64,
+    /// Bytes one uid may read per minute (MiB).
+    pub max_mib_per_min: u64,
+    /// Lock the session (all folder access `EACCES`) when an alert fires.
+    pub lock_on_alert: bool,
+    /// POST each alert as JSON here (http:// or https://).
+    pub webhook: Option<String>,
+}
+
+impl Default for InsiderRules {
+    fn default() -> Self {
+        // A clinician looks at a handful of patients and whole studies; a
+        // thief walks a department. Room for the first, not the second.
+        InsiderRules {
+            max_patients: 40,
+            window_secs: 3600,
+            bulk_patients: 8,
+            bulk_secs: 60,
+            max_mib_per_min: 2048,
+            lock_on_alert: true,
+            webhook: None,
+        }
+    }
+}
+
+/// An alert, as written to the alerts file and the webhook.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    pub time: u64,
+    pub rule: &'static str,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    /// What was counted (patients, MiB) and the limit, or the decoy's inode.
+    pub detail: String,
+    pub locked: bool,
+}
+
+#[derive(Default)]
+struct Profile {
+    /// (when, patient) of opens, oldest first, within the longest window.
+    opens: VecDeque<(Instant, String)>,
+    /// (when, bytes) of reads within the last minute.
+    reads: VecDeque<(Instant, u64)>,
+    /// Rules that already fired for this uid (one alert each per session).
+    fired: HashSet<&'static str>,
+}
+
+pub struct Monitor {
+    profiles: Mutex<HashMap<u32, Profile>>,
+    alerts_file: PathBuf,
+}
+
+fn distinct_since(opens: &VecDeque<(Instant, String)>, since: Instant) -> usize {
+    opens.iter().filter(|(t, _)| *t >= since).map(|(_, p)| p.as_str()).collect::<HashSet<_>>().len()
+}
+
+impl Monitor {
+    pub fn new(alerts_file: PathBuf) -> Self {
+        Monitor { profiles: Mutex::new(HashMap::new()), alerts_file }
+    }
+
+    /// An open of `patient` by `uid`: the rules it breaks now (each once).
+    pub fn on_open(&self, uid: u32, patient: &str, rules: &InsiderRules) -> Vec<(&'static str, String)> {
+        let now = Instant::now();
+        let mut all = self.profiles.lock();
+        let p = all.entry(uid).or_default();
+        let keep = Duration::from_secs(rules.window_secs.max(rules.bulk_secs));
+        while p.opens.front().is_some_and(|(t, _)| now.duration_since(*t) > keep) {
+            p.opens.pop_front();
+        }
+        p.opens.push_back((now, patient.to_string()));
+        let mut out = Vec::new();
+        let since = |secs: u64| now.checked_sub(Duration::from_secs(secs)).unwrap_or(now);
+        let bulk = distinct_since(&p.opens, since(rules.bulk_secs));
+        if bulk >= rules.bulk_patients as usize && p.fired.insert("bulk-copy") {
+            out.push((
+                "bulk-copy",
+                format!("{bulk} patients in {} s (limit {})", rules.bulk_secs, rules.bulk_patients),
+            ));
+        }
+        let window = distinct_since(&p.opens, since(rules.window_secs));
+        if window > rules.max_patients as usize && p.fired.insert("patients") {
+            out.push((
+                "patients",
+                format!("{window} patients in {} s (limit {})", rules.window_secs, rules.max_patients),
+            ));
+        }
+        out
+    }
+
+    /// `bytes` read by `uid`: the rules it breaks now.
+    pub fn on_read(&self, uid: u32, bytes: u64, rules: &InsiderRules) -> Vec<(&'static str, String)> {
+        let now = Instant::now();
+        let mut all = self.profiles.lock();
+        let p = all.entry(uid).or_default();
+        while p.reads.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(60)) {
+            p.reads.pop_front();
+        }
+        p.reads.push_back((now, bytes));
+        let total: u64 = p.reads.iter().map(|(_, b)| b).sum();
+        if total > rules.max_mib_per_min << 20 && p.fired.insert("bytes") {
+            return vec![("bytes", format!("{} MiB in 60 s (limit {})", total >> 20, rules.max_mib_per_min))];
+        }
+        Vec::new()
+    }
+
+    /// A new session for `uid` starts with a clean profile.
+    pub fn reset(&self, uid: u32) {
+        self.profiles.lock().remove(&uid);
+    }
+
+    /// Deliver an alert: alerts file (JSON line, fsynced), syslog/journald
+    /// and the webhook (both off the caller's thread).
+    pub fn deliver(&self, alert: &Alert, webhook: Option<&str>) {
+        let line = serde_json::to_string(alert).expect("alert serializes");
+        let written =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.alerts_file).and_then(|mut f| {
+                f.write_all(line.as_bytes())?;
+                f.write_all(b"\n")?;
+                f.sync_data()
+            });
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot write the alerts file");
+        }
+        tracing::warn!(rule = alert.rule, uid = alert.uid, user = ?alert.user, locked = alert.locked, "INSIDER ALERT");
+        let text = format!(
+            "fogvault ALERT rule={} uid={} user={} session={} locked={} {}",
+            alert.rule,
+            alert.uid,
+            alert.user.as_deref().unwrap_or("-"),
+            alert.session.as_deref().unwrap_or("-"),
+            alert.locked,
+            alert.detail
+        );
+        let hook = webhook.map(str::to_string);
+        let body = line;
+        std::thread::spawn(move || {
+            // syslog/journald: `logger` talks to whichever the host runs.
+            let _ = std::process::Command::new("logger").args(["-t", "fogvault", "-p", "auth.alert", &text]).status();
+            if let Some(url) = hook {
+                let agent: ureq::Agent =
+                    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+                if let Err(e) = agent.post(&url).header("Content-Type", "application/json").send(body.as_bytes()) {
+                    tracing::error!(error = %e, "alert webhook failed");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handful_of_patients_is_quiet_a_department_is_not() {
+        let m = Monitor::new(std::env::temp_dir().join("fogvault-test-alerts"));
+        let rules = InsiderRules { bulk_patients: 5, bulk_secs: 60, ..InsiderRules::default() };
+        for p in ["a", "b", "c", "a", "a", "b"] {
+            assert!(m.on_open(1, p, &rules).is_empty(), "three patients, some twice");
+        }
+        assert!(m.on_open(1, "d", &rules).is_empty());
+        let fired = m.on_open(1, "e", &rules);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].0, "bulk-copy");
+        assert!(m.on_open(1, "f", &rules).is_empty(), "each rule fires once");
+        assert!(m.on_open(2, "x", &rules).is_empty(), "profiles are per uid");
+        let small = InsiderRules { max_mib_per_min: 1, ..rules };
+        assert!(m.on_read(3, 600 << 10, &small).is_empty());
+        assert_eq!(m.on_read(3, 600 << 10, &small)[0].0, "bytes");
+    }
+}
