@@ -25,7 +25,7 @@ export FOGVAULT="$PWD/target/release/fogvault"
 
 # Suites prefixed "s3:" run with FV_STORE=s3: the repository is a bucket prefix on Garage.
 suites=(roundtrip integrity durability errors shutdown sessions folders large concurrency dicom pjdfstest
-    recover gc s3 s3_outage mirror s3:roundtrip s3:durability s3:shutdown s3:concurrency s3:gc)
+    recover gc audit insider s3 s3_outage mirror s3:roundtrip s3:durability s3:shutdown s3:concurrency s3:gc)
 failed=()
 for s in "${suites[@]}"; do
     echo "== shell: $s"

@@ -266,21 +266,27 @@ pub fn synth_patients(count: u32, seed: u64) -> Result<Vec<SynthPatient>> {
     Ok(out)
 }
 
-/// The spread of one timestamp over real records: decoys draw from it.
+/// The spread of one timestamp over real records (nanoseconds since the
+/// epoch): decoys draw from it.
 #[derive(Clone, Copy)]
 struct Range {
-    lo: i64,
-    hi: i64,
+    lo: i128,
+    hi: i128,
+}
+
+fn nanos(t: Timespec) -> i128 {
+    i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos)
 }
 
 impl Range {
-    fn of(v: impl Iterator<Item = i64>) -> Option<Range> {
-        v.fold(None, |r: Option<Range>, x| {
+    fn of(v: impl Iterator<Item = Timespec>) -> Option<Range> {
+        v.map(nanos).fold(None, |r: Option<Range>, x| {
             Some(r.map_or(Range { lo: x, hi: x }, |r| Range { lo: r.lo.min(x), hi: r.hi.max(x) }))
         })
     }
     fn draw(&self, rng: &mut StdRng) -> Timespec {
-        Timespec { secs: rng.random_range(self.lo..=self.hi), nanos: rng.random_range(0..1_000_000_000) }
+        let n = rng.random_range(self.lo..=self.hi);
+        Timespec { secs: n.div_euclid(1_000_000_000) as i64, nanos: n.rem_euclid(1_000_000_000) as u32 }
     }
 }
 
@@ -311,13 +317,13 @@ fn looks_of(vault: &Vault, root: u64) -> Result<Looks> {
         }
         dirs.push(a);
     }
-    let now = Timespec::now().secs - 86_400 * 30;
-    let fallback = Range { lo: now, hi: now };
+    let month_ago = nanos(Timespec::now()) - 86_400 * 30 * 1_000_000_000;
+    let fallback = Range { lo: month_ago, hi: month_ago };
     let ranges = |v: &[crate::vault::Attr]| {
         [
-            Range::of(v.iter().map(|a| a.atime.secs)).unwrap_or(fallback),
-            Range::of(v.iter().map(|a| a.mtime.secs)).unwrap_or(fallback),
-            Range::of(v.iter().map(|a| a.ctime.secs)).unwrap_or(fallback),
+            Range::of(v.iter().map(|a| a.atime)).unwrap_or(fallback),
+            Range::of(v.iter().map(|a| a.mtime)).unwrap_or(fallback),
+            Range::of(v.iter().map(|a| a.ctime)).unwrap_or(fallback),
         ]
     };
     let first = dirs.first();
