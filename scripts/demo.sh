@@ -106,7 +106,7 @@ rm -rf "$loot"
 echo "== the alert (alerts file; also syslog/journald and the policy's webhook), no patient named:"
 tail -2 "$DEMO/cache/alerts.log" 2>/dev/null | sed 's/^/   /' || true
 echo "== the audit trail of that session (sealed on disk; needs the operator passphrase):"
-"$FV" audit --repo "$DEMO/repo" --cache "$DEMO/cache" --user mallory | grep -E " (login|alert|session-locked) " | tail -3 | sed 's/^/   /'
+"$FV" audit --repo "$DEMO/repo" --cache "$DEMO/cache" --user mallory | grep -E " (login|alert|session-locked) " | tail -3 | sed 's/^/   /' || true
 echo "   (lift the lock: $FV admin unlock mallory --repo $DEMO/repo --admin-key $DEMO/admin.key)"
 sync
 echo "== what the cloud sees (ciphertext packs and the sealed, signed policy only)"
