@@ -4,7 +4,7 @@
 //!
 //! | database  | key                                   | value                                   |
 //! |-----------|---------------------------------------|-----------------------------------------|
-//! | `meta`    | ASCII name (`repo_id`, `next_ino`, `dver/<domain hex>`, `folder/<domain hex>`) | raw bytes / u64 BE / u32 BE |
+//! | `meta`    | ASCII name (`repo_id`, `dver/<domain hex>`, `folder/<domain hex>`) | raw bytes / u64 BE / u32 BE |
 //! | `inodes`  | ino (u64)                             | domain u32 ‖ content domain u32 ‖ key version u32 ‖ sealed `InodeRecord` |
 //! | `dirents` | parent ino (u64) ‖ name hash (u64)    | domain u32 ‖ key version u32 ‖ sealed `DirentRecord` |
 //! | `chunks`  | chunk id (32 bytes, keyed BLAKE3)     | `ChunkEntry` (postcard, not secret)     |
