@@ -556,6 +556,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                         folders.join(","),
                         if s.break_glass { "  BREAK-GLASS" } else { "" }
                     );
+                    if s.locked {
+                        println!("    LOCKED after an insider alert (admin unlock lifts it)");
+                    }
                     if let Some(r) = &s.reason {
                         println!("    reason: {r}");
                     }

@@ -64,6 +64,9 @@ pub struct SessionInfo {
     pub folders: Vec<FolderAccess>,
     pub break_glass: bool,
     pub reason: Option<String>,
+    /// Locked by an insider alert (every folder access refused until an admin unlocks).
+    #[serde(default)]
+    pub locked: bool,
 }
 
 struct Live {
@@ -446,7 +449,11 @@ impl ControlServer {
         match op {
             OP_LOGIN => self.login(&mut conn, uid, body),
             OP_LIST => {
-                let mine: Vec<SessionInfo> = self.sessions().into_iter().filter(|s| uid == 0 || s.uid == uid).collect();
+                let mut mine: Vec<SessionInfo> =
+                    self.sessions().into_iter().filter(|s| uid == 0 || s.uid == uid).collect();
+                for s in &mut mine {
+                    s.locked = self.is_locked(&s.user);
+                }
                 Ok(write_frame(&mut conn, &ok(&serde_json::to_vec(&mine).expect("serializes")))?)
             }
             OP_LOGOUT => {
@@ -547,6 +554,7 @@ impl ControlServer {
             folders: Self::listing(p, &rights),
             break_glass: d.break_glass.is_some(),
             reason: d.break_glass.clone(),
+            locked: false,
         };
         if let Some(reason) = &d.break_glass {
             let rec = BreakGlassRecord {

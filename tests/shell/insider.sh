@@ -126,6 +126,8 @@ PY
 mkdir -p "$FV_TMP/loot1" "$FV_TMP/loot2"; chown thief1 "$FV_TMP/loot1"; chown thief2 "$FV_TMP/loot2"
 thief thief1 cp -r "$m/cardiology" "$FV_TMP/loot1/"
 check_thief thief1 "$FV_TMP/loot1/cardiology"
+fv sessions --mount "$m" > "$FV_TMP/sessions"
+grep -A1 "user=thief1" "$FV_TMP/sessions" | grep -c LOCKED >/dev/null || { cat "$FV_TMP/sessions"; fail "sessions does not show thief1 locked"; }
 pass "cp -r of the department: alerted within 5 s, locked, at most $MAX_FRACTION_PCT% of real patients taken"
 thief thief2 sh -c "cd '$m' && tar cf '$FV_TMP/loot2/dept.tar' cardiology"
 mkdir -p "$FV_TMP/loot2/x"; tar xf "$FV_TMP/loot2/dept.tar" -C "$FV_TMP/loot2/x" 2>/dev/null || true
