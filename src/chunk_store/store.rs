@@ -32,7 +32,9 @@ use crate::error::{Error, Result};
 pub const TARGET_PACK_SIZE: u64 = 16 * 1024 * 1024;
 /// Sealed packs waiting for upload before writers are made to wait (while
 /// the store is reachable: back-pressure keeps the journal small).
-const MAX_QUEUED: usize = 4;
+const MAX_QUEUED: usize = 6;
+/// Packs uploaded at once to a remote store.
+const REMOTE_UPLOADERS: usize = 3;
 /// Default bound of the upload journal while the store is unreachable.
 pub const DEFAULT_JOURNAL_LIMIT: u64 = 1 << 30;
 const IDX_RECORD: usize = 40;
@@ -91,7 +93,7 @@ struct Shared {
 pub struct ChunkStore {
     shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<UploadJob>>>,
-    uploader: Mutex<Option<std::thread::JoinHandle<()>>>,
+    uploaders: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 fn data_path(dir: &Path, id: &PackId) -> PathBuf {
@@ -124,10 +126,18 @@ impl ChunkStore {
             changed: Condvar::new(),
         });
         let (tx, rx) = mpsc::channel::<UploadJob>();
-        let worker = Arc::clone(&shared);
-        let handle =
-            std::thread::Builder::new().name("fogvault-upload".into()).spawn(move || uploader_loop(worker, rx))?;
-        let store = ChunkStore { shared, tx: Mutex::new(Some(tx)), uploader: Mutex::new(Some(handle)) };
+        // A remote store takes several packs at once (each PUT waits on the
+        // network); a local one gains nothing from more than one.
+        let workers = if shared.backend.local_root().is_some() { 1 } else { REMOTE_UPLOADERS };
+        let rx = Arc::new(Mutex::new(rx));
+        let mut uploaders = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (worker, rx) = (Arc::clone(&shared), Arc::clone(&rx));
+            uploaders.push(
+                std::thread::Builder::new().name("fogvault-upload".into()).spawn(move || uploader_loop(worker, &rx))?,
+            );
+        }
+        let store = ChunkStore { shared, tx: Mutex::new(Some(tx)), uploaders: Mutex::new(uploaders) };
         store.recover_staging(indexed)?;
         Ok(store)
     }
@@ -328,7 +338,7 @@ impl ChunkStore {
     pub fn shutdown(&self) -> Result<()> {
         let r = self.flush_uploads();
         self.tx.lock().take();
-        if let Some(h) = self.uploader.lock().take() {
+        for h in self.uploaders.lock().drain(..) {
             let _ = h.join();
         }
         r
@@ -338,7 +348,7 @@ impl ChunkStore {
 impl Drop for ChunkStore {
     fn drop(&mut self) {
         self.tx.lock().take();
-        if let Some(h) = self.uploader.lock().take() {
+        for h in self.uploaders.lock().drain(..) {
             let _ = h.join();
         }
     }
@@ -394,8 +404,9 @@ fn same_filesystem(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn uploader_loop(shared: Arc<Shared>, rx: mpsc::Receiver<UploadJob>) {
-    while let Ok(job) = rx.recv() {
+fn uploader_loop(shared: Arc<Shared>, rx: &Mutex<mpsc::Receiver<UploadJob>>) {
+    loop {
+        let Ok(job) = rx.lock().recv() else { return };
         let mut delay = Duration::from_millis(100);
         loop {
             match upload_one(&shared, &job) {
