@@ -110,7 +110,7 @@ pub fn init_with_authority(location: &str, passphrase: &[u8], admin: Option<&Mas
         }),
     };
     let json = serde_json::to_vec_pretty(&cfg).expect("config serializes");
-    if !backend.put_if_absent(CONFIG_OBJECT, Bytes::from(json))? {
+    if !backend.put_if_absent(CONFIG_OBJECT, Bytes::from(json)).map_err(|e| backend.missing_bucket().unwrap_or(e))? {
         return Err(Error::Repo(format!("a repository is already initialised at {}", backend.description())));
     }
     let authority = authority.map(|(_, fog, mpk)| Authority { mpk, fog });
@@ -121,10 +121,12 @@ pub fn init_with_authority(location: &str, passphrase: &[u8], admin: Option<&Mas
 pub fn unlock(location: &str, passphrase: &[u8]) -> Result<Repo> {
     let backend = Arc::new(Backend::open(location, false)?);
     let raw = backend.get(CONFIG_OBJECT)?.ok_or_else(|| {
-        Error::Repo(format!(
-            "{} is not a fogvault repository (no config object; run `fogvault init`)",
-            backend.description()
-        ))
+        backend.missing_bucket().unwrap_or_else(|| {
+            Error::Repo(format!(
+                "{} is not a fogvault repository (no config object; run `fogvault init`)",
+                backend.description()
+            ))
+        })
     })?;
     let cfg: ConfigFile =
         serde_json::from_slice(&raw).map_err(|e| Error::Repo(format!("the repository config is malformed: {e}")))?;
@@ -168,9 +170,11 @@ pub struct PublicInfo {
 
 pub fn public_info(location: &str) -> Result<PublicInfo> {
     let backend = Arc::new(Backend::open(location, false)?);
-    let raw = backend
-        .get(CONFIG_OBJECT)?
-        .ok_or_else(|| Error::Repo(format!("{} is not a fogvault repository", backend.description())))?;
+    let raw = backend.get(CONFIG_OBJECT)?.ok_or_else(|| {
+        backend
+            .missing_bucket()
+            .unwrap_or_else(|| Error::Repo(format!("{} is not a fogvault repository", backend.description())))
+    })?;
     let cfg: ConfigFile =
         serde_json::from_slice(&raw).map_err(|e| Error::Repo(format!("the repository config is malformed: {e}")))?;
     let a = cfg.authority.ok_or_else(|| {

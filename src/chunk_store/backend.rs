@@ -213,6 +213,24 @@ impl Backend {
         &self.description
     }
 
+    /// Why a repository is not there, if its S3 bucket does not exist: S3
+    /// answers a missing bucket with the same 404 as a missing object, so
+    /// "no config object" alone would send the operator to `fogvault init`,
+    /// which then fails on the same bucket. Only asked on that error path
+    /// (one LIST request), and only for a single S3 store.
+    pub fn missing_bucket(&self) -> Option<Error> {
+        let [m] = self.members.as_slice() else { return None };
+        let bucket = m.description.strip_prefix("s3://")?.split('/').next().unwrap_or_default();
+        let first = self.rt.block_on(async { m.store.list(None).try_next().await.map(|_| ()) });
+        match first {
+            Err(e) if e.to_string().contains("NoSuchBucket") => Some(Error::Repo(format!(
+                "the S3 bucket {bucket:?} of {} does not exist (create it, then run `fogvault init`)",
+                m.description
+            ))),
+            _ => None,
+        }
+    }
+
     /// Run `op` on every member; Ok if at least one succeeded (the failures
     /// are logged: the mirror is degraded until `repair`).
     /// The stores of a mirror are written concurrently (one thread each), so

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
@@ -35,6 +35,9 @@ pub const TARGET_PACK_SIZE: u64 = 16 * 1024 * 1024;
 const MAX_QUEUED: usize = 6;
 /// Packs uploaded at once to a remote store.
 const REMOTE_UPLOADERS: usize = 3;
+/// How long a clean unmount keeps retrying uploads the store refuses before
+/// it stops and leaves them in the journal (replayed at the next mount).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Default bound of the upload journal while the store is unreachable.
 pub const DEFAULT_JOURNAL_LIMIT: u64 = 1 << 30;
 const IDX_RECORD: usize = 40;
@@ -79,6 +82,9 @@ struct State {
     upload_error_nospace: bool,
     /// Data bytes of every staged pack (the journal's size).
     staged_bytes: u64,
+    /// The store is being closed while uploads fail: the worker stops after
+    /// its next failed attempt and leaves the rest in the journal.
+    give_up: bool,
 }
 
 struct Shared {
@@ -334,23 +340,48 @@ impl ChunkStore {
         &self.shared.backend
     }
 
-    /// Upload everything and stop the worker (clean unmount).
+    /// Upload everything and stop the worker (clean unmount). While the
+    /// store refuses uploads this gives up after `SHUTDOWN_GRACE`: the packs
+    /// stay in the journal, which the next mount replays, instead of the
+    /// daemon never exiting.
     pub fn shutdown(&self) -> Result<()> {
-        let r = self.flush_uploads();
+        self.seal_open_pack()?;
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut r = Ok(());
+        {
+            let mut st = self.shared.state.lock();
+            while st.queued > 0 {
+                if let Some(e) = &st.upload_error
+                    && Instant::now() >= deadline
+                {
+                    r = Err(Error::Store(format!(
+                        "uploads are failing: {e}; {} pack(s) stay in the local journal",
+                        st.queued
+                    )));
+                    break;
+                }
+                self.shared.changed.wait_for(&mut st, Duration::from_millis(200));
+            }
+        }
+        self.stop_uploader();
+        r
+    }
+
+    /// Stop the upload worker: it finishes the queue while uploads succeed,
+    /// and stops at the first failure (the rest stays in the journal).
+    fn stop_uploader(&self) {
+        self.shared.state.lock().give_up = true;
+        self.shared.changed.notify_all();
         self.tx.lock().take();
         for h in self.uploaders.lock().drain(..) {
             let _ = h.join();
         }
-        r
     }
 }
 
 impl Drop for ChunkStore {
     fn drop(&mut self) {
-        self.tx.lock().take();
-        for h in self.uploaders.lock().drain(..) {
-            let _ = h.join();
-        }
+        self.stop_uploader();
     }
 }
 
@@ -413,13 +444,18 @@ fn uploader_loop(shared: Arc<Shared>, rx: &Mutex<mpsc::Receiver<UploadJob>>) {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(pack = %job.id.hex(), error = %e, "pack upload failed; will retry");
-                    {
-                        let mut st = shared.state.lock();
-                        st.upload_error_nospace = matches!(e, Error::NoSpace);
-                        st.upload_error = Some(e.to_string());
-                    }
+                    let mut st = shared.state.lock();
+                    st.upload_error_nospace = matches!(e, Error::NoSpace);
+                    st.upload_error = Some(e.to_string());
                     shared.changed.notify_all();
-                    std::thread::sleep(delay);
+                    if !st.give_up {
+                        shared.changed.wait_for(&mut st, delay);
+                    }
+                    if st.give_up {
+                        // Closing: this pack and the queued ones stay staged.
+                        return;
+                    }
+                    drop(st);
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }

@@ -192,6 +192,6 @@ pass "every instance downloaded back via REST: C-STORE'd data sets and REST-uplo
 stop_orthanc || fail "Orthanc did not stop cleanly on SIGTERM"
 orthanc_log_clean "second run"
 unmount_vault "$D"
-"$FOGVAULT" verify --repo "$D/repo" --cache "$D/cache" >"$FV_TMP/verify.out" 2>&1 \
+"$FOGVAULT" verify --repo "$(repo_of "$D")" --cache "$D/cache" >"$FV_TMP/verify.out" 2>&1 \
     || { cat "$FV_TMP/verify.out" >&2; fail "fogvault verify reports problems"; }
 pass "fogvault verify is clean after the imaging workload"

@@ -15,8 +15,9 @@ chmod 755 "$FV_TMP"
 as() { local who="$1"; shift; setpriv --reuid "$who" --regid "$who" --init-groups -- "$@"; }
 export FOGVAULT_ADMIN_PASSPHRASE="admin pass"
 d="$FV_TMP/f"; mkdir -p "$d/mnt" "$FV_TMP/keys"; chmod 755 "$d" "$FV_TMP/keys"
-fv init --repo "$d/repo" --admin-key "$FV_TMP/admin.key" >/dev/null
-adm() { fv admin "$@" --repo "$d/repo" --admin-key "$FV_TMP/admin.key"; }
+repo=$(repo_of "$d")
+fv init --repo "$repo" --admin-key "$FV_TMP/admin.key" >/dev/null
+adm() { fv admin "$@" --repo "$repo" --admin-key "$FV_TMP/admin.key"; }
 for spec in alice:physician bob:nurse carol:clerk dave:emergency erin:physician; do
     u=${spec%%:*}
     FOGVAULT_KEY_PASSPHRASE="$u-pw" adm user add "$u" --role "${spec#*:}" --key-out "$FV_TMP/keys/$u.key" >/dev/null
@@ -109,13 +110,13 @@ as alice mv "$m/cardiology/move-me.txt" "$m/wards/oncology/moved.txt" || fail "m
 pass "rename and link across vault folders give EXDEV (mv copies instead)"
 
 # Dedup across folders and users, with the first writer logged out.
-before=$(fv stats --repo "$d/repo" --cache "$d/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
+before=$(fv stats --repo "$repo" --cache "$d/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
 as alice "$FOGVAULT" logout --mount "$m" >/dev/null
 login erin >/dev/null
 as erin cp "$FV_TMP/scan.bin" "$m/wards/oncology/same-scan.bin"
 sync
 cp "$FV_TMP/scan.bin" "$m/public/same-scan.bin"
-after=$(fv stats --repo "$d/repo" --cache "$d/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
+after=$(fv stats --repo "$repo" --cache "$d/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
 [ $((after - before)) -lt 1000000 ] || fail "the same 8 MB in a second folder added $((after - before)) bytes"
 as erin cmp "$FV_TMP/scan.bin" "$m/wards/oncology/same-scan.bin" || fail "erin reads her copy"
 pass "the same scan in two folders (first writer logged out) and the root is stored once (+$((after - before)) bytes)"
@@ -130,7 +131,7 @@ pass "logout and session expiry remove access at once"
 
 # Live revocation: bob keeps reading until the admin revokes, then EACCES within seconds.
 as bob cat "$m/cardiology/ecg-report-7781.txt" >/dev/null || fail "bob before revoke"
-cp "$d/repo/policy/current" "$FV_TMP/policy-before-revoke"
+store_get "$d" policy/current "$FV_TMP/policy-before-revoke"
 adm revoke bob --folder cardiology > "$FV_TMP/revoke.out"
 grep -q "1 folder key(s) rotated" "$FV_TMP/revoke.out" || { cat "$FV_TMP/revoke.out"; fail "revoke must rotate the key"; }
 for i in $(seq 1 20); do as bob cat "$m/cardiology/ecg-report-7781.txt" >/dev/null 2>&1 || break; sleep 0.25; done
@@ -148,7 +149,7 @@ grep -q "revoked" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear revoked-lo
 pass "revoking a user ends her sessions and her key file no longer logs in"
 
 # A rolled-back policy in the store (bob's old grant) is refused, live and at mount.
-cp "$FV_TMP/policy-before-revoke" "$d/repo/policy/current"
+store_put "$d" policy/current "$FV_TMP/policy-before-revoke"
 sleep 1.5
 grep -q "refusing a rolled-back policy" "$d/mount.log" || { cat "$d/mount.log"; fail "rollback not reported"; }
 login bob >/dev/null
@@ -162,8 +163,12 @@ login dave --break-glass --reason "code blue, bed 4" > "$FV_TMP/bg.out"
 grep -q "BREAK-GLASS" "$FV_TMP/bg.out" || fail "break-glass login output"
 as dave grep -q "sinus rhythm" "$m/cardiology/ecg-report-7781.txt" || fail "dave reads under break-glass"
 fv sessions --mount "$m" | grep "user=dave" | grep -c >/dev/null "BREAK-GLASS" || fail "break-glass not listed"
-ls "$d/repo/breakglass/" | grep -c >/dev/null . || fail "break-glass not recorded in the store"
-! grep -rq "code blue" "$d/repo/breakglass/" || fail "break-glass record is plaintext"
+store_ls "$d" breakglass/ > "$FV_TMP/bg-objects"
+[ -s "$FV_TMP/bg-objects" ] || fail "break-glass not recorded in the store"
+while read -r obj; do
+    store_get "$d" "$obj" "$FV_TMP/bg-object"
+    ! grep -c "code blue" "$FV_TMP/bg-object" >/dev/null || fail "break-glass record $obj is plaintext"
+done < "$FV_TMP/bg-objects"
 adm break-glass list > "$FV_TMP/bg-list.txt"
 grep -c >/dev/null "user=dave" "$FV_TMP/bg-list.txt" && grep -c >/dev/null "reason: code blue, bed 4" "$FV_TMP/bg-list.txt" \
     || { cat "$FV_TMP/bg-list.txt"; fail "admin break-glass list"; }
@@ -172,25 +177,28 @@ grep -q "not in an emergency role" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "u
 pass "break-glass: emergency role with a reason gets in, is listed and recorded (sealed); others are refused"
 
 unmount_vault "$d"
-if mount_vault_expect_fail=1 fv mount --repo "$d/repo" --cache "$d/cache" --allow-other "$m" 2>"$FV_TMP/err"; then fail "mounted with a rolled-back policy"; fi
+if mount_vault_expect_fail=1 fv mount --repo "$repo" --cache "$d/cache" --allow-other "$m" 2>"$FV_TMP/err"; then fail "mounted with a rolled-back policy"; fi
 grep -q "rollback refused" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear rollback error at mount"; }
-latest=$(ls "$d/repo/policy/v/" | sort | tail -1)
-cp "$d/repo/policy/v/$latest" "$d/repo/policy/current"
-python3 - "$d/repo/policy/current" <<'PY'
+latest=$(store_ls "$d" policy/v/ | tail -1)
+[ -n "$latest" ] || fail "no policy versions in the store"
+store_get "$d" "$latest" "$FV_TMP/policy-latest"
+cp "$FV_TMP/policy-latest" "$FV_TMP/policy-altered"
+python3 - "$FV_TMP/policy-altered" <<'PY'
 import json, sys
 p = json.load(open(sys.argv[1])); s = bytearray.fromhex(p["sealed"]); s[40] ^= 1; p["sealed"] = s.hex()
 json.dump(p, open(sys.argv[1], "w"))
 PY
-if fv mount --repo "$d/repo" --cache "$d/cache" --allow-other "$m" 2>"$FV_TMP/err"; then fail "mounted with an altered policy"; fi
+store_put "$d" policy/current "$FV_TMP/policy-altered"
+if fv mount --repo "$repo" --cache "$d/cache" --allow-other "$m" 2>"$FV_TMP/err"; then fail "mounted with an altered policy"; fi
 grep -q "signature does not verify" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear altered-policy error"; }
-cp "$d/repo/policy/v/$latest" "$d/repo/policy/current"
+store_put "$d" policy/current "$FV_TMP/policy-latest"
 pass "at mount, a rolled-back or altered policy is refused with a clear error"
 
 # Stolen disk: nothing readable in the store or the fog node's cache/LMDB.
 for needle in ecg-report-7781 sinus patient-marker-7781 cardiology oncology same-scan "code blue"; do
-    if grep -rqaF "$needle" "$d/repo" "$d/cache"; then fail "found '$needle' on disk"; fi
+    if grep -rqaF "$needle" "$(store_dir "$d")" "$d/cache"; then fail "found '$needle' on disk"; fi
 done
-python3 - "$FV_TMP/scan.bin" "$d/repo" "$d/cache" <<'PY'
+python3 - "$FV_TMP/scan.bin" "$(store_dir "$d")" "$d/cache" <<'PY'
 import os, sys
 probe = open(sys.argv[1], "rb").read()[4096:4096 + 64]
 for root in sys.argv[2:]:
@@ -212,11 +220,11 @@ pass "after a remount the folders are locked again until login"
 
 # A lost fog node rebuilt from the store alone: folder records come back
 # still sealed (locked until a login supplies the key), then read as before.
-fv recover --repo "$d/repo" --cache "$d/cache-recovered" >/dev/null || fail "recover of a vault with folders"
+fv recover --repo "$repo" --cache "$d/cache-recovered" >/dev/null || fail "recover of a vault with folders"
 for needle in ecg-report-7781 cardiology oncology; do
     if grep -rqaF "$needle" "$d/cache-recovered"; then fail "found '$needle' in the recovered cache"; fi
 done
-"$FOGVAULT" mount --repo "$d/repo" --cache "$d/cache-recovered" --allow-other "$m" >>"$d/mount.log" 2>&1 &
+"$FOGVAULT" mount --repo "$repo" --cache "$d/cache-recovered" --allow-other "$m" >>"$d/mount.log" 2>&1 &
 MOUNT_PID=$!; FV_PIDS+=("$MOUNT_PID")
 for _ in $(seq 100); do mountpoint -q "$m" && break; sleep 0.1; done
 denied alice ls "$m/cardiology"

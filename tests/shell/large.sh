@@ -17,7 +17,7 @@ mount_vault "$d"
 pass "${big_mib} MiB file written, remounted and read back identical"
 rm "$m/big.bin"
 unmount_vault "$d"
-before=$(du -sb "$(store_dir "$d")" | cut -f1)   # deleted data stays until gc
+before=$(store_bytes "$d")   # deleted data stays until gc
 mount_vault "$d"
 
 # Sparse files: a 10 GiB file with two islands of data.
@@ -32,7 +32,7 @@ truncate -s 100M "$m/sparse.img"   # shrink, then grow again: old bytes must not
 truncate -s 6G "$m/sparse.img"
 [ "$(dd if="$m/sparse.img" bs=1 skip=$((5 << 30)) count=8 status=none | tr -d '\0' | wc -c)" -eq 0 ] || fail "data resurrected after truncate"
 unmount_vault "$d"
-stored=$(( $(du -sb "$(store_dir "$d")" | cut -f1) - before ))
+stored=$(( $(store_bytes "$d") - before ))
 [ "$stored" -lt $((20 << 20)) ] || fail "sparse file stored $stored bytes"
 pass "sparse 10 GiB file: holes read as zeros, truncate down/up, ${stored} bytes stored"
 

@@ -34,14 +34,58 @@ if [ "$FV_STORE" = s3 ]; then
     start_garage "$FV_TMP/garage" "$((20000 + RANDOM % 20000))"
 fi
 
+# s3_prefix_of DIR → the key prefix of test dir DIR's repository in the test bucket
+s3_prefix_of() { echo "$(basename "$FV_TMP")-$(basename "$1")"; }
+
 # repo_of DIR → the repository of test dir DIR: DIR/repo, or a prefix of the test bucket
 repo_of() {
-    if [ "$FV_STORE" = s3 ]; then echo "s3://$GARAGE_BUCKET/$(basename "$FV_TMP")-$(basename "$1")"; else echo "$1/repo"; fi
+    if [ "$FV_STORE" = s3 ]; then echo "s3://$GARAGE_BUCKET/$(s3_prefix_of "$1")"; else echo "$1/repo"; fi
 }
 
-# store_dir DIR → where the store's bytes lie on disk (for stolen-disk greps and sizes)
+# store_dir DIR → where the store's bytes lie on disk, for stolen-disk greps: the
+# repository directory, or the whole Garage node (data blocks, and the metadata
+# database that holds small objects inline). Garage is configured without
+# compression, so plaintext stored there would show up in a grep.
 store_dir() {
-    if [ "$FV_STORE" = s3 ]; then echo "$FV_TMP/garage/data"; else echo "$1/repo"; fi
+    if [ "$FV_STORE" = s3 ]; then echo "$FV_TMP/garage"; else echo "$1/repo"; fi
+}
+
+# The store of test dir DIR, object by object (NAME relative to the repository,
+# e.g. packs/ab/…, config, policy/current), the same calls on both stores, so
+# tampering and inspection are written once.
+# store_ls DIR [PREFIX] → object names under PREFIX, sorted
+store_ls() {
+    if [ "$FV_STORE" = s3 ]; then
+        local p; p=$(s3_prefix_of "$1")
+        s3_keys "$p/${2:-}" | sed "s|^$p/||" | sort
+    else
+        [ -d "$1/repo/${2:-}" ] || return 0
+        (cd "$1/repo" && find "./${2:-}" -type f) | sed 's|^\./||; s|//*|/|g' | sort
+    fi
+}
+# store_get DIR NAME FILE → copies object NAME to local FILE (fails if it is missing)
+store_get() {
+    if [ "$FV_STORE" = s3 ]; then s3_req GET "$(s3_prefix_of "$1")/$2" -o "$3"; else cp "$1/repo/$2" "$3"; fi
+}
+# store_put DIR NAME FILE → replaces (or creates) object NAME with the bytes of FILE
+store_put() {
+    if [ "$FV_STORE" = s3 ]; then
+        s3_req PUT "$(s3_prefix_of "$1")/$2" --data-binary "@$3" -o /dev/null
+    else
+        mkdir -p "$(dirname "$1/repo/$2")" && cp "$3" "$1/repo/$2"
+    fi
+}
+# store_rm DIR NAME → deletes object NAME
+store_rm() {
+    if [ "$FV_STORE" = s3 ]; then s3_req DELETE "$(s3_prefix_of "$1")/$2" -o /dev/null; else rm "$1/repo/$2"; fi
+}
+# store_bytes DIR → total size in bytes of the repository's objects
+store_bytes() {
+    if [ "$FV_STORE" = s3 ]; then
+        s3_list "$(s3_prefix_of "$1")/" | awk '{ n += $2 } END { printf "%.0f\n", n }'
+    else
+        find "$1/repo" -type f -printf '%s\n' | awk '{ n += $1 } END { printf "%.0f\n", n }'
+    fi
 }
 
 # new_repo NAME → creates $FV_TMP/NAME/{cache,mnt}, inits its repository (repo_of)
@@ -69,12 +113,23 @@ mount_vault() {
     fail "mount did not come up"
 }
 
-# unmount_vault DIR → clean unmount, waits for the daemon to exit with status 0
+# wait_exit PID SECS → waits for child PID and returns its exit status, or
+# returns 124 if it is still running after SECS (it is left running)
+wait_exit() {
+    local pid="$1" secs="$2" i
+    for i in $(seq 1 $((secs * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && return 124
+    wait "$pid"
+}
+
+# unmount_vault DIR → clean unmount, waits (at most FV_UNMOUNT_TIMEOUT s, 600 by
+# default) for the daemon to exit with status 0
 unmount_vault() {
     local d="$1"
     umount "$d/mnt"
     local rc=0
-    wait "$MOUNT_PID" || rc=$?
+    wait_exit "$MOUNT_PID" "${FV_UNMOUNT_TIMEOUT:-600}" || rc=$?
+    [ "$rc" -ne 124 ] || { tail -n 20 "$d/mount.log" >&2; fail "daemon still running ${FV_UNMOUNT_TIMEOUT:-600} s after unmount"; }
     [ "$rc" -eq 0 ] || { cat "$d/mount.log" >&2; fail "daemon exited with $rc after unmount"; }
 }
 

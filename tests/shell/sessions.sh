@@ -12,16 +12,17 @@ as() { local who="$1"; shift; setpriv --reuid "$who" --regid "$who" --init-group
 
 export FOGVAULT_ADMIN_PASSPHRASE="admin pass"
 d="$FV_TMP/s"; mkdir -p "$d/mnt" "$FV_TMP/keys"; chmod 755 "$d" "$FV_TMP/keys"
-fv init --repo "$d/repo" --admin-key "$FV_TMP/admin.key" >/dev/null
+repo=$(repo_of "$d")
+fv init --repo "$repo" --admin-key "$FV_TMP/admin.key" >/dev/null
 [ "$(stat -c %a "$FV_TMP/admin.key")" = 600 ] || fail "admin key file must be 0600"
-FOGVAULT_KEY_PASSPHRASE=alice-pw fv admin user add alice --role physician --key-out "$FV_TMP/keys/alice.key" --admin-key "$FV_TMP/admin.key" --repo "$d/repo" >/dev/null
-FOGVAULT_KEY_PASSPHRASE=bob-pw fv admin user add bob --role nurse --key-out "$FV_TMP/keys/bob.key" --admin-key "$FV_TMP/admin.key" --repo "$d/repo" >/dev/null
+FOGVAULT_KEY_PASSPHRASE=alice-pw fv admin user add alice --role physician --key-out "$FV_TMP/keys/alice.key" --admin-key "$FV_TMP/admin.key" --repo "$repo" >/dev/null
+FOGVAULT_KEY_PASSPHRASE=bob-pw fv admin user add bob --role nurse --key-out "$FV_TMP/keys/bob.key" --admin-key "$FV_TMP/admin.key" --repo "$repo" >/dev/null
 chown alice "$FV_TMP/keys/alice.key"; chown bob "$FV_TMP/keys/bob.key"
 # A key issued by another authority.
-fv init --repo "$FV_TMP/other/repo" --admin-key "$FV_TMP/other-admin.key" >/dev/null
-FOGVAULT_KEY_PASSPHRASE=bob-pw fv admin user add bob --role nurse --key-out "$FV_TMP/keys/bob-foreign.key" --admin-key "$FV_TMP/other-admin.key" --repo "$FV_TMP/other/repo" >/dev/null
+fv init --repo "$(repo_of "$FV_TMP/other")" --admin-key "$FV_TMP/other-admin.key" >/dev/null
+FOGVAULT_KEY_PASSPHRASE=bob-pw fv admin user add bob --role nurse --key-out "$FV_TMP/keys/bob-foreign.key" --admin-key "$FV_TMP/other-admin.key" --repo "$(repo_of "$FV_TMP/other")" >/dev/null
 chown bob "$FV_TMP/keys/bob-foreign.key"
-if FOGVAULT_ADMIN_PASSPHRASE=wrong fv admin user add eve --role x --key-out "$FV_TMP/keys/eve.key" --admin-key "$FV_TMP/admin.key" --repo "$d/repo" 2>"$FV_TMP/err"; then fail "wrong admin passphrase accepted"; fi
+if FOGVAULT_ADMIN_PASSPHRASE=wrong fv admin user add eve --role x --key-out "$FV_TMP/keys/eve.key" --admin-key "$FV_TMP/admin.key" --repo "$repo" 2>"$FV_TMP/err"; then fail "wrong admin passphrase accepted"; fi
 grep -q "wrong passphrase for key file" "$FV_TMP/err" || fail "unclear admin passphrase error"
 pass "admin key and identity keys issued; wrong admin passphrase refused"
 
