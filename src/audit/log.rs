@@ -5,7 +5,7 @@
 //! Each record is one `write(2)` of `len u32 ‖ sealed`, made before the
 //! operation it describes returns to the application: a `kill -9` cannot
 //! lose it (the kernel holds it), and a background thread `fdatasync`s the
-//! file every second for machine crashes. `sealed` is XChaCha20-Poly1305
+//! file every 2 s (with each upload) for machine crashes. `sealed` is XChaCha20-Poly1305
 //! under `K_audit` with the repository id and the record's sequence number
 //! in the AAD; each record names the BLAKE3 hash of its predecessor's
 //! sealed bytes. So a removed, reordered, replayed or altered record breaks
