@@ -28,7 +28,7 @@ export FOGVAULT="$PWD/target/release/fogvault"
 suites=(roundtrip integrity durability errors shutdown sessions folders large concurrency dicom pjdfstest
     recover gc audit insider s3 s3_outage mirror garage3
     s3:roundtrip s3:integrity s3:durability s3:errors s3:shutdown s3:sessions s3:folders s3:large
-    s3:concurrency s3:dicom s3:pjdfstest s3:recover s3:gc)
+    s3:concurrency s3:dicom s3:pjdfstest s3:recover s3:gc s3:audit s3:insider)
 failed=()
 for s in "${suites[@]}"; do
     echo "== shell: $s"
