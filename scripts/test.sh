@@ -2,7 +2,7 @@
 # Runs every test: formatting, lints, layering, Rust unit/property tests, and
 # the real-mount shell suites (cp/rsync/tar, crash, tampering, errors, large
 # and sparse files, concurrency, 100k-entry dirs, mmap, DICOM/Orthanc, pjdfstest),
-# all of them but recover again on a real S3 server (Garage on loopback), and
+# all of them again on a real S3 server (Garage on loopback), and
 # the vault on a three-node Garage cluster that loses a node (garage3).
 # Installs what it needs (idempotent). Run as root on Debian 12.
 set -euo pipefail
@@ -28,7 +28,7 @@ export FOGVAULT="$PWD/target/release/fogvault"
 suites=(roundtrip integrity durability errors shutdown sessions folders large concurrency dicom pjdfstest
     recover gc audit insider s3 s3_outage mirror
     s3:roundtrip s3:integrity s3:durability s3:errors s3:shutdown s3:sessions s3:folders s3:large
-    s3:concurrency s3:dicom s3:pjdfstest s3:gc)
+    s3:concurrency s3:dicom s3:pjdfstest s3:recover s3:gc s3:audit s3:insider)
 failed=()
 for s in "${suites[@]}"; do
     echo "== shell: $s"

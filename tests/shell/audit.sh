@@ -110,19 +110,24 @@ for mode in drop swap flip truncate; do
     expect_caught "fog node's log: $mode a record"
     cp "$FV_TMP/log.orig" "$log"
 done
-store=$(store_dir "$d")
-seg=$(ls "$store/audit/seg" | head -1)
-cp "$store/audit/seg/$seg" "$FV_TMP/seg.orig"
+# The store's copy, altered through the store (files, or signed S3 requests).
+seg=$(store_ls "$d" audit/seg/ | head -1)
+[ -n "$seg" ] || fail "no audit segment in the store"
+store_get "$d" "$seg" "$FV_TMP/seg.orig"
 for mode in drop swap flip truncate; do
-    frames "$FV_TMP/seg.orig" "$store/audit/seg/$seg" "$mode"
+    frames "$FV_TMP/seg.orig" "$FV_TMP/seg.bad" "$mode"
+    store_put "$d" "$seg" "$FV_TMP/seg.bad"
     expect_caught "store's copy: $mode a record"
-    cp "$FV_TMP/seg.orig" "$store/audit/seg/$seg"
+    store_put "$d" "$seg" "$FV_TMP/seg.orig"
 done
-cp=$(ls "$store/audit/checkpoint" | tail -1)
-cp "$store/audit/checkpoint/$cp" "$FV_TMP/cp.orig"
-sed -i 's/"last":[0-9]*/"last":1/' "$store/audit/checkpoint/$cp"
+cp=$(store_ls "$d" audit/checkpoint/ | tail -1)
+[ -n "$cp" ] || fail "no audit checkpoint in the store"
+store_get "$d" "$cp" "$FV_TMP/cp.orig"
+sed 's/"last":[0-9]*/"last":1/' "$FV_TMP/cp.orig" > "$FV_TMP/cp.bad"
+cmp -s "$FV_TMP/cp.orig" "$FV_TMP/cp.bad" && fail "could not alter the checkpoint"
+store_put "$d" "$cp" "$FV_TMP/cp.bad"
 expect_caught "store's checkpoint altered"
-cp "$FV_TMP/cp.orig" "$store/audit/checkpoint/$cp"
+store_put "$d" "$cp" "$FV_TMP/cp.orig"
 fv audit --repo "$repo" --cache "$d/cache" --verify >/dev/null || fail "verify after undoing every tampering"
 pass "removed, reordered, altered or truncated records are caught in the fog node's and the store's copy; forged checkpoints too"
 

@@ -45,7 +45,9 @@ garage_node_start() {
     GARAGE_NODE=""
     local i
     for i in $(seq 1 150); do
-        GARAGE_NODE=$("$g" -c "$dir/garage.toml" node id -q 2>/dev/null) && [ -n "$GARAGE_NODE" ] && return 0
+        # `node id` reads the key on disk, so ask `status` first: the server answers.
+        "$g" -c "$dir/garage.toml" status >/dev/null 2>&1 &&
+            GARAGE_NODE=$("$g" -c "$dir/garage.toml" node id -q 2>/dev/null) && [ -n "$GARAGE_NODE" ] && return 0
         kill -0 "$GARAGE_PID" 2>/dev/null || break
         sleep 0.2
     done

@@ -78,7 +78,7 @@ store=$(store_dir "$d")
 for p in $(ls "$FV_TMP/real") $(cut -d/ -f2 "$FV_TMP/decoys.txt"); do
     if grep -rqaF "$p" "$store" "$d/cache"; then fail "patient name $p readable in the store or cache"; fi
 done
-(cd "$store" && find . -type f | sed 's|^\./||; s|/.*||' | sort -u) > "$FV_TMP/kinds"
+store_ls "$d" | sed 's|/.*||' | sort -u > "$FV_TMP/kinds"
 grep -vxE 'config|packs|meta|audit|policy|decoys' "$FV_TMP/kinds" && fail "unexpected object kinds in the store"
 [ -z "$(alerts)" ] || { alerts; fail "stat-only listing raised an alert"; }
 pass "decoys match real patients on every feature a user or the store sees; no patient name on disk"

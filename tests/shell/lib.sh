@@ -79,6 +79,25 @@ store_put() {
 store_rm() {
     if [ "$FV_STORE" = s3 ]; then s3_req DELETE "$(s3_prefix_of "$1")/$2" -o /dev/null; else rm "$1/repo/$2"; fi
 }
+# store_save DIR PREFIX LOCAL → copies every object under PREFIX to LOCAL/<name>
+store_save() {
+    local names name
+    names=$(store_ls "$1" "$2")
+    mkdir -p "$3"
+    for name in $names; do
+        mkdir -p "$(dirname "$3/$name")"
+        store_get "$1" "$name" "$3/$name"
+    done
+}
+# store_restore DIR PREFIX LOCAL → the objects under PREFIX become exactly those
+# store_save put in LOCAL (others deleted, saved ones written back)
+store_restore() {
+    local names name
+    names=$(store_ls "$1" "$2")
+    for name in $names; do [ -f "$3/$name" ] || store_rm "$1" "$name"; done
+    names=$(cd "$3" && find "$2" -type f | sort)
+    for name in $names; do store_put "$1" "$name" "$3/$name"; done
+}
 # store_bytes DIR → total size in bytes of the repository's objects
 store_bytes() {
     if [ "$FV_STORE" = s3 ]; then
