@@ -26,7 +26,7 @@ export FOGVAULT="$PWD/target/release/fogvault"
 
 # Suites prefixed "s3:" run with FV_STORE=s3: the repository is a bucket prefix on Garage.
 suites=(roundtrip integrity durability errors shutdown sessions folders large concurrency dicom pjdfstest
-    recover gc audit insider s3 s3_outage mirror
+    recover gc audit insider s3 s3_outage mirror garage3
     s3:roundtrip s3:integrity s3:durability s3:errors s3:shutdown s3:sessions s3:folders s3:large
     s3:concurrency s3:dicom s3:pjdfstest s3:recover s3:gc s3:audit s3:insider)
 failed=()
