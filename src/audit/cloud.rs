@@ -211,10 +211,15 @@ impl Inner {
         let _one = self.busy.lock();
         self.log.sync()?;
         let mut done = self.load_state();
-        let bytes = std::fs::read(&self.log_path)?;
-        let Some(new) = bytes.get(done.offset as usize..) else {
+        // Only the part after what is already in the store (the log grows for ever).
+        let mut file = std::fs::File::open(&self.log_path)?;
+        if file.metadata()?.len() < done.offset {
             return Err(Error::Integrity("the audit log is shorter than what was uploaded".into()));
-        };
+        }
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(done.offset))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        let new = bytes.as_slice();
         let (frames, torn) = log::split_frames(new);
         if frames.is_empty() {
             return Ok(());

@@ -147,37 +147,28 @@ impl Admin {
 
     /// What the fog node planted, per request (only the admin key opens these).
     pub fn decoy_records(&self) -> Result<Vec<policy::DecoyRecord>> {
-        let mut names: Vec<String> =
-            self.info.backend.list(policy::DECOY_PREFIX.trim_end_matches('/'))?.into_iter().map(|(n, _)| n).collect();
-        names.sort();
-        let mut out = Vec::new();
-        for name in names {
-            let Some(sealed) = self.info.backend.get(&name)? else { continue };
-            let plain =
-                policy::open_as_admin(&self.msk, &self.info.fog_id, &self.info.repo_id, policy::DECOYS, &sealed)
-                    .ok_or_else(|| Error::Integrity(format!("decoy record {name} fails authentication")))?;
-            out.push(
-                serde_json::from_slice(&plain)
-                    .map_err(|_| Error::Integrity(format!("decoy record {name} is malformed")))?,
-            );
-        }
-        Ok(out)
+        self.sealed_records(policy::DECOY_PREFIX, policy::DECOYS, "decoy")
     }
 
     /// Every break-glass record in the store, oldest first. A record that
     /// fails authentication is an error: it was tampered with.
     pub fn break_glass_records(&self) -> Result<Vec<BreakGlassRecord>> {
+        self.sealed_records(BREAK_GLASS_PREFIX, BREAK_GLASS, "break-glass")
+    }
+
+    /// Every record the fog node sealed for the admin under `prefix`, oldest first.
+    fn sealed_records<T: serde::de::DeserializeOwned>(&self, prefix: &str, what: &str, label: &str) -> Result<Vec<T>> {
         let mut names: Vec<String> =
-            self.info.backend.list(BREAK_GLASS_PREFIX.trim_end_matches('/'))?.into_iter().map(|(n, _)| n).collect();
+            self.info.backend.list(prefix.trim_end_matches('/'))?.into_iter().map(|(n, _)| n).collect();
         names.sort();
         let mut out = Vec::new();
         for name in names {
             let Some(sealed) = self.info.backend.get(&name)? else { continue };
-            let plain = policy::open_as_admin(&self.msk, &self.info.fog_id, &self.info.repo_id, BREAK_GLASS, &sealed)
-                .ok_or_else(|| Error::Integrity(format!("break-glass record {name} fails authentication")))?;
+            let plain = policy::open_as_admin(&self.msk, &self.info.fog_id, &self.info.repo_id, what, &sealed)
+                .ok_or_else(|| Error::Integrity(format!("{label} record {name} fails authentication")))?;
             out.push(
                 serde_json::from_slice(&plain)
-                    .map_err(|_| Error::Integrity(format!("break-glass record {name} is malformed")))?,
+                    .map_err(|_| Error::Integrity(format!("{label} record {name} is malformed")))?,
             );
         }
         Ok(out)
