@@ -164,13 +164,14 @@ rclone_wait_uploaded() {
 
 # ---------------------------------------------------------------- S3 request counts and CPU
 mark() { wc -l <"$GLOG"; }
-# reqs FROM → "PUT GET HEAD LIST POST DELETE" counted in the Garage log after line FROM
+# reqs FROM → "PUT GET HEAD LIST POST DELETE META" counted in the Garage log after line FROM;
+# META: how many of them were on fogvault's metadata and audit objects (keys .../meta/..., .../audit/...)
 reqs() {
     sleep 0.5   # let the server write its last lines
     python3 - "$GLOG" "$1" <<'EOF'
 import re, sys
 path, start = sys.argv[1], int(sys.argv[2])
-c = dict.fromkeys(["PUT", "GET", "HEAD", "LIST", "POST", "DELETE"], 0)
+c = dict.fromkeys(["PUT", "GET", "HEAD", "LIST", "POST", "DELETE", "META"], 0)
 pat = re.compile(r"generic_server\S*\s+\S+ \([^)]*\) ([A-Z]+) (\S+)")
 with open(path, errors="replace") as f:
     for i, line in enumerate(f):
@@ -184,7 +185,9 @@ with open(path, errors="replace") as f:
         if meth == "GET" and (base.strip("/").count("/") == 0 or "uploads" in query or "uploadId" in query):
             meth = "LIST"   # bucket-level GET (ListObjects), ListParts, ListMultipartUploads
         c[meth] = c.get(meth, 0) + 1
-print(" ".join(str(c[k]) for k in ["PUT", "GET", "HEAD", "LIST", "POST", "DELETE"]))
+        if "/meta/" in base or "/audit/" in base:
+            c["META"] += 1
+print(" ".join(str(c[k]) for k in ["PUT", "GET", "HEAD", "LIST", "POST", "DELETE", "META"]))
 EOF
 }
 GARAGE_PID_NOW=$GARAGE_PID
@@ -202,7 +205,7 @@ record() {
     CPU[$sys/$w]=$(awk -v u="$u" -v s="$s" 'BEGIN {printf "%.1f", u + s}')
     RSS[$sys/$w]=$((r / 1024))
     GCPU[$sys/$w]=$(awk -v a="$g0" -v b="$(cpu_ticks "$GARAGE_PID_NOW")" -v t="$TCK" 'BEGIN {printf "%.1f", (b - a) / t}')
-    log "$sys $w: ${SECS[$sys/$w]} s, ${RATE[$sys/$w]}/s; requests (PUT GET HEAD LIST POST DELETE) ${REQ[$sys/$w]:-none};" \
+    log "$sys $w: ${SECS[$sys/$w]} s, ${RATE[$sys/$w]}/s; requests (PUT GET HEAD LIST POST DELETE, of them on meta/ and audit/) ${REQ[$sys/$w]:-none};" \
         "daemon CPU ${CPU[$sys/$w]} s, peak RSS ${RSS[$sys/$w]} MiB; garage CPU ${GCPU[$sys/$w]} s${PHASES[$sys/$w]:+ (${PHASES[$sys/$w]})}"
 }
 
@@ -312,7 +315,7 @@ mkdir -p "$OUT"
              "$(per_gib "$(other "$a")" "$L") | $(per_gib "$(other "$b")" "$L") |"
     done
     echo
-    echo "Raw counts (PUT GET HEAD LIST POST DELETE), seconds (phases), daemon CPU seconds and peak RSS, Garage CPU seconds:"
+    echo "Raw counts (PUT GET HEAD LIST POST DELETE, then how many of them were on fogvault's meta/ and audit/ objects), seconds (phases), daemon CPU seconds and peak RSS, Garage CPU seconds:"
     echo
     for w in seqw seqr untar; do
         for sys in "${SYSTEMS[@]}"; do
