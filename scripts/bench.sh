@@ -575,6 +575,6 @@ LOGIN_RUNS=${LOGIN_RUNS:-20} FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
     bash "$ROOT/scripts/bench_login.sh" 2>>"$LOG" | tee -a "$LOG" || log "login benchmark FAILED"
 QUICK=$QUICK FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
     bash "$ROOT/scripts/bench_folders.sh" 2>>"$LOG" | tee -a "$LOG" || log "folder benchmark FAILED"
-# Issue 5: the same vault on a real S3 server (Garage) next to a local directory.
-FOGVAULT=$FOGVAULT BENCH_OUT=$OUT S3_BENCH_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024) \
-    bash "$ROOT/scripts/bench_s3.sh" 2>>"$LOG" | tee -a "$LOG" || log "S3 benchmark FAILED"
+# Issue 5: the same vault on a real S3 server (Garage), next to a local directory and to rclone crypt.
+FOGVAULT=$FOGVAULT BENCH_OUT=$OUT BENCH_DIR=$BENCH_DIR S3_BENCH_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024) \
+    S3_TREE_FILES=$TREE_FILES bash "$ROOT/scripts/bench_s3.sh" 2>>"$LOG" | tee -a "$LOG" || log "S3 benchmark FAILED"
