@@ -54,6 +54,7 @@ mkdir -p "$OUT" "$SRC"
 : >"$LOG"
 
 log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
+source "$ROOT/scripts/bench_tree.sh"
 
 # ---------------------------------------------------------------- mounts and cleanup
 declare -A PIDS=()      # mount dir -> daemon pid (fogvault and gocryptfs run in the foreground)
@@ -295,17 +296,7 @@ prepare_inputs() {
     TREE_TAR=$SRC/tree_${TREE_FILES}.tar
     if [ ! -f "$TREE_TAR" ]; then
         log "building $TREE_TAR from real files"
-        local cand=() d
-        for d in "$HOME"/.cargo/registry/src /usr/lib/python3 /usr/lib/python3.[0-9]* /usr/share/doc \
-                 /usr/share/perl /usr/share/perl5 /usr/share/locale /usr/share/man /usr/share; do
-            [ -d "$d" ] && cand+=("$d")
-        done
-        { find "${cand[@]}" -type f -size -8M -readable 2>/dev/null || true; } | awk '!seen[$0]++' >"$SRC/tree.all"
-        sed -n "1,${TREE_FILES}p" "$SRC/tree.all" >"$SRC/tree.list"
-        local rc=0
-        tar cf "$TREE_TAR.tmp" --ignore-failed-read -T "$SRC/tree.list" 2>>"$LOG" || rc=$?
-        [ "$rc" -le 1 ] || { echo "bench.sh: building the tarball failed" >&2; exit 1; }
-        mv "$TREE_TAR.tmp" "$TREE_TAR"
+        make_tree_tar "$TREE_TAR" "$TREE_FILES" "$LOG" || exit 1
     fi
     TREE_N=$(tar tvf "$TREE_TAR" | awk '$1 ~ /^-/' | wc -l)
     TREE_BYTES=$(stat -c %s "$TREE_TAR")
@@ -584,6 +575,6 @@ LOGIN_RUNS=${LOGIN_RUNS:-20} FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
     bash "$ROOT/scripts/bench_login.sh" 2>>"$LOG" | tee -a "$LOG" || log "login benchmark FAILED"
 QUICK=$QUICK FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
     bash "$ROOT/scripts/bench_folders.sh" 2>>"$LOG" | tee -a "$LOG" || log "folder benchmark FAILED"
-# Issue 5: the same vault on a real S3 server (Garage) next to a local directory.
-FOGVAULT=$FOGVAULT BENCH_OUT=$OUT S3_BENCH_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024) \
-    bash "$ROOT/scripts/bench_s3.sh" 2>>"$LOG" | tee -a "$LOG" || log "S3 benchmark FAILED"
+# Issue 5: the same vault on a real S3 server (Garage), next to a local directory and to rclone crypt.
+FOGVAULT=$FOGVAULT BENCH_OUT=$OUT BENCH_DIR=$BENCH_DIR S3_BENCH_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024) \
+    S3_TREE_FILES=$TREE_FILES bash "$ROOT/scripts/bench_s3.sh" 2>>"$LOG" | tee -a "$LOG" || log "S3 benchmark FAILED"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent installation of everything the demo and the tests need on Debian 12 (as root).
-# Usage: scripts/deps.sh [base|test|bench|s3]...   (base is always included)
+# Usage: scripts/deps.sh [base|test|bench|s3]...   (base is always included; bench_s3.sh needs bench s3)
 set -euo pipefail
 
 want_pkgs=(fuse3 rsync pkg-config build-essential python3 python3-pip python3-venv attr acl psmisc)
@@ -8,7 +8,7 @@ for group in "$@"; do
     case "$group" in
         base) ;;
         test) want_pkgs+=(dcmtk orthanc xfsprogs e2fsprogs util-linux) ;;
-        bench) want_pkgs+=(gocryptfs restic time hyperfine) ;;
+        bench) want_pkgs+=(gocryptfs restic time hyperfine rclone) ;;   # rclone: scripts/bench_s3.sh (crypt + s3 backends)
         s3) want_pkgs+=(curl ca-certificates) ;;
         *) echo "deps.sh: unknown group $group" >&2; exit 2 ;;
     esac
