@@ -12,9 +12,8 @@
 #   KEEP=1           keep the run directory (the generated source data is always kept for reuse)
 #   LOGIN_RUNS=N     login-to-first-byte iterations (scripts/bench_login.sh; default 20, QUICK 10)
 #   FOLDER_FILES=N, FOLDER_REPS=N   scripts/bench_folders.sh (default 2000 files, 5 rounds; QUICK 3 rounds)
-#   FOGVAULT_OLD=PATH  a build from before the audit trail (8db96e3): runs scripts/bench_audit.sh, the
-#                    audit overhead of FOGVAULT against it (AUDIT_ROUNDS, AUDIT_FILES, AUDIT_READ_MB;
-#                    skipped when unset)
+#   AUDIT_ROUNDS, AUDIT_FILES, AUDIT_READ_MB   scripts/bench_audit.sh: the audit trail's overhead, FOGVAULT
+#                    against the same code built with --features bench-no-audit (or FOGVAULT_OLD=PATH)
 # Output: a table on stdout and bench-out/results.md (markdown); a detailed log in bench-out/bench.log.
 #
 # Notes on method: every measured write ends durable (dd conv=fsync, or a trailing sync), so the
@@ -578,14 +577,10 @@ LOGIN_RUNS=${LOGIN_RUNS:-20} FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
     bash "$ROOT/scripts/bench_login.sh" 2>>"$LOG" | tee -a "$LOG" || log "login benchmark FAILED"
 QUICK=$QUICK FOGVAULT=$FOGVAULT BENCH_OUT=$OUT \
     bash "$ROOT/scripts/bench_folders.sh" 2>>"$LOG" | tee -a "$LOG" || log "folder benchmark FAILED"
-# Issue 6: the audit trail's overhead, FOGVAULT against a build from before it (FOGVAULT_OLD).
-# Same tree and random file as above (bench_audit.sh finds them in $BENCH_DIR/src-$MODE).
-if [ -n "${FOGVAULT_OLD:-}" ]; then
-    QUICK=$QUICK FOGVAULT_OLD=$FOGVAULT_OLD FOGVAULT_NEW=$FOGVAULT BENCH_DIR=$BENCH_DIR BENCH_OUT=$OUT \
-        bash "$ROOT/scripts/bench_audit.sh" 2>>"$LOG" | tee -a "$LOG" || log "audit benchmark FAILED"
-else
-    log "audit benchmark skipped: set FOGVAULT_OLD to a build of 8db96e3 (scripts/bench_audit.sh)"
-fi
+# Issue 6: the audit trail's overhead: FOGVAULT against the same code built without it
+# (bench_audit.sh builds that; FOGVAULT_OLD=PATH compares with another build instead).
+QUICK=$QUICK FOGVAULT_NEW=$FOGVAULT BENCH_DIR=$BENCH_DIR BENCH_OUT=$OUT \
+    bash "$ROOT/scripts/bench_audit.sh" 2>>"$LOG" | tee -a "$LOG" || log "audit benchmark FAILED"
 # Issue 5: the same vault on a real S3 server (Garage), next to a local directory and to rclone crypt.
 FOGVAULT=$FOGVAULT BENCH_OUT=$OUT BENCH_DIR=$BENCH_DIR S3_BENCH_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024) \
     S3_TREE_FILES=$TREE_FILES bash "$ROOT/scripts/bench_s3.sh" 2>>"$LOG" | tee -a "$LOG" || log "S3 benchmark FAILED"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Overhead of the audit trail (issue 6 target: ≤ 5% of throughput), measured as
 # two binaries side by side on the same host, interleaved:
-#   FOGVAULT_OLD   a build from before the audit trail (e.g. 8db96e3)   required
+#   FOGVAULT_OLD   a build without the audit trail. Default: this source tree built with
+#                  `--features bench-no-audit` (the same code, but no file operation is
+#                  recorded) into target/bench-no-audit, built here if missing or older
+#                  than the sources. Or a build from before the audit trail (e.g. 8db96e3):
+#                    git worktree add /tmp/fv-old 8db96e3 && (cd /tmp/fv-old && cargo build --release)
+#                    FOGVAULT_OLD=/tmp/fv-old/target/release/fogvault bash scripts/bench_audit.sh
 #   FOGVAULT_NEW   a build with it (default: $FOGVAULT, else target/release/fogvault)
-# e.g.
-#   git worktree add /tmp/fv-old 8db96e3 && (cd /tmp/fv-old && cargo build --release)
-#   FOGVAULT_OLD=/tmp/fv-old/target/release/fogvault bash scripts/bench_audit.sh
 #
 # Workloads, every measurement on a fresh local-directory repository:
 #   1  untar     root folder, as root, mount as in bench.sh (no --admin-key): tar xf of the
@@ -51,7 +53,13 @@ export FOGVAULT_PASSPHRASE=${FOGVAULT_PASSPHRASE:-fvbench-passphrase} FOGVAULT_A
 
 die() { echo "bench_audit.sh: $*" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || die "run as root"
-[ -n "$OLD" ] || die "set FOGVAULT_OLD to a build from before the audit trail (see the header)"
+if [ -z "$OLD" ]; then
+    OLD=$ROOT/target/bench-no-audit/release/fogvault
+    LOLD=${AUDIT_OLD_LABEL:-no-audit} LNEW=${AUDIT_NEW_LABEL:-audit}
+    # cargo rebuilds only what changed; the log says how the baseline was made.
+    cargo build --release --features bench-no-audit --target-dir "$ROOT/target/bench-no-audit" >&2 \
+        || die "building the bench-no-audit baseline failed"
+fi
 [ -x "$OLD" ] || die "$OLD not built"
 [ -x "$NEW" ] || die "$NEW not built"
 command -v setpriv >/dev/null || die "missing setpriv"

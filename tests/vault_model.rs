@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use fogvault::chunking::ChunkParams;
-use fogvault::metadata::FileKind;
+use fogvault::metadata::{FileKind, Timespec};
 use fogvault::repo;
-use fogvault::vault::{Caller, ROOT_INO, RenameFlags, SetAttr, Vault, VaultOptions};
+use fogvault::vault::{Caller, ROOT_INO, RenameFlags, SetAttr, TimeSet, Vault, VaultOptions};
 use proptest::prelude::*;
 
 const NAMES: [&str; 4] = ["a.dcm", "b.txt", "c.json", "d.hl7"];
@@ -17,13 +17,40 @@ const ME: Caller = Caller { uid: 0, gid: 0 };
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { name: usize, off: u32, len: u32, seed: u8 },
-    Truncate { name: usize, size: u32 },
-    Flush { name: usize },
-    Reopen { name: usize },
-    Link { from: usize, to: usize },
-    Unlink { name: usize },
-    Rename { from: usize, to: usize, noreplace: bool },
+    Write {
+        name: usize,
+        off: u32,
+        len: u32,
+        seed: u8,
+    },
+    Truncate {
+        name: usize,
+        size: u32,
+    },
+    /// chmod + utimens (mtime), as tar does before closing a file it wrote.
+    SetMode {
+        name: usize,
+        mode: u32,
+        mtime: i64,
+    },
+    Flush {
+        name: usize,
+    },
+    Reopen {
+        name: usize,
+    },
+    Link {
+        from: usize,
+        to: usize,
+    },
+    Unlink {
+        name: usize,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+        noreplace: bool,
+    },
     Remount,
 }
 
@@ -32,6 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (n.clone(), 0u32..400_000, 1u32..150_000, any::<u8>()).prop_map(|(name, off, len, seed)| Op::Write { name, off, len, seed }),
         2 => (n.clone(), 0u32..450_000).prop_map(|(name, size)| Op::Truncate { name, size }),
+        2 => (n.clone(), 0u32..0o1000, 0i64..1_000_000_000).prop_map(|(name, mode, mtime)| Op::SetMode { name, mode, mtime }),
         2 => n.clone().prop_map(|name| Op::Flush { name }),
         1 => n.clone().prop_map(|name| Op::Reopen { name }),
         1 => (n.clone(), n.clone()).prop_map(|(from, to)| Op::Link { from, to }),
@@ -65,6 +93,8 @@ struct Harness {
     names: BTreeMap<usize, u64>,
     /// inode → (content, open)
     files: BTreeMap<u64, (Vec<u8>, bool)>,
+    /// inode → (permission bits, mtime seconds) last set by `SetMode`
+    modes: BTreeMap<u64, (u32, i64)>,
 }
 
 fn opts() -> VaultOptions {
@@ -80,7 +110,14 @@ impl Harness {
         let repo = repo::init(dir.join("repo").to_str().unwrap(), b"pw").unwrap();
         let cache = dir.join("cache");
         let vault = Vault::open_with(&repo, &cache, ME, opts()).unwrap();
-        Harness { repo, cache, vault: Some(vault), names: BTreeMap::new(), files: BTreeMap::new() }
+        Harness {
+            repo,
+            cache,
+            vault: Some(vault),
+            names: BTreeMap::new(),
+            files: BTreeMap::new(),
+            modes: BTreeMap::new(),
+        }
     }
     fn v(&self) -> &Vault {
         self.vault.as_ref().unwrap()
@@ -126,6 +163,14 @@ impl Harness {
                 let ino = self.ensure(name);
                 self.v().setattr(ino, &SetAttr { size: Some(size as u64), ..Default::default() }).unwrap();
                 self.files.get_mut(&ino).unwrap().0.resize(size as usize, 0);
+            }
+            Op::SetMode { name, mode, mtime } => {
+                let ino = self.ensure(name);
+                let at = TimeSet::At(Timespec { secs: mtime, nanos: 0 });
+                let set = SetAttr { mode: Some(mode), mtime: Some(at), ..Default::default() };
+                let a = self.v().setattr(ino, &set).unwrap();
+                assert_eq!((a.perm, a.mtime.secs), (mode, mtime), "attributes returned by setattr");
+                self.modes.insert(ino, (mode, mtime));
             }
             Op::Flush { name } => {
                 if let Some(&ino) = self.names.get(&name) {
@@ -200,6 +245,11 @@ impl Harness {
             assert_eq!(a.size, model.len() as u64, "size of {}", NAMES[name]);
             let links = self.names.values().filter(|&&i| i == ino).count() as u32;
             assert_eq!(a.nlink, links, "nlink of {}", NAMES[name]);
+            if let Some(&(mode, mtime)) = self.modes.get(&ino) {
+                assert_eq!(a.perm, mode, "mode of {}", NAMES[name]);
+                // A later write moves mtime on; it never goes back before the set value.
+                assert!(a.mtime.secs >= mtime, "mtime of {}", NAMES[name]);
+            }
             let got = self.v().read(ino, 0, model.len() + 10).unwrap();
             assert!(got == *model, "content of {} differs (len {} vs {})", NAMES[name], got.len(), model.len());
             // A read at an odd offset and length exercises chunk slicing.

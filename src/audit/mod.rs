@@ -36,6 +36,7 @@ pub trait SessionView: Send + Sync {
 }
 
 struct Handle {
+    uid: u32,
     ino: u64,
     path: String,
     read_logged: bool,
@@ -147,6 +148,11 @@ impl Auditor {
         names.get(&pick).map_or_else(|| format!("<inode {pick}>"), |(_, n)| String::from_utf8_lossy(n).into_owned())
     }
 
+    /// Whether `uid` holds `ino` open through a handle whose write is already recorded.
+    fn writing(&self, uid: u32, ino: u64) -> bool {
+        self.handles.lock().values().any(|s| s.ino == ino && s.uid == uid && s.write_logged)
+    }
+
     fn alert(&self, uid: u32, rule: &'static str, detail: String) -> bool {
         let sessions = self.sessions();
         let rules = sessions.as_ref().map(|s| s.rules()).unwrap_or_default();
@@ -177,11 +183,12 @@ impl Observer for Auditor {
                 }
                 Ok(())
             }
-            Touch::Open { ino, handle, write, decoy, .. } => {
+            Touch::Open { ino, handle, write, created, decoy, .. } => {
                 let path = self.path_of(ino);
-                let op = if write { "write" } else { "read" };
-                self.record(uid, Op::Open, ino, Some(path.clone()), Some(op.into()))?;
-                self.handles.lock().insert(handle, Handle { ino, path, read_logged: false, write_logged: false });
+                let mode = if write { "write" } else { "read" };
+                let op = if created { Op::Create } else { Op::Open };
+                self.record(uid, op, ino, Some(path.clone()), Some(mode.into()))?;
+                self.handles.lock().insert(handle, Handle { uid, ino, path, read_logged: false, write_logged: false });
                 if decoy {
                     if self.alert(uid, "decoy", format!("decoy record opened (inode {ino})")) {
                         return Err(Error::AccessDenied);
@@ -218,7 +225,7 @@ impl Observer for Auditor {
                             let path = self.path_of(ino);
                             h.insert(
                                 handle,
-                                Handle { ino, path: path.clone(), read_logged: is_read, write_logged: !is_read },
+                                Handle { uid, ino, path: path.clone(), read_logged: is_read, write_logged: !is_read },
                             );
                             Some((ino, path))
                         }
@@ -256,6 +263,11 @@ impl Observer for Auditor {
                 self.record(uid, Op::Rename, 0, Some(from), Some(to))
             }
             Touch::Permission { ino, what } => {
+                if what == "times" && self.writing(uid, ino) {
+                    // Part of that write (tar, cp -p and rsync set the times
+                    // of each file they write before closing it).
+                    return Ok(());
+                }
                 self.record(uid, Op::Permission, ino, Some(self.path_of(ino)), Some(what.into()))
             }
             Touch::Denied { ino, write } => {

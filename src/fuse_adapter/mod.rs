@@ -128,10 +128,10 @@ impl FogFs {
 
     /// After `open_file` succeeded: a handle, and the open reported (a
     /// refusal, e.g. a decoy or a locked session, undoes the open).
-    fn opened(&self, uid: u32, ino: u64, write: bool) -> Result<(FileHandle, Attr), Error> {
+    fn opened(&self, uid: u32, ino: u64, write: bool, created: bool) -> Result<(FileHandle, Attr), Error> {
         let fh = self.handle_for(uid);
         let r = self.vault.getattr(ino).and_then(|a| {
-            let touch = Touch::Open { ino, handle: fh.0, write, decoy: a.decoy, domain: a.domain };
+            let touch = Touch::Open { ino, handle: fh.0, write, created, decoy: a.decoy, domain: a.domain };
             self.observe(uid, touch).map(|()| a)
         });
         match r {
@@ -401,7 +401,7 @@ impl Filesystem for FogFs {
         if let Err(e) = r {
             return reply.error(errno(&e));
         }
-        match self.opened(uid, ino.0, writes) {
+        match self.opened(uid, ino.0, writes, false) {
             Ok((fh, a)) => reply.opened(fh, open_flags(a.domain)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -652,8 +652,10 @@ impl Filesystem for FogFs {
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::File, mode, 0, b""))
             .and_then(|a| self.vault.open_file(a.ino, flags & libc::O_TRUNC != 0).map(|()| a));
-        self.created(req.uid(), parent, name.as_bytes(), &r);
-        let r = r.and_then(|a| self.opened(req.uid(), a.ino, true).map(|(fh, _)| (fh, a)));
+        if let Ok(a) = &r {
+            self.observe_name(req.uid(), parent, name.as_bytes(), a);
+        }
+        let r = r.and_then(|a| self.opened(req.uid(), a.ino, true, true).map(|(fh, _)| (fh, a)));
         match r {
             Ok((fh, a)) => reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, open_flags(a.domain)),
             Err(e) => reply.error(errno(&e)),

@@ -27,10 +27,13 @@ pub enum Touch<'a> {
         ino: u64,
         folder_root: bool,
     },
+    /// A handle opened; `created` when the open made the file (O_CREAT):
+    /// one event for both, so the trail has one record for them.
     Open {
         ino: u64,
         handle: u64,
         write: bool,
+        created: bool,
         decoy: bool,
         domain: u32,
     },

@@ -818,11 +818,20 @@ impl Vault {
             let s = self.state(ino)?;
             let attr = {
                 let mut st = Self::settled(&s);
+                // An open file with uncommitted bytes commits on its last close
+                // or fsync; the new attributes ride along with those bytes rather
+                // than cost an LMDB sync each (tar sets owner, mode and times on
+                // every file before closing it). Otherwise commit now.
+                let defer = st.opens > 0 && st.needs_commit();
                 if let Some(size) = set.size {
                     st.set_size(&self.chunks, size)?;
                 }
                 apply(&mut st.rec)?;
-                st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
+                if defer {
+                    st.attrs_dirty = true;
+                } else {
+                    st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
+                }
                 attr_of(ino, &st.rec, st.size)
             };
             self.maybe_evict(ino);
