@@ -32,7 +32,13 @@ pub struct FogFs {
     vault: Arc<Vault>,
     /// Numbers open handles (see `handle_for`).
     handles: std::sync::atomic::AtomicU64,
+    /// Inside vault folders: inode → (uid, session token) of its last opener
+    /// (see `open_flags`).
+    last_opener: parking_lot::Mutex<std::collections::HashMap<u64, (u32, u64)>>,
 }
+
+/// Bound of `last_opener` (cleared when full: the next opens just re-read).
+const LAST_OPENERS: usize = 1 << 16;
 
 fn to_system_time(t: Timespec) -> SystemTime {
     if t.secs >= 0 {
@@ -101,7 +107,7 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 impl FogFs {
     pub fn new(vault: Arc<Vault>) -> Self {
-        FogFs { vault, handles: std::sync::atomic::AtomicU64::new(1) }
+        FogFs { vault, handles: std::sync::atomic::AtomicU64::new(1), last_opener: Default::default() }
     }
 
     /// A new handle for a file opened by `uid`: the kernel may send
@@ -143,6 +149,23 @@ impl FogFs {
         }
     }
 
+    /// The page cache stays valid across opens (all writes pass through us)
+    /// outside vault folders. Inside them it is kept only for a re-open by
+    /// the same uid in the same sessions: anyone else's first read of the
+    /// file comes to the daemon, so the audit trail and the insider monitor
+    /// see it, and bytes cached for one session never serve another.
+    fn page_cache(&self, uid: u32, ino: u64, domain: u32) -> FopenFlags {
+        if domain == 0 {
+            return keep_cache(true);
+        }
+        let Some(token) = self.vault.session_token(uid) else { return keep_cache(false) };
+        let mut last = self.last_opener.lock();
+        if last.len() >= LAST_OPENERS {
+            last.clear();
+        }
+        keep_cache(last.insert(ino, (uid, token)) == Some((uid, token)))
+    }
+
     fn observe_name(&self, uid: u32, parent: INodeNo, name: &[u8], a: &Attr) {
         if name == b"." || name == b".." {
             return;
@@ -180,12 +203,8 @@ fn opener(fh: FileHandle, req: &Request) -> u32 {
     if fh.0 >> 32 & 1 == 1 { fh.0 as u32 } else { req.uid() }
 }
 
-/// The page cache stays valid across opens (all writes pass through us)
-/// outside vault folders. Inside them every read comes to the daemon, so
-/// the insider monitor counts every byte a session reads and a revoked
-/// session's descriptors stop at once.
-fn open_flags(domain: u32) -> FopenFlags {
-    if domain == 0 { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() }
+fn keep_cache(keep: bool) -> FopenFlags {
+    if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() }
 }
 
 fn empty(reply: ReplyEmpty, r: Result<(), Error>) {
@@ -402,7 +421,7 @@ impl Filesystem for FogFs {
             return reply.error(errno(&e));
         }
         match self.opened(uid, ino.0, writes, false) {
-            Ok((fh, a)) => reply.opened(fh, open_flags(a.domain)),
+            Ok((fh, a)) => reply.opened(fh, self.page_cache(uid, a.ino, a.domain)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -657,7 +676,10 @@ impl Filesystem for FogFs {
         }
         let r = r.and_then(|a| self.opened(req.uid(), a.ino, true, true).map(|(fh, _)| (fh, a)));
         match r {
-            Ok((fh, a)) => reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, open_flags(a.domain)),
+            Ok((fh, a)) => {
+                let flags = self.page_cache(req.uid(), a.ino, a.domain);
+                reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, flags)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

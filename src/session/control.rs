@@ -628,6 +628,23 @@ impl AccessGate for ControlServer {
         });
         if ok { Ok(()) } else { Err(Error::AccessDenied) }
     }
+
+    fn session_token(&self, uid: u32) -> Option<u64> {
+        let now = now_secs();
+        let mut ids: Vec<String> = self
+            .sessions
+            .read()
+            .iter()
+            .filter(|l| l.info.uid == uid && l.info.expires > now && !self.is_locked(&l.info.user))
+            .map(|l| l.info.session.clone())
+            .collect();
+        if ids.is_empty() {
+            return None;
+        }
+        ids.sort();
+        let h = blake3::hash(ids.join(",").as_bytes());
+        Some(u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")))
+    }
 }
 
 fn connect(mountpoint: &Path) -> Result<UnixStream> {

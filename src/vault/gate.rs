@@ -13,6 +13,12 @@ pub trait AccessGate: Send + Sync {
     /// `Ok` if `uid` may have `access` to vault folder `domain` (never asked for
     /// domain 0, where POSIX modes alone apply); `Err(AccessDenied)` otherwise.
     fn check(&self, uid: u32, domain: u32, access: Access) -> Result<()>;
+
+    /// A token that names `uid`'s live sessions and changes whenever they do
+    /// (login, logout, expiry, lock); `None` without a session.
+    fn session_token(&self, _uid: u32) -> Option<u64> {
+        None
+    }
 }
 
 /// What a caller did, for the audit trail and insider detection. The

@@ -1218,6 +1218,11 @@ impl Vault {
         }
     }
 
+    /// The gate's token for `uid`'s live sessions (see [`AccessGate::session_token`]).
+    pub fn session_token(&self, uid: u32) -> Option<u64> {
+        self.gate.read().as_ref().and_then(|g| g.session_token(uid))
+    }
+
     /// `(domain, content domain)` of an inode without needing its key: what
     /// the session gate checks before an operation.
     pub fn domains_of(&self, ino: u64) -> Result<(u32, u32)> {

@@ -39,6 +39,13 @@ as bob ls "$m/oncology" >/dev/null 2>&1 && fail "bob lists a folder he has no gr
 login dave --break-glass --reason "code blue, bed 4" >/dev/null
 adm grant --user bob --folder oncology --rights r >/dev/null
 sleep 1.5   # the daemon adopts the new policy
+login bob >/dev/null
+# alice's re-read is served from the page cache; bob's first read of the
+# same file must still reach the daemon (and the trail), not alice's pages.
+as alice sh -c "echo 'ward round' > '$m/oncology/DOE_JANE_1234567/note.txt'"
+as alice cat "$m/oncology/DOE_JANE_1234567/note.txt" >/dev/null
+as alice cat "$m/oncology/DOE_JANE_1234567/note.txt" >/dev/null
+as bob cat "$m/oncology/DOE_JANE_1234567/note.txt" >/dev/null
 as alice "$FOGVAULT" logout --mount "$m" >/dev/null
 unmount_vault "$d"
 
@@ -62,6 +69,8 @@ has("read", "alice", P + "/path.txt")
 has("write", "alice", P + "/path.txt")
 has("permission", "alice", P + "/path.txt", "chmod")
 has("rename", "alice", P + "/path.txt", "pathology.txt")
+has("open", "bob", P + "/note.txt", "read")
+has("read", "bob", P + "/note.txt")
 has("delete", "alice", P + "/tmp.txt")
 has("denied", None, "/oncology")
 has("break-glass", "dave", None, "code blue")
