@@ -4,6 +4,7 @@
 //! random blocks of random packs and checks them, catching a provider that
 //! lost or altered data without downloading everything.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::pack::PackId;
@@ -28,6 +29,29 @@ pub fn object_macs(key: &Key32, pack: &PackId, object: &[u8]) -> Vec<u8> {
     object.chunks(SAMPLE_BLOCK as usize).enumerate().flat_map(|(i, b)| block_mac(key, pack, i as u64, b)).collect()
 }
 
+/// The same MACs, read block by block from a file (no pack-sized buffer).
+pub fn file_macs(key: &Key32, pack: &PackId, file: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut block = vec![0u8; SAMPLE_BLOCK as usize];
+    for index in 0.. {
+        let mut filled = 0;
+        while filled < block.len() {
+            match file.read(&mut block[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        out.extend_from_slice(&block_mac(key, pack, index, &block[..filled]));
+        if filled < block.len() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 pub fn samples_path(dir: &Path, pack: &PackId) -> PathBuf {
     dir.join(pack.hex())
 }
@@ -43,4 +67,21 @@ pub fn write_samples(dir: &Path, pack: &PackId, macs: &[u8]) -> std::io::Result<
 pub fn read_samples(dir: &Path, pack: &PackId) -> Option<Vec<[u8; MAC_LEN]>> {
     let raw = std::fs::read(samples_path(dir, pack)).ok()?;
     (raw.len() % MAC_LEN == 0).then(|| raw.chunks_exact(MAC_LEN).map(|c| c.try_into().expect("16 bytes")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_macs_match_in_memory_macs() {
+        let key = Key32::from_bytes([7; 32]);
+        let pack = PackId::random();
+        let block = SAMPLE_BLOCK as usize;
+        for len in [0, 1, block - 1, block, block + 1, 3 * block + 17] {
+            let object: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let streamed = file_macs(&key, &pack, &mut &object[..]).unwrap();
+            assert_eq!(streamed, object_macs(&key, &pack, &object), "object of {len} bytes");
+        }
+    }
 }

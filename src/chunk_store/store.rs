@@ -405,24 +405,27 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
         std::fs::create_dir_all(parent).map_err(Error::from_io)?;
         std::fs::rename(&staged, &dest).map_err(Error::from_io)?;
         File::open(parent)?.sync_all().map_err(Error::from_io)?;
-        if let Ok(obj) = std::fs::read(&dest) {
-            keep_samples(shared, &job.id, &obj);
-        }
+        // Streamed: a pack-sized buffer per pack would cost a page fault per 4 KiB.
+        let macs = File::open(&dest).and_then(|mut f| samples::file_macs(&sample_key(shared), &job.id, &mut f));
+        keep_samples(shared, &job.id, macs);
         return Ok(());
     }
     let mut obj = std::fs::read(&staged)?;
     obj.extend_from_slice(&tail);
     let obj = Bytes::from(obj);
     shared.backend.put(&name, obj.clone())?;
-    keep_samples(shared, &job.id, &obj);
+    keep_samples(shared, &job.id, Ok(samples::object_macs(&sample_key(shared), &job.id, &obj)));
     Ok(())
 }
 
+fn sample_key(shared: &Shared) -> crate::crypto::Key32 {
+    shared.pack_key.derive("sample mac")
+}
+
 /// Record the proof-of-storage MACs of an uploaded pack (see `samples`).
-fn keep_samples(shared: &Shared, id: &PackId, object: &[u8]) {
-    let key = shared.pack_key.derive("sample mac");
+fn keep_samples(shared: &Shared, id: &PackId, macs: std::io::Result<Vec<u8>>) {
     let dir = shared.dir.with_file_name("samples");
-    if let Err(e) = samples::write_samples(&dir, id, &samples::object_macs(&key, id, object)) {
+    if let Err(e) = macs.and_then(|m| samples::write_samples(&dir, id, &m)) {
         tracing::warn!(error = %e, "cannot keep the sample MACs of a pack; it will not be sampled");
     }
 }

@@ -64,8 +64,16 @@ fn compress_if_useful(plaintext: &[u8]) -> Option<Vec<u8>> {
 
 /// Encrypt one chunk whose id is `id` (computed by the caller with `ChunkId::of`).
 pub fn seal_chunk(keys: &VaultKeys, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    seal_chunk_into(keys, id, plaintext, &mut body);
+    body
+}
+
+/// [`seal_chunk`] into `body` (cleared first), so a caller can reuse one buffer.
+pub fn seal_chunk_into(keys: &VaultKeys, id: &ChunkId, plaintext: &[u8], body: &mut Vec<u8>) {
     // In place: one copy of the plaintext, room for the tag reserved up front.
-    let mut body = Vec::with_capacity(plaintext.len() + ENVELOPE_OVERHEAD);
+    body.clear();
+    body.reserve(plaintext.len() + ENVELOPE_OVERHEAD);
     // The codec byte trails the body so opening can drop it without a copy.
     match compress_if_useful(plaintext) {
         Some(c) => {
@@ -78,10 +86,7 @@ pub fn seal_chunk(keys: &VaultKeys, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
         }
     }
     let (cipher, nonce, aad) = cipher_for(keys, id);
-    cipher
-        .encrypt_in_place(&nonce, &aad, &mut body)
-        .expect("XChaCha20-Poly1305 encryption cannot fail for chunk sizes");
-    body
+    cipher.encrypt_in_place(&nonce, &aad, body).expect("XChaCha20-Poly1305 encryption cannot fail for chunk sizes");
 }
 
 /// Decrypt and authenticate a chunk envelope. `max_len` bounds decompression

@@ -220,8 +220,16 @@ impl ChunkIo {
         if self.locate(&id)?.is_some() {
             return Ok((id, false));
         }
-        let env = crypto::seal_chunk(&self.keys, &id, data);
-        let loc = self.store.store_chunk(id, &env)?;
+        // One envelope buffer per thread (at most one chunk, 4 MiB): a fresh
+        // chunk-sized allocation per chunk costs page faults, since glibc
+        // hands freed memory back to the OS.
+        thread_local! {
+            static ENVELOPE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let loc = ENVELOPE.with_borrow_mut(|env| {
+            crypto::seal_chunk_into(&self.keys, &id, data, env);
+            self.store.store_chunk(id, env)
+        })?;
         self.pending.lock().entry(id).or_insert((loc, data.len() as u32));
         Ok((id, true))
     }

@@ -2,6 +2,45 @@
 
 use std::collections::BTreeMap;
 
+use parking_lot::Mutex;
+
+/// Large write buffers, kept for reuse. glibc serves a streaming writer's
+/// multi-MiB buffer from a fresh mmap, which costs a page fault per 4 KiB
+/// touched (a quarter of the daemon's CPU in a 1 GiB write); a recycled
+/// buffer's pages are already mapped.
+static SPARES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// At most this many spares (bounded memory: each holds up to `SPARE_MAX`).
+const SPARE_COUNT: usize = 2;
+/// Buffers smaller than this are not worth keeping (heap-allocated anyway).
+const SPARE_MIN: usize = 1 << 20;
+const SPARE_MAX: usize = 64 << 20;
+
+/// Offer a buffer that is no longer needed for reuse.
+pub fn recycle(mut buf: Vec<u8>) {
+    if (SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
+        let mut spares = SPARES.lock();
+        if spares.len() < SPARE_COUNT {
+            buf.clear();
+            spares.push(buf);
+        }
+    }
+}
+
+/// Give the spare buffers back to the OS (an idle vault keeps no write buffers).
+pub fn release_spares() {
+    SPARES.lock().clear();
+}
+
+/// A zeroed buffer of `len` bytes, recycled when it is large.
+fn zeroed(len: usize) -> Vec<u8> {
+    if len < SPARE_MIN {
+        return vec![0; len];
+    }
+    let mut buf = SPARES.lock().pop().unwrap_or_default();
+    buf.resize(len, 0);
+    buf
+}
+
 #[derive(Default, Debug)]
 pub struct DirtyMap {
     map: BTreeMap<u64, Vec<u8>>,
@@ -48,10 +87,11 @@ impl DirtyMap {
             pieces.push((k, b));
         }
         let new_end = pieces.iter().map(|(s, b)| s + b.len() as u64).max().unwrap_or(end).max(end);
-        let mut merged = vec![0u8; (new_end - new_start) as usize];
-        for (s, b) in &pieces {
+        let mut merged = zeroed((new_end - new_start) as usize);
+        for (s, b) in pieces {
             let at = (s - new_start) as usize;
-            merged[at..at + b.len()].copy_from_slice(b);
+            merged[at..at + b.len()].copy_from_slice(&b);
+            recycle(b);
         }
         let at = (off - new_start) as usize;
         merged[at..at + data.len()].copy_from_slice(data);
@@ -101,6 +141,7 @@ impl DirtyMap {
         for k in keys {
             let b = self.map.remove(&k).expect("listed");
             self.bytes -= b.len();
+            recycle(b);
         }
         if let Some((&s, b)) = self.map.range_mut(..size).next_back()
             && s + b.len() as u64 > size

@@ -341,6 +341,9 @@ impl FileState {
                 if let Some((start, bytes)) = leftover {
                     self.dirty.write(start, &bytes);
                 }
+                for (_, b) in taken {
+                    super::dirty::recycle(b);
+                }
                 Ok(())
             }
             Err(e) => {

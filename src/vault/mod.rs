@@ -996,6 +996,9 @@ impl Vault {
                 // them and reports a persistent failure to the application.
                 tracing::warn!(error = %e, "background commit failed; will retry");
             }
+            if let Ok(buf) = Arc::try_unwrap(buf) {
+                dirty::recycle(buf);
+            }
         };
         if let Err(e) = std::thread::Builder::new().name("fogvault-commit".into()).spawn(job) {
             // No thread: give the bytes back so nothing waits on this stream.
@@ -1388,9 +1391,14 @@ impl Vault {
     }
 
     /// Commit files that hold uncommitted bytes but no open handle (mmap
-    /// writeback after close). Called periodically by the mount loop.
+    /// writeback after close), and free spare write buffers when no file is
+    /// being written. Called periodically by the mount loop.
     pub fn flush_idle(&self) -> Result<()> {
         let idle: Vec<(u64, FileRef)> = self.files.lock().iter().map(|(k, v)| (*k, Arc::clone(v))).collect();
+        if idle.iter().all(|(_, s)| s.try_lock().is_some_and(|st| st.dirty.is_empty() && st.inflight_done().is_none()))
+        {
+            dirty::release_spares(); // nobody is writing
+        }
         for (ino, s) in idle {
             {
                 let mut st = s.lock();
