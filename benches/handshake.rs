@@ -216,8 +216,8 @@ fn key_file(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    // The parameters new key files get (`KdfParams::new_random`), named in the bench id.
-    let params = KdfParams::new_random();
+    // The parameters new identity key files get, named in the bench id.
+    let params = KdfParams::interactive_random();
     let name = format!(
         "Argon2id derive_kek alone ({} MiB, t={}, p={})",
         params.m_cost_kib / 1024,

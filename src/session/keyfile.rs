@@ -56,7 +56,8 @@ fn seal(kind: &str, id: &str, role: Option<&str>, mpk: &MasterPublic, secret: &[
     if pass.is_empty() {
         return Err(Error::Repo("the key passphrase must not be empty".into()));
     }
-    let kdf = KdfParams::new_random();
+    // The admin key is unsealed rarely; identity keys at every login.
+    let kdf = if kind == ADMIN { KdfParams::new_random() } else { KdfParams::interactive_random() };
     let kek = crypto::derive_kek(pass, &kdf).map_err(Error::Repo)?;
     Ok(KeyFile {
         format: "fogvault-key".into(),
