@@ -4,8 +4,10 @@
 mod backend;
 mod pack;
 pub mod samples;
+mod span;
 mod store;
 
 pub use backend::Backend;
 pub use pack::{PackEntry, PackId, TRAILER_LEN, decode_header, parse_trailer};
+pub use span::{Span, plan_reads};
 pub use store::{ChunkStore, DEFAULT_JOURNAL_LIMIT, Location, TARGET_PACK_SIZE, staged_packs};

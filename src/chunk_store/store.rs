@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::backend::Backend;
 use super::pack::{PackEntry, PackId, encode_header_and_trailer};
 use super::samples;
+use super::span::plan_reads;
 use crate::crypto::{ChunkId, Key32};
 use crate::error::{Error, Result};
 
@@ -318,14 +319,49 @@ impl ChunkStore {
 
     /// Read one envelope, from staging if not yet uploaded, else a ranged GET.
     pub fn read_envelope(&self, loc: &Location) -> Result<Vec<u8>> {
-        let staged = self.shared.state.lock().staged.get(&loc.pack).cloned();
+        Ok(self.read_range(&loc.pack, loc.offset as u64, loc.len as u64)?.to_vec())
+    }
+
+    /// Bytes `start..start+len` of a pack, from staging if not yet uploaded,
+    /// else one ranged GET.
+    fn read_range(&self, pack: &PackId, start: u64, len: u64) -> Result<Bytes> {
+        let staged = self.shared.state.lock().staged.get(pack).cloned();
         if let Some(f) = staged {
-            let mut buf = vec![0u8; loc.len as usize];
-            f.read_exact_at(&mut buf, loc.offset as u64)
-                .map_err(|_| Error::Integrity(format!("staged pack {} is truncated", loc.pack.hex())))?;
-            return Ok(buf);
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, start)
+                .map_err(|_| Error::Integrity(format!("staged pack {} is truncated", pack.hex())))?;
+            return Ok(Bytes::from(buf));
         }
-        Ok(self.shared.backend.get_range(&loc.pack.object_name(), loc.offset as u64, loc.len as u64)?.to_vec())
+        self.shared.backend.get_range(&pack.object_name(), start, len)
+    }
+
+    /// Read the envelopes at `locs` with as few reads as possible: neighbours
+    /// in one pack share one ranged read (see `span`). `each(i, envelope)` is
+    /// called once per location, as soon as its span has arrived; the bytes
+    /// are unauthenticated, the caller opens each envelope itself.
+    pub fn read_envelopes(&self, locs: &[Location], mut each: impl FnMut(usize, Result<&[u8]>)) {
+        for span in plan_reads(locs) {
+            tracing::debug!(pack = %span.pack.hex(), start = span.start, bytes = span.bytes(), envelopes = span.members.len(), "read");
+            match self.read_range(&span.pack, span.start, span.bytes()) {
+                Ok(bytes) => {
+                    for &i in &span.members {
+                        each(i, Ok(span.envelope(&bytes, &locs[i])));
+                    }
+                }
+                // Missing or short: read one by one so every envelope gets
+                // its own verdict (a mirror may hold some of them elsewhere).
+                Err(Error::Integrity(_)) if span.members.len() > 1 => {
+                    for &i in &span.members {
+                        each(i, self.read_envelope(&locs[i]).as_deref().map_err(clone_err));
+                    }
+                }
+                Err(e) => {
+                    for &i in &span.members {
+                        each(i, Err(clone_err(&e)));
+                    }
+                }
+            }
+        }
     }
 
     /// Delete an uploaded pack and its sample MACs (garbage collection).
@@ -427,6 +463,17 @@ fn keep_samples(shared: &Shared, id: &PackId, macs: std::io::Result<Vec<u8>>) {
     let dir = shared.dir.with_file_name("samples");
     if let Err(e) = macs.and_then(|m| samples::write_samples(&dir, id, &m)) {
         tracing::warn!(error = %e, "cannot keep the sample MACs of a pack; it will not be sampled");
+    }
+}
+
+/// A read error shared by several envelopes (`Error` is not `Clone`: it
+/// holds `io::Error`); the kind that matters to readers is kept.
+fn clone_err(e: &Error) -> Error {
+    match e {
+        Error::Integrity(m) => Error::Integrity(m.clone()),
+        Error::Store(m) => Error::Store(m.clone()),
+        Error::NoSpace => Error::NoSpace,
+        other => Error::Store(other.to_string()),
     }
 }
 

@@ -187,12 +187,15 @@ impl FileState {
         (out, overlaps_dirty)
     }
 
-    /// Ids of up to `n` chunks starting at or after byte `off` (for prefetch).
-    pub fn chunks_after(&self, off: u64, n: usize) -> Vec<ChunkId> {
+    /// The chunks holding bytes `off..off + len`, with the file offset where
+    /// each starts (for read-ahead).
+    pub fn chunks_ahead(&self, off: u64, len: u64) -> Vec<(ChunkId, u64)> {
         if off >= self.rec.size {
             return Vec::new();
         }
-        self.rec.extents[self.extent_index(off)..].iter().filter_map(|e| e.chunk).take(n).collect()
+        let first = self.extent_index(off);
+        let extents = self.rec.extents[first..].iter().zip(&self.starts[first..]);
+        extents.take_while(|&(_, &start)| start < off + len).filter_map(|(e, &start)| Some((e.chunk?, start))).collect()
     }
 
     /// Overlay in-flight and dirty bytes (newest last) onto a buffer read at `off`.

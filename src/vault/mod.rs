@@ -18,24 +18,18 @@ use parking_lot::Mutex;
 
 use crate::chunk_store::{ChunkStore, PackEntry, PackId};
 use crate::chunking::{ChunkParams, Chunker};
-use crate::crypto::Key32;
+use crate::crypto::{ChunkId, Key32};
 use crate::error::{Error, Result};
 use crate::metadata::cloud::MetaKeys;
 use crate::metadata::{DirentRecord, DomainKeys, FileKind, InodeRecord, Metadata, ROOT_DOMAIN, Timespec, WriteTx};
 use crate::repo::Repo;
-use chunks::ChunkIo;
+use chunks::{ChunkIo, ReadAhead};
 pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState, Piece};
 pub use gate::{Access, AccessGate, Observer, Touch};
 pub use gc::GcReport;
 
 pub const ROOT_INO: u64 = 1;
-/// Chunks decrypted ahead of a sequential reader, and threads doing it. A
-/// remote store (S3, a mirror) needs more requests in flight to hide latency.
-const PREFETCH_CHUNKS: usize = 3;
-const PREFETCH_THREADS: usize = 2;
-const REMOTE_PREFETCH_CHUNKS: usize = 8;
-const REMOTE_PREFETCH_THREADS: usize = 6;
 pub const MAX_NAME: usize = 255;
 /// Largest file size we accept (1 PiB): larger requests get `EFBIG`.
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
@@ -188,7 +182,6 @@ pub struct Vault {
     chunks: Arc<ChunkIo>,
     chunker: Chunker,
     dirty_limit: usize,
-    prefetch_chunks: usize,
     /// Regular files that are open or hold uncommitted state.
     files: Mutex<HashMap<u64, FileRef>>,
     /// Serializes namespace changes (create, link, unlink, rename, setattr of
@@ -278,7 +271,10 @@ impl Vault {
             &indexed,
         )?;
         let params = opts.chunk_params;
-        let (chunks, prefetch_rx) = ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024);
+        // A remote store (S3, a mirror) needs large reads in flight to hide latency.
+        let read_ahead = if repo.backend.local_root().is_some() { ReadAhead::LOCAL } else { ReadAhead::REMOTE };
+        let (chunks, prefetch_rx) =
+            ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024, read_ahead);
         let chunks = Arc::new(chunks);
         let meta_keys = MetaKeys::new(&repo.keys.metadata, &repo.repo_id);
         let root = metasync::check_root(&meta, &repo.backend, &meta_keys)?;
@@ -291,13 +287,7 @@ impl Vault {
             opts.snapshot_every,
         )?;
         let prefetch_rx = Arc::new(Mutex::new(prefetch_rx));
-        let remote = repo.backend.local_root().is_none();
-        let (prefetch_chunks, prefetch_threads) = if remote {
-            (REMOTE_PREFETCH_CHUNKS, REMOTE_PREFETCH_THREADS)
-        } else {
-            (PREFETCH_CHUNKS, PREFETCH_THREADS)
-        };
-        for _ in 0..prefetch_threads {
+        for _ in 0..read_ahead.threads {
             let (weak, rx) = (Arc::downgrade(&chunks), Arc::clone(&prefetch_rx));
             std::thread::Builder::new()
                 .name("fogvault-prefetch".into())
@@ -308,7 +298,6 @@ impl Vault {
             chunks,
             chunker: Chunker::new(params, repo.keys.gear_seed),
             dirty_limit: opts.dirty_limit,
-            prefetch_chunks,
             files: Mutex::new(HashMap::new()),
             ns: Mutex::new(()),
             gate: parking_lot::RwLock::new(None),
@@ -914,10 +903,14 @@ impl Vault {
         let s = self.state(ino)?;
         let mut st = s.lock();
         let (plan, overlay) = st.read_plan(off, len);
-        // Sequential reader: decrypt the next chunks on the prefetch thread
-        // while this one is copied out.
+        // Sequential reader: fetch and decrypt the next chunks on the prefetch
+        // threads while this one is copied out.
         if st.last_read_end == off {
-            self.chunks.prefetch(st.chunks_after(off + len as u64, self.prefetch_chunks));
+            let (from, ra) = (off + len as u64, self.chunks.read_ahead());
+            let ahead = st.chunks_ahead(from, ra.window + ra.horizon);
+            let near = ahead.iter().take_while(|(_, start)| *start < from + ra.window).count();
+            let ids: Vec<ChunkId> = ahead.into_iter().map(|(id, _)| id).collect();
+            self.chunks.prefetch(&ids, near);
         }
         st.last_read_end = off + len as u64;
         let guard = if overlay {
