@@ -12,6 +12,7 @@
 #   KEEP=1           keep the run directory (the generated source data is always kept for reuse)
 #   LOGIN_RUNS=N     login-to-first-byte iterations (scripts/bench_login.sh; default 20, QUICK 10)
 #   FOLDER_FILES=N, FOLDER_REPS=N   scripts/bench_folders.sh (default 2000 files, 5 rounds; QUICK 3 rounds)
+#   EXTRAS=0         only the workloads above (skip login, folders, audit and S3 benchmarks)
 #   AUDIT_ROUNDS, AUDIT_FILES, AUDIT_READ_MB   scripts/bench_audit.sh: the audit trail's overhead, FOGVAULT
 #                    against the same code built with --features bench-no-audit (or FOGVAULT_OLD=PATH)
 # Output: a table on stdout and bench-out/results.md (markdown); a detailed log in bench-out/bench.log.
@@ -570,6 +571,7 @@ for t in fv gc; do fs_umount "$t" "${TDIR[$t]}"; done
 log "== 6 storage";              w_storage
 grep -h -i -E 'error|panic|warn' "$RUN"/*/daemon.log >>"$LOG" 2>/dev/null || true
 report
+if [ "${EXTRAS:-1}" = 1 ]; then
 # Issue 4: login to first byte, and the per-file cost of the vault-folder permission check.
 # Both append to bench-out/results.md; QUICK=1 makes them shorter too.
 if [ "$QUICK" = 1 ]; then LOGIN_RUNS=${LOGIN_RUNS:-10}; fi
@@ -584,3 +586,4 @@ QUICK=$QUICK FOGVAULT_NEW=$FOGVAULT BENCH_DIR=$BENCH_DIR BENCH_OUT=$OUT \
 # Issue 5: the same vault on a real S3 server (Garage), next to a local directory and to rclone crypt.
 FOGVAULT=$FOGVAULT BENCH_OUT=$OUT BENCH_DIR=$BENCH_DIR S3_BENCH_MB=$([ "$QUICK" = 1 ] && echo 256 || echo 1024) \
     S3_TREE_FILES=$TREE_FILES bash "$ROOT/scripts/bench_s3.sh" 2>>"$LOG" | tee -a "$LOG" || log "S3 benchmark FAILED"
+fi

@@ -59,12 +59,47 @@ pub struct Alert {
     pub locked: bool,
 }
 
+/// Distinct patients opened within a sliding window, in amortised O(1) per
+/// open (every open of a busy mount passes here). Times are whole seconds
+/// since the monitor started, so the queue holds at most one entry per
+/// patient and second.
+#[derive(Default)]
+struct DistinctWindow {
+    /// (second, patient), oldest first.
+    order: VecDeque<(u64, String)>,
+    /// patient → the last second it was opened.
+    latest: HashMap<String, u64>,
+}
+
+impl DistinctWindow {
+    /// Count `patient` at second `now`; returns the distinct patients of the
+    /// last `secs` seconds.
+    fn add(&mut self, now: u64, secs: u64, patient: &str) -> usize {
+        if self.latest.get(patient) != Some(&now) {
+            self.latest.insert(patient.to_string(), now);
+            self.order.push_back((now, patient.to_string()));
+        }
+        while let Some((t, p)) = self.order.front() {
+            if now - t < secs {
+                break;
+            }
+            if self.latest.get(p) == Some(t) {
+                self.latest.remove(p);
+            }
+            self.order.pop_front();
+        }
+        self.latest.len()
+    }
+}
+
 #[derive(Default)]
 struct Profile {
-    /// (when, patient) of opens, oldest first, within the longest window.
-    opens: VecDeque<(Instant, String)>,
-    /// (when, bytes) of reads within the last minute.
+    /// Patients opened within the bulk-copy window and the long window.
+    bulk: DistinctWindow,
+    window: DistinctWindow,
+    /// (when, bytes) of reads within the last minute, and their sum.
     reads: VecDeque<(Instant, u64)>,
+    read_bytes: u64,
     /// Rules that already fired for this uid (one alert each per session).
     fired: HashSet<&'static str>,
 }
@@ -72,37 +107,28 @@ struct Profile {
 pub struct Monitor {
     profiles: Mutex<HashMap<u32, Profile>>,
     alerts_file: PathBuf,
-}
-
-fn distinct_since(opens: &VecDeque<(Instant, String)>, since: Instant) -> usize {
-    opens.iter().filter(|(t, _)| *t >= since).map(|(_, p)| p.as_str()).collect::<HashSet<_>>().len()
+    started: Instant,
 }
 
 impl Monitor {
     pub fn new(alerts_file: PathBuf) -> Self {
-        Monitor { profiles: Mutex::new(HashMap::new()), alerts_file }
+        Monitor { profiles: Mutex::new(HashMap::new()), alerts_file, started: Instant::now() }
     }
 
     /// An open of `patient` by `uid`: the rules it breaks now (each once).
     pub fn on_open(&self, uid: u32, patient: &str, rules: &InsiderRules) -> Vec<(&'static str, String)> {
-        let now = Instant::now();
+        let now = self.started.elapsed().as_secs();
         let mut all = self.profiles.lock();
         let p = all.entry(uid).or_default();
-        let keep = Duration::from_secs(rules.window_secs.max(rules.bulk_secs));
-        while p.opens.front().is_some_and(|(t, _)| now.duration_since(*t) > keep) {
-            p.opens.pop_front();
-        }
-        p.opens.push_back((now, patient.to_string()));
         let mut out = Vec::new();
-        let since = |secs: u64| now.checked_sub(Duration::from_secs(secs)).unwrap_or(now);
-        let bulk = distinct_since(&p.opens, since(rules.bulk_secs));
+        let bulk = p.bulk.add(now, rules.bulk_secs, patient);
         if bulk >= rules.bulk_patients as usize && p.fired.insert("bulk-copy") {
             out.push((
                 "bulk-copy",
                 format!("{bulk} patients in {} s (limit {})", rules.bulk_secs, rules.bulk_patients),
             ));
         }
-        let window = distinct_since(&p.opens, since(rules.window_secs));
+        let window = p.window.add(now, rules.window_secs, patient);
         if window > rules.max_patients as usize && p.fired.insert("patients") {
             out.push((
                 "patients",
@@ -117,11 +143,16 @@ impl Monitor {
         let now = Instant::now();
         let mut all = self.profiles.lock();
         let p = all.entry(uid).or_default();
-        while p.reads.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(60)) {
+        while let Some(&(t, b)) = p.reads.front() {
+            if now.duration_since(t) <= Duration::from_secs(60) {
+                break;
+            }
+            p.read_bytes -= b;
             p.reads.pop_front();
         }
         p.reads.push_back((now, bytes));
-        let total: u64 = p.reads.iter().map(|(_, b)| b).sum();
+        p.read_bytes += bytes;
+        let total = p.read_bytes;
         if total > rules.max_mib_per_min << 20 && p.fired.insert("bytes") {
             return vec![("bytes", format!("{} MiB in 60 s (limit {})", total >> 20, rules.max_mib_per_min))];
         }
@@ -189,8 +220,25 @@ mod tests {
         assert_eq!(fired[0].0, "bulk-copy");
         assert!(m.on_open(1, "f", &rules).is_empty(), "each rule fires once");
         assert!(m.on_open(2, "x", &rules).is_empty(), "profiles are per uid");
-        let small = InsiderRules { max_mib_per_min: 1, ..rules };
+        let small = InsiderRules { max_mib_per_min: 1, ..rules.clone() };
         assert!(m.on_read(3, 600 << 10, &small).is_empty());
         assert_eq!(m.on_read(3, 600 << 10, &small)[0].0, "bytes");
+    }
+
+    #[test]
+    fn distinct_patients_slide_out_of_the_window() {
+        let mut w = DistinctWindow::default();
+        assert_eq!(w.add(0, 60, "a"), 1);
+        assert_eq!(w.add(0, 60, "a"), 1, "the same patient twice in a second");
+        assert_eq!(w.add(10, 60, "b"), 2);
+        assert_eq!(w.add(59, 60, "a"), 2, "a seen again at 59");
+        assert_eq!(w.add(65, 60, "c"), 3, "b (10) still inside: 65 - 10 < 60");
+        assert_eq!(w.add(70, 60, "c"), 2, "b has left; a (59) and c remain");
+        assert_eq!(w.add(200, 60, "d"), 1, "everything older is gone");
+        assert_eq!(w.order.len(), 1, "expired entries are dropped");
+        for s in 0..10_000 {
+            w.add(300 + s / 100, 3600, "same");
+        }
+        assert!(w.order.len() <= 102, "one entry per patient and second");
     }
 }
