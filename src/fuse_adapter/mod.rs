@@ -33,7 +33,7 @@ pub struct FogFs {
     /// Numbers open handles (see `handle_for`).
     handles: std::sync::atomic::AtomicU64,
     /// Inside vault folders: inode → (uid, session token) of its last opener
-    /// (see `open_flags`).
+    /// (see `page_cache`).
     last_opener: parking_lot::Mutex<std::collections::HashMap<u64, (u32, u64)>>,
 }
 
