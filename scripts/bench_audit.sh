@@ -65,6 +65,7 @@ fi
 command -v setpriv >/dev/null || die "missing setpriv"
 id "$BU" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$BU"
 declare -A BIN=([old]=$OLD [new]=$NEW)
+source "$ROOT/scripts/bench_tree.sh"
 
 W=$(mktemp -d /var/tmp/fvaudit.XXXXXX)
 chmod 755 "$W"
@@ -91,18 +92,9 @@ SRC=$BENCH_DIR/src-$MODE
 mkdir -p "$SRC"
 TREE_TAR=${AUDIT_TREE_TAR:-$SRC/tree_${NFILES}.tar}
 if [ ! -f "$TREE_TAR" ]; then
-    # the recipe of bench.sh's prepare_inputs: the first NFILES real files from these trees
+    # the same tree as bench.sh 4a (scripts/bench_tree.sh)
     log "building $TREE_TAR from real files"
-    cand=()
-    for d in "$HOME"/.cargo/registry/src /usr/lib/python3 /usr/lib/python3.[0-9]* /usr/share/doc \
-             /usr/share/perl /usr/share/perl5 /usr/share/locale /usr/share/man /usr/share; do
-        [ -d "$d" ] && cand+=("$d")
-    done
-    { find "${cand[@]}" -type f -size -8M -readable 2>/dev/null || true; } | awk '!seen[$0]++' >"$SRC/tree.all"
-    sed -n "1,${NFILES}p" "$SRC/tree.all" >"$SRC/tree.list"
-    rc=0; tar cf "$TREE_TAR.tmp" --ignore-failed-read -T "$SRC/tree.list" 2>>"$LOG" || rc=$?
-    [ "$rc" -le 1 ] || die "building the tarball failed"
-    mv "$TREE_TAR.tmp" "$TREE_TAR"
+    make_tree_tar "$TREE_TAR" "$NFILES" "$LOG" || die "building the tarball failed"
 fi
 TREE_N=$(tar tvf "$TREE_TAR" | awk '$1 ~ /^-/' | wc -l)
 TREE_MB=$(( $(stat -c %s "$TREE_TAR") >> 20 ))

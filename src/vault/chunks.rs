@@ -317,10 +317,15 @@ impl ChunkIo {
     }
 
     /// Authenticate and decrypt one envelope (key and AAD bound to the chunk id).
-    fn open(&self, id: &ChunkId, loc: &Location, plain_len: u32, env: &[u8]) -> Result<Arc<Vec<u8>>> {
-        let data = crypto::open_chunk(&self.keys, id, env, self.max_chunk).map_err(|_| {
+    fn open_envelope(&self, id: &ChunkId, loc: &Location, env: &[u8]) -> Result<Vec<u8>> {
+        crypto::open_chunk(&self.keys, id, env, self.max_chunk).map_err(|_| {
             Error::Integrity(format!("chunk {} in pack {} fails authentication", &id.hex()[..16], loc.pack.hex()))
-        })?;
+        })
+    }
+
+    /// [`Self::open_envelope`], checked against the indexed plaintext length.
+    fn open(&self, id: &ChunkId, loc: &Location, plain_len: u32, env: &[u8]) -> Result<Arc<Vec<u8>>> {
+        let data = self.open_envelope(id, loc, env)?;
         if data.len() != plain_len as usize {
             return Err(Error::Integrity(format!("chunk {} has the wrong length", &id.hex()[..16])));
         }
@@ -331,9 +336,7 @@ impl ChunkIo {
     /// collection copies envelopes; it must never copy a damaged one).
     pub fn read_verified_envelope(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
         let env = self.store.read_envelope(loc)?;
-        crypto::open_chunk(&self.keys, id, &env, self.max_chunk).map_err(|_| {
-            Error::Integrity(format!("chunk {} in pack {} fails authentication", &id.hex()[..16], loc.pack.hex()))
-        })?;
+        self.open_envelope(id, loc, &env)?;
         Ok(env)
     }
 
