@@ -48,7 +48,7 @@ source tests/shell/lib.sh
 source tests/shell/garage.sh
 source scripts/bench_tree.sh
 trap 'exit 130' INT TERM   # so that lib.sh's cleanup (EXIT) unmounts and stops the daemons
-start_garage "$FV_TMP/garage" "$((20000 + RANDOM % 20000))"
+start_garage "$FV_TMP/garage"
 GLOG=$FV_TMP/garage/server.log
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -90,7 +90,7 @@ CONF
 # only logged the failure (tar exited 0). With base64 the longest key here is 432 bytes.
 # rclone's AWS SDK refuses a custom CA bundle with its own HTTP transport; the server is plain HTTP.
 rcl() { env -u AWS_CA_BUNDLE rclone "$@"; }
-RC_URL=http://127.0.0.1:$((20000 + RANDOM % 20000))
+RC_URL=http://127.0.0.1:$(free_ports 1)
 
 # ---------------------------------------------------------------- mounts
 declare -A PID_OF=() RLOG=()

@@ -1,5 +1,5 @@
 # Real Garage S3 servers on loopback for the tests. Source after lib.sh.
-# `start_garage DIR PORT` runs a single node (what FV_STORE=s3 uses), sets
+# `start_garage DIR` runs a single node (what FV_STORE=s3 uses), sets
 # AWS_* for fogvault and GARAGE_BUCKET; garage_config, garage_node_start and
 # garage_access are its parts, for suites that build a cluster (garage3.sh).
 # Servers stop with the test (they are in FV_PIDS).
@@ -34,9 +34,11 @@ root_domain = ".s3.garage.localhost"
 TOML
 }
 
-# garage_node_start DIR → starts the node configured in DIR (in FV_PIDS), waits
-# until it answers; sets GARAGE_PID and GARAGE_NODE (its full id@host:port)
-garage_node_start() {
+# garage_node_try DIR → starts the node configured in DIR (in FV_PIDS), waits
+# until it answers; sets GARAGE_PID and GARAGE_NODE (its full id@host:port).
+# Returns 1 (its log on stderr) when the server exits instead, e.g. because
+# another process took one of its ports between free_ports and the bind.
+garage_node_try() {
     local dir="$1" g; g=$(garage_bin)
     [ -x "$g" ] || fail "garage is not installed (run scripts/deps.sh s3)"
     "$g" -c "$dir/garage.toml" server >> "$dir/server.log" 2>&1 &
@@ -51,9 +53,14 @@ garage_node_start() {
         kill -0 "$GARAGE_PID" 2>/dev/null || break
         sleep 0.2
     done
-    cat "$dir/server.log" >&2
-    fail "garage in $dir did not start"
+    kill "$GARAGE_PID" 2>/dev/null || true
+    wait "$GARAGE_PID" 2>/dev/null || true
+    tail -n 30 "$dir/server.log" >&2
+    return 1
 }
+
+# garage_node_start DIR → garage_node_try, failing the suite when the node does not start
+garage_node_start() { garage_node_try "$1" || fail "garage in $1 did not start"; }
 
 # garage_access PORT → creates the test bucket and a key through $GARAGE (a CLI
 # bound to one node), exports AWS_* for fogvault and GARAGE_BUCKET
@@ -69,14 +76,23 @@ garage_access() {
     export GARAGE_BUCKET=fogvault
 }
 
+# start_garage DIR → a single-node Garage in DIR on free loopback ports (S3 API
+# on GARAGE_PORT, RPC on the next one), the test bucket and key. A start that
+# loses a port race is retried on other ports.
 start_garage() {
-    local dir="$1" port="${2:-3900}"
-    garage_config "$dir" "$port" 1 "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    garage_node_start "$dir"
+    local dir="$1" attempt
+    for attempt in 1 2 3; do
+        GARAGE_PORT=$(free_ports 2)
+        rm -rf "$dir"
+        garage_config "$dir" "$GARAGE_PORT" 1 "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+        garage_node_try "$dir" && break
+        echo "garage did not start on port $GARAGE_PORT (attempt $attempt); trying other ports" >&2
+        [ "$attempt" = 3 ] && fail "garage in $dir did not start"
+    done
     GARAGE="$(garage_bin) -c $dir/garage.toml"
     $GARAGE layout assign -z dc1 -c 1G "${GARAGE_NODE%%@*}" >/dev/null
     $GARAGE layout apply --version 1 >/dev/null
-    garage_access "$port"
+    garage_access "$GARAGE_PORT"
 }
 
 # s3_req METHOD KEY [curl args] → a signed request for object KEY of the test bucket

@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/garage.sh"
 
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-base=$((20000 + RANDOM % 20000))
+base=$(free_ports 32)   # node i: S3 on base+10i, RPC on the next port
 node_dir() { echo "$FV_TMP/garage$1"; }
 port_of() { echo $((base + 10 * $1)); }
 declare -A node_pid node_id

@@ -30,7 +30,7 @@ adm grant --user importer --folder cardiology --rights rw >/dev/null
 for u in phys thief1 thief2 curious; do adm grant --user "$u" --folder cardiology --rights r >/dev/null; done
 
 # A webhook receiver on loopback records every alert it is sent.
-port=$((20000 + RANDOM % 20000))
+port=$(free_ports 1)
 python3 - "$port" "$FV_TMP/webhook.jsonl" <<'PY' &
 import http.server, sys
 out = sys.argv[2]

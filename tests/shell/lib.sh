@@ -26,12 +26,41 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# free_ports N → the first of N consecutive TCP ports on 127.0.0.1 that are
+# free now, chosen at random below the kernel's ephemeral range (so outgoing
+# connections cannot take them while a server starts). A server that still
+# loses a race must be retried by its caller (start_garage does).
+free_ports() {
+    python3 - "$1" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+top = min(lo, 32768) - n
+for _ in range(200):
+    base = random.randrange(10000, top)
+    socks = []
+    try:
+        for p in range(base, base + n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        for s in socks:
+            s.close()
+    print(base)
+    sys.exit(0)
+sys.exit("free_ports: no free port range found")
+PY
+}
+
 # FV_STORE=s3 runs a suite against a real Garage S3 server on loopback
 # (started here, stopped at exit); the default is a local directory.
 FV_STORE=${FV_STORE:-local}
 if [ "$FV_STORE" = s3 ]; then
     source "$(dirname "${BASH_SOURCE[0]}")/garage.sh"
-    start_garage "$FV_TMP/garage" "$((20000 + RANDOM % 20000))"
+    start_garage "$FV_TMP/garage"
 fi
 
 # s3_prefix_of DIR → the key prefix of test dir DIR's repository in the test bucket
