@@ -585,9 +585,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             let (auditor, audit_upload) = start_audit(&r, &dir, &vault)?;
             let flusher = Arc::clone(&vault);
             std::thread::Builder::new().name("fogvault-flush".into()).spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    if let Err(e) = flusher.flush_idle() {
+                for tick in 1u64.. {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let r = flusher.sync_deferred(Duration::from_secs(1));
+                    let r = if tick % 5 == 0 { r.and(flusher.flush_idle()) } else { r };
+                    if let Err(e) = r {
                         tracing::error!(error = %e, "background commit failed");
                     }
                 }

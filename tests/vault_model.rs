@@ -298,3 +298,157 @@ fn sequential_write_matches_whole_file_chunking() {
     assert_eq!(stats.logical_bytes, 2 * data.len() as u64);
     assert_eq!(stats.unique_bytes, data.len() as u64, "the second copy must be fully deduplicated");
 }
+
+/// Namespace operations (deferred in memory until a commit) and durable
+/// points, for the crash test below.
+#[derive(Debug, Clone)]
+enum NsOp {
+    /// create + write + close: close is durable, and commits every deferred change before it
+    Create {
+        name: usize,
+        tag: u8,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    Link {
+        from: usize,
+        to: usize,
+    },
+    Unlink {
+        name: usize,
+    },
+    /// chmod of a closed file
+    Chmod {
+        name: usize,
+        mode: u32,
+    },
+    /// fsync of the root directory
+    Sync,
+}
+
+fn ns_op() -> impl Strategy<Value = NsOp> {
+    let n = 0..NAMES.len();
+    prop_oneof![
+        3 => (n.clone(), any::<u8>()).prop_map(|(name, tag)| NsOp::Create { name, tag }),
+        3 => (n.clone(), n.clone()).prop_map(|(from, to)| NsOp::Rename { from, to }),
+        1 => (n.clone(), n.clone()).prop_map(|(from, to)| NsOp::Link { from, to }),
+        2 => n.clone().prop_map(|name| NsOp::Unlink { name }),
+        2 => (n.clone(), 0u32..0o1000).prop_map(|(name, mode)| NsOp::Chmod { name, mode }),
+        1 => Just(NsOp::Sync),
+    ]
+}
+
+/// name → (content, mode) as a user sees the root directory.
+type Listing = BTreeMap<Vec<u8>, (Vec<u8>, u32)>;
+
+fn listing(v: &Vault) -> Listing {
+    v.readdir(ROOT_INO, 2, 100)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let a = v.lookup(ROOT_INO, &d.name).unwrap();
+            let links = v.readdir(ROOT_INO, 2, 100).unwrap().iter().filter(|e| e.ino == d.ino).count() as u32;
+            assert_eq!(a.nlink, links, "nlink matches the names that reach the inode");
+            (d.name, (v.read(d.ino, 0, 1 << 16).unwrap(), a.perm))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    /// A crash (the vault dropped without shutdown, as by kill -9) keeps
+    /// every operation up to the last durable point (a close after writing,
+    /// an fsync) and then a prefix of the later ones: never a state that
+    /// did not exist, never a half-applied rename, never a lost closed file.
+    #[test]
+    fn crash_keeps_a_prefix_of_namespace_operations(ops in proptest::collection::vec(ns_op(), 1..30)) {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Harness::new(dir.path());
+        let v = h.v();
+        // The model: name → file, file → (content, mode).
+        let mut names: BTreeMap<usize, u64> = BTreeMap::new();
+        let mut files: BTreeMap<u64, (Vec<u8>, u32)> = BTreeMap::new();
+        // Every state since the last durable point (the first is durable).
+        let mut since_durable: Vec<Listing> = vec![Listing::new()];
+        for op in &ops {
+            let name = |i: usize| NAMES[i].as_bytes();
+            let exists = |i: usize| v.lookup(ROOT_INO, name(i)).is_ok();
+            let durable = match *op {
+                NsOp::Create { name: n, tag } => {
+                    if exists(n) {
+                        continue;
+                    }
+                    let a = v.create_node(ME, ROOT_INO, name(n), FileKind::File, 0o640, 0, b"").unwrap();
+                    v.open_file(a.ino, false).unwrap();
+                    let data = pattern(100 + tag as usize, tag | 1);
+                    v.write(a.ino, 0, &data).unwrap();
+                    v.flush(a.ino, true).unwrap();
+                    v.release(a.ino).unwrap();
+                    names.insert(n, a.ino);
+                    files.insert(a.ino, (data, 0o640));
+                    true
+                }
+                NsOp::Rename { from, to } => {
+                    if !exists(from) {
+                        continue;
+                    }
+                    v.rename(ROOT_INO, name(from), ROOT_INO, name(to), RenameFlags::default()).unwrap();
+                    let src = names[&from];
+                    if names.get(&to) != Some(&src) {
+                        names.remove(&from);
+                        names.insert(to, src);
+                    }
+                    false
+                }
+                NsOp::Link { from, to } => {
+                    if !exists(from) || exists(to) {
+                        continue;
+                    }
+                    let ino = v.lookup(ROOT_INO, name(from)).unwrap().ino;
+                    v.link(ino, ROOT_INO, name(to)).unwrap();
+                    names.insert(to, ino);
+                    false
+                }
+                NsOp::Unlink { name: n } => {
+                    if !exists(n) {
+                        continue;
+                    }
+                    v.unlink(ROOT_INO, name(n)).unwrap();
+                    names.remove(&n);
+                    false
+                }
+                NsOp::Chmod { name: n, mode } => {
+                    let Ok(a) = v.lookup(ROOT_INO, name(n)) else { continue };
+                    v.setattr(a.ino, &SetAttr { mode: Some(mode), ..Default::default() }).unwrap();
+                    files.get_mut(&a.ino).unwrap().1 = mode;
+                    false
+                }
+                NsOp::Sync => {
+                    v.fsync(ROOT_INO).unwrap();
+                    true
+                }
+            };
+            let now: Listing = names.iter().map(|(&n, ino)| (NAMES[n].as_bytes().to_vec(), files[ino].clone())).collect();
+            prop_assert_eq!(&listing(v), &now, "the mount after {:?}", op);
+            if durable {
+                since_durable.clear();
+            }
+            since_durable.push(now);
+        }
+        let Harness { repo, cache, vault, .. } = h;
+        drop(vault); // the crash: no shutdown, deferred changes are lost
+        let v = Vault::open_with(&repo, &cache, ME, opts()).unwrap();
+        let after = listing(&v);
+        prop_assert!(
+            since_durable.contains(&after),
+            "state after the crash {:?} is none of the {} states since the last durable point",
+            after.keys().collect::<Vec<_>>(),
+            since_durable.len()
+        );
+        v.shutdown().unwrap();
+        let report = fogvault::tools::verify(&repo, &cache, true, |_, _| {}).unwrap();
+        prop_assert!(report.findings.is_empty(), "verify after the crash: {:?}", report.findings);
+    }
+}

@@ -1,14 +1,18 @@
 //! LMDB environment, typed transactions and the key builders.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::iter::Peekable;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, RoTransaction, RwTransaction, Transaction,
     WriteFlags,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -95,13 +99,13 @@ impl Dbs {
 }
 
 /// The tables whose contents make up the vault's state (and its journal).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Table {
-    Meta,
-    Inodes,
-    Dirents,
-    Chunks,
-    Orphans,
+    Meta = 0,
+    Inodes = 1,
+    Dirents = 2,
+    Chunks = 3,
+    Orphans = 4,
 }
 
 impl Table {
@@ -128,12 +132,75 @@ const CLOUD_ROOT: &str = "local/cloud_root";
 /// session has supplied them.
 pub const ROOT_DOMAIN: u32 = 0;
 
+/// Deferred writes not committed to LMDB after this many changed keys are
+/// committed at once (bounds the memory the overlay holds).
+const MAX_DEFERRED_KEYS: usize = 50_000;
+
+/// Changed keys per table, newest value first-class: `None` is a deletion.
+/// Kept sorted so range scans can merge them with LMDB's cursors.
+#[derive(Default)]
+struct Overlay([BTreeMap<Vec<u8>, Option<Vec<u8>>>; 5]);
+
+impl Overlay {
+    /// `Some(v)`: the overlay decides (`v == None`: deleted); `None`: ask LMDB.
+    fn get(&self, t: Table, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.0[t as usize].get(key).map(Option::as_deref)
+    }
+    /// Set a key, returning what the overlay held for it before.
+    fn set(&mut self, t: Table, key: Vec<u8>, val: Option<Vec<u8>>) -> Option<Option<Vec<u8>>> {
+        self.0[t as usize].insert(key, val)
+    }
+    fn restore(&mut self, t: Table, key: Vec<u8>, old: Option<Option<Vec<u8>>>) {
+        match old {
+            Some(v) => self.0[t as usize].insert(key, v),
+            None => self.0[t as usize].remove(&key),
+        };
+    }
+    /// Keys of `t` from `from` on, in LMDB's (bytewise) order.
+    fn range<'a>(&'a self, t: Table, from: &[u8]) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        self.0[t as usize]
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+    fn iter(&self) -> impl Iterator<Item = (Table, &[u8], Option<&[u8]>)> {
+        Table::ALL
+            .into_iter()
+            .flat_map(move |t| self.0[t as usize].iter().map(move |(k, v)| (t, k.as_slice(), v.as_deref())))
+    }
+    fn absorb(&mut self, newer: Overlay) {
+        for (mine, theirs) in self.0.iter_mut().zip(newer.0) {
+            mine.extend(theirs);
+        }
+    }
+    fn len(&self) -> usize {
+        self.0.iter().map(BTreeMap::len).sum()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(BTreeMap::is_empty)
+    }
+}
+
+/// Namespace changes applied in memory but not yet committed to LMDB
+/// (`Metadata::write_deferred`); every reader sees them over its LMDB view.
+#[derive(Default)]
+struct Deferred {
+    changes: Overlay,
+    /// When the oldest of them was made.
+    since: Option<Instant>,
+}
+
 pub struct Metadata {
     env: Environment,
     dbs: Dbs,
     /// `(domain, key version)` → keys. Records name their version, so a key
     /// rotation can add the new version before the re-seal commits.
     keyring: RwLock<HashMap<(u32, u32), Arc<DomainKeys>>>,
+    deferred: RwLock<Deferred>,
+    /// Held by a write from its start until the overlay reflects its
+    /// outcome. LMDB's own writer lock ends at commit, before a committing
+    /// write clears the overlay: a deferred write slipping in between
+    /// would be cleared away with it.
+    writer: Mutex<()>,
 }
 
 pub struct Tx<'e, T> {
@@ -141,6 +208,11 @@ pub struct Tx<'e, T> {
     m: &'e Metadata,
     /// What a write transaction changed, for the metadata journal.
     log: Vec<Change>,
+    /// Deferred changes to read over `txn` (`None` in a committing write,
+    /// whose `txn` already holds them).
+    deferred: Option<RwLockReadGuard<'e, Deferred>>,
+    /// A deferred write's own changes, read before everything else.
+    staged: Option<Overlay>,
 }
 pub type ReadTx<'e> = Tx<'e, RoTransaction<'e>>;
 pub type WriteTx<'e> = Tx<'e, RwTransaction<'e>>;
@@ -172,7 +244,7 @@ impl Metadata {
         };
         let root = DomainKeys { seal: keys.root_folder.clone(), names: keys.names.clone() };
         let keyring = RwLock::new(HashMap::from([((ROOT_DOMAIN, 0), Arc::new(root))]));
-        Ok(Metadata { env, dbs, keyring })
+        Ok(Metadata { env, dbs, keyring, deferred: RwLock::new(Deferred::default()), writer: Mutex::new(()) })
     }
 
     /// Make `domain`'s records at `version` readable (a session supplied its key).
@@ -246,28 +318,112 @@ impl Metadata {
         Ok(())
     }
 
+    /// Run `f` on a consistent view: the deferred changes over an LMDB snapshot.
     pub fn read<T>(&self, f: impl FnOnce(&ReadTx<'_>) -> Result<T>) -> Result<T> {
+        // The guard comes first and is held throughout: a commit clears the
+        // overlay only under the write lock, so this view never pairs an
+        // emptied overlay with a snapshot from before that commit. (Reads do
+        // not nest: LMDB allows one read transaction per thread.)
+        let deferred = self.deferred.read();
         let txn = self.env.begin_ro_txn().map_err(map_lmdb)?;
-        let tx = Tx { txn, m: self, log: Vec::new() };
+        let tx = Tx { txn, m: self, log: Vec::new(), deferred: Some(deferred), staged: None };
         f(&tx)
     }
 
-    /// Run `f` in a write transaction; commit only if it returns `Ok`. The
-    /// changes are also appended, in the same transaction, to the local
-    /// journal the cloud's metadata journal is fed from.
+    /// Run `f` in a write transaction; commit only if it returns `Ok`,
+    /// together with every deferred change before it. The changes are also
+    /// appended, in the same transaction, to the local journal the cloud's
+    /// metadata journal is fed from.
     pub fn write<T>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
-        let txn = self.env.begin_rw_txn().map_err(map_lmdb)?;
-        let mut tx = Tx { txn, m: self, log: Vec::new() };
-        let out = f(&mut tx)?;
-        if !tx.log.is_empty() {
-            // The newest journal key is the commit counter (no extra page to
-            // dirty per commit); with the journal drained, the uploaded one is.
-            let seq = tx.commit_seq()? + 1;
-            let entry = encode(&tx.log);
-            tx.txn.put(self.dbs.journal, &seq.to_be_bytes(), &entry, WriteFlags::APPEND).map_err(map_lmdb)?;
+        let _writer = self.writer.lock();
+        let mut txn = self.env.begin_rw_txn().map_err(map_lmdb)?;
+        // The writer lock is held: the deferred set cannot change meanwhile.
+        let mut log = Vec::new();
+        for (t, k, v) in self.deferred.read().changes.iter() {
+            let db = self.dbs.of(t);
+            match v {
+                Some(v) => txn.put(db, &k, &v, WriteFlags::empty()).map_err(map_lmdb)?,
+                None => match txn.del(db, &k, None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(map_lmdb(e)),
+                },
+            }
+            log.push(Change { table: t, key: k.to_vec(), value: v.map(<[u8]>::to_vec) });
         }
-        tx.txn.commit().map_err(map_lmdb)?;
+        let flushed = log.len();
+        let mut tx = Tx { txn, m: self, log, deferred: None, staged: None };
+        let out = f(&mut tx)?;
+        if tx.log.is_empty() {
+            return Ok(out); // nothing to commit (dropping the txn aborts it)
+        }
+        // The newest journal key is the commit counter (no extra page to
+        // dirty per commit); with the journal drained, the uploaded one is.
+        let seq = tx.commit_seq()? + 1;
+        let entry = encode(&tx.log);
+        tx.txn.put(self.dbs.journal, &seq.to_be_bytes(), &entry, WriteFlags::APPEND).map_err(map_lmdb)?;
+        // Readers pair the overlay with whichever snapshot they get: while the
+        // commit lands, the overlay must already hold every key it changes.
+        let undo: Vec<_> = {
+            let mut d = self.deferred.write();
+            tx.log[flushed..]
+                .iter()
+                .map(|c| (c.table, c.key.clone(), d.changes.set(c.table, c.key.clone(), c.value.clone())))
+                .collect()
+        };
+        if let Err(e) = tx.txn.commit() {
+            let mut d = self.deferred.write();
+            for (t, k, old) in undo.into_iter().rev() {
+                d.changes.restore(t, k, old);
+            }
+            return Err(map_lmdb(e));
+        }
+        *self.deferred.write() = Deferred::default();
         Ok(out)
+    }
+
+    /// Run `f` as a write whose changes are applied in memory at once (every
+    /// reader sees them) and committed to LMDB with the next `write`, `flush`
+    /// or `sync`: namespace operations that POSIX makes durable only at
+    /// fsync. A crash loses a suffix of them, never part of one.
+    pub fn write_deferred<T>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
+        let writer = self.writer.lock();
+        // A write transaction only for reading (the newest state).
+        let txn = self.env.begin_rw_txn().map_err(map_lmdb)?;
+        let deferred = self.deferred.read();
+        let mut tx = Tx { txn, m: self, log: Vec::new(), deferred: Some(deferred), staged: Some(Overlay::default()) };
+        let out = f(&mut tx)?;
+        let Tx { txn, deferred, staged, .. } = tx;
+        drop(deferred);
+        let full = {
+            let mut d = self.deferred.write();
+            d.changes.absorb(staged.unwrap_or_default());
+            d.since.get_or_insert_with(Instant::now);
+            d.changes.len() >= MAX_DEFERRED_KEYS
+        };
+        drop(txn); // aborted: LMDB itself is unchanged
+        drop(writer);
+        if full {
+            self.flush()?;
+        }
+        Ok(out)
+    }
+
+    /// Commit the deferred changes to LMDB (not yet synced: see `sync`).
+    pub fn flush(&self) -> Result<()> {
+        if self.deferred.read().changes.is_empty() {
+            return Ok(());
+        }
+        self.write(|_| Ok(()))
+    }
+
+    /// Is a deferred change older than `age` waiting for a commit?
+    pub fn deferred_for(&self, age: Duration) -> bool {
+        self.deferred.read().since.is_some_and(|t| t.elapsed() >= age)
+    }
+
+    /// Does a deferred change touch inode `ino`'s record?
+    pub fn inode_deferred(&self, ino: u64) -> bool {
+        self.deferred.read().changes.get(Table::Inodes, &ino_key(ino)).is_some()
     }
 
     /// `(last committed, last uploaded)` journal sequence numbers.
@@ -367,8 +523,9 @@ impl Metadata {
         txn.commit().map_err(map_lmdb)
     }
 
-    /// Flush committed transactions to stable storage.
+    /// Commit the deferred changes and flush everything committed to stable storage.
     pub fn sync(&self) -> Result<()> {
+        self.flush()?;
         self.env.sync(true).map_err(map_lmdb)
     }
 
@@ -402,17 +559,57 @@ impl<T: Transaction> Tx<'_, T> {
 
     fn local_seq(&self, name: &str) -> Result<u64> {
         Ok(self
-            .get_raw(self.m.dbs.meta, name.as_bytes())?
+            .lmdb_get(self.m.dbs.meta, name.as_bytes())?
             .and_then(|b| b.try_into().ok())
             .map_or(0, u64::from_be_bytes))
     }
 
-    fn get_raw(&self, db: Database, key: &[u8]) -> Result<Option<&[u8]>> {
+    /// LMDB alone (journal positions, which deferred writes never touch).
+    fn lmdb_get(&self, db: Database, key: &[u8]) -> Result<Option<&[u8]>> {
         match self.txn.get(db, &key) {
             Ok(v) => Ok(Some(v)),
             Err(lmdb::Error::NotFound) => Ok(None),
             Err(e) => Err(map_lmdb(e)),
         }
+    }
+
+    /// The current value of `key`: this write's own changes, then the
+    /// deferred ones, then LMDB.
+    fn get_raw(&self, t: Table, key: &[u8]) -> Result<Option<&[u8]>> {
+        for layer in [self.staged.as_ref(), self.deferred.as_deref().map(|d| &d.changes)].into_iter().flatten() {
+            if let Some(v) = layer.get(t, key) {
+                return Ok(v);
+            }
+        }
+        self.lmdb_get(self.m.dbs.of(t), key)
+    }
+
+    /// Visit the current entries of `t` from key `from` on, in key order,
+    /// until `visit` returns `false`: LMDB's cursor merged with the deferred
+    /// and this write's changes (newest wins, deletions hidden).
+    fn scan(&self, t: Table, from: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        let mut cur = self.txn.open_ro_cursor(self.m.dbs.of(t)).map_err(map_lmdb)?;
+        let mut failed = None;
+        let base = if from.is_empty() { cur.iter_start() } else { cur.iter_from(from) };
+        let base = base.map_while(|r| match r {
+            Ok((k, v)) => Some((k, Some(v))),
+            Err(e) => {
+                failed = Some(map_lmdb(e));
+                None
+            }
+        });
+        let none = Overlay::default();
+        let deferred = self.deferred.as_deref().map_or(&none, |d| &d.changes);
+        let staged = self.staged.as_ref().unwrap_or(&none);
+        let merged = Layered::new(staged.range(t, from), Layered::new(deferred.range(t, from), base));
+        for (k, v) in merged {
+            if let Some(v) = v
+                && !visit(k, v)?
+            {
+                break;
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Open a sealed value `prefix ‖ sealed`; the prefix starts with domain ‖ …
@@ -433,7 +630,7 @@ impl<T: Transaction> Tx<'_, T> {
         if domain == ROOT_DOMAIN {
             return Ok(Some(0));
         }
-        Ok(self.get_raw(self.m.dbs.meta, domain_version_key(domain).as_bytes())?.filter(|b| b.len() == 4).map(be32))
+        Ok(self.get_raw(Table::Meta, domain_version_key(domain).as_bytes())?.filter(|b| b.len() == 4).map(be32))
     }
 
     /// The keys records of `domain` are written with now.
@@ -447,7 +644,7 @@ impl<T: Transaction> Tx<'_, T> {
     /// its directory entries (they differ only at a vault folder's root).
     pub fn inode_domains(&self, ino: u64) -> Result<Option<(u32, u32)>> {
         Ok(self
-            .get_raw(self.m.dbs.inodes, &ino_key(ino))?
+            .get_raw(Table::Inodes, &ino_key(ino))?
             .filter(|v| v.len() >= INODE_PREFIX)
             .map(|v| (be32(v), be32(&v[4..]))))
     }
@@ -461,27 +658,28 @@ impl<T: Transaction> Tx<'_, T> {
 
     /// The root directory of vault folder `domain`, if it was created here.
     pub fn folder_root(&self, domain: u32) -> Result<Option<u64>> {
-        let v = self.get_raw(self.m.dbs.meta, folder_root_key(domain).as_bytes())?;
+        let v = self.get_raw(Table::Meta, folder_root_key(domain).as_bytes())?;
         Ok(v.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes))
     }
 
     /// Does this index hold any vault folder?
     pub fn any_folder_root(&self) -> Result<bool> {
         let prefix = FOLDER_ROOT_PREFIX.as_bytes();
-        let mut cur = self.txn.open_ro_cursor(self.m.dbs.meta).map_err(map_lmdb)?;
-        match cur.iter_from(prefix).next() {
-            Some(item) => Ok(item.map_err(map_lmdb)?.0.starts_with(prefix)),
-            None => Ok(false),
-        }
+        let mut found = false;
+        self.scan(Table::Meta, prefix, |k, _| {
+            found = k.starts_with(prefix);
+            Ok(false)
+        })?;
+        Ok(found)
     }
 
     pub fn meta_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.get_raw(self.m.dbs.meta, name.as_bytes())?.map(<[u8]>::to_vec))
+        Ok(self.get_raw(Table::Meta, name.as_bytes())?.map(<[u8]>::to_vec))
     }
 
     pub fn inode(&self, ino: u64) -> Result<Option<InodeRecord>> {
         let k = ino_key(ino);
-        match self.get_raw(self.m.dbs.inodes, &k)? {
+        match self.get_raw(Table::Inodes, &k)? {
             Some(v) => Ok(Some(self.open_value(b"inode", &k, v, INODE_PREFIX)?)),
             None => Ok(None),
         }
@@ -489,7 +687,7 @@ impl<T: Transaction> Tx<'_, T> {
 
     pub fn dirent(&self, parent: u64, name: &[u8]) -> Result<Option<DirentRecord>> {
         let (.., k) = self.dirent_key_in(parent, name)?;
-        match self.get_raw(self.m.dbs.dirents, &k)? {
+        match self.get_raw(Table::Dirents, &k)? {
             Some(v) => {
                 let d: DirentRecord = self.open_value(b"dirent", &k, v, DIRENT_PREFIX)?;
                 Ok((d.name == name).then_some(d))
@@ -501,16 +699,15 @@ impl<T: Transaction> Tx<'_, T> {
     /// Entries of `parent` whose offset is greater than `after`, in offset order.
     pub fn list_dir(&self, parent: u64, after: u64, limit: usize) -> Result<Vec<(u64, DirentRecord)>> {
         let start = dirent_key(parent, after.saturating_add(1));
-        let mut cur = self.txn.open_ro_cursor(self.m.dbs.dirents).map_err(map_lmdb)?;
         let mut out = Vec::new();
-        for item in cur.iter_from(start) {
-            let (k, v) = item.map_err(map_lmdb)?;
+        self.scan(Table::Dirents, &start, |k, v| {
             if k.len() != 16 || k[..8] != parent.to_be_bytes() || out.len() >= limit {
-                break;
+                return Ok(false);
             }
             let off = u64::from_be_bytes(k[8..].try_into().expect("8 bytes"));
             out.push((off, self.open_value(b"dirent", k, v, DIRENT_PREFIX)?));
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -519,53 +716,64 @@ impl<T: Transaction> Tx<'_, T> {
     }
 
     pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkEntry>> {
-        self.get_raw(self.m.dbs.chunks, &id.0)?.map(|v| decode(v, "chunk")).transpose()
+        self.get_raw(Table::Chunks, &id.0)?.map(|v| decode(v, "chunk")).transpose()
     }
 
     pub fn orphans(&self) -> Result<Vec<u64>> {
-        let mut cur = self.txn.open_ro_cursor(self.m.dbs.orphans).map_err(map_lmdb)?;
-        cur.iter_start()
-            .map(|r| r.map_err(map_lmdb).map(|(k, _)| u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))))
-            .collect()
+        let mut out = Vec::new();
+        self.scan(Table::Orphans, &[], |k, _| {
+            out.push(u64::from_be_bytes(k.try_into().unwrap_or([0; 8])));
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     /// Visit every inode whose folder is unlocked (verify, stats); returns
     /// how many were skipped because their folder is locked. Stops at the
     /// first error.
     pub fn for_each_inode(&self, mut f: impl FnMut(u64, InodeRecord) -> Result<()>) -> Result<u64> {
-        let mut cur = self.txn.open_ro_cursor(self.m.dbs.inodes).map_err(map_lmdb)?;
         let mut locked = 0;
-        for item in cur.iter_start() {
-            let (k, v) = item.map_err(map_lmdb)?;
+        self.scan(Table::Inodes, &[], |k, v| {
             let ino = u64::from_be_bytes(k.try_into().map_err(|_| Error::Metadata("bad inode key".into()))?);
             match self.open_value(b"inode", k, v, INODE_PREFIX) {
                 Ok(rec) => f(ino, rec)?,
                 Err(Error::Locked) => locked += 1,
                 Err(e) => return Err(e),
             }
-        }
+            Ok(true)
+        })?;
         Ok(locked)
     }
 
     /// Visit every chunk index entry.
     pub fn for_each_chunk(&self, mut f: impl FnMut(ChunkId, ChunkEntry) -> Result<()>) -> Result<()> {
-        let mut cur = self.txn.open_ro_cursor(self.m.dbs.chunks).map_err(map_lmdb)?;
-        for item in cur.iter_start() {
-            let (k, v) = item.map_err(map_lmdb)?;
+        self.scan(Table::Chunks, &[], |k, v| {
             let id = ChunkId(k.try_into().map_err(|_| Error::Metadata("bad chunk key".into()))?);
             f(id, decode(v, "chunk")?)?;
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 }
 
 impl WriteTx<'_> {
     fn put_raw(&mut self, t: Table, key: &[u8], val: &[u8]) -> Result<()> {
+        if let Some(staged) = &mut self.staged {
+            staged.set(t, key.to_vec(), Some(val.to_vec()));
+            return Ok(());
+        }
         self.txn.put(self.m.dbs.of(t), &key, &val, WriteFlags::empty()).map_err(map_lmdb)?;
         self.log.push(Change { table: t, key: key.to_vec(), value: Some(val.to_vec()) });
         Ok(())
     }
     fn del_raw(&mut self, t: Table, key: &[u8]) -> Result<()> {
+        if self.staged.is_some() {
+            if self.get_raw(t, key)?.is_some()
+                && let Some(staged) = &mut self.staged
+            {
+                staged.set(t, key.to_vec(), None);
+            }
+            return Ok(());
+        }
         match self.txn.del(self.m.dbs.of(t), &key, None) {
             Ok(()) => {}
             Err(lmdb::Error::NotFound) => return Ok(()),
@@ -589,7 +797,7 @@ impl WriteTx<'_> {
             let mut b = [0u8; 8];
             crypto::random_bytes(&mut b);
             let ino = u64::from_le_bytes(b) >> 2;
-            if ino >= 2 && self.get_raw(self.m.dbs.inodes, &ino_key(ino))?.is_none() {
+            if ino >= 2 && self.get_raw(Table::Inodes, &ino_key(ino))?.is_none() {
                 return Ok(ino);
             }
         }
@@ -621,7 +829,7 @@ impl WriteTx<'_> {
         keys: &DomainKeys,
     ) -> Result<()> {
         let k = dirent_key(parent, Metadata::name_hash(keys, &rec.name));
-        if let Some(v) = self.get_raw(self.m.dbs.dirents, &k)? {
+        if let Some(v) = self.get_raw(Table::Dirents, &k)? {
             let existing: DirentRecord = self.open_value(b"dirent", &k, v, DIRENT_PREFIX)?;
             if existing.name != rec.name {
                 // Two names sharing 63 hash bits in one directory (~2^-30 at 100k entries).
@@ -675,5 +883,125 @@ impl WriteTx<'_> {
 
     pub fn remove_orphan(&mut self, ino: u64) -> Result<()> {
         self.del_raw(Table::Orphans, &ino_key(ino))
+    }
+}
+
+/// Two key-ordered streams as one: on equal keys the upper one wins (its
+/// value may be `None`, a deletion that hides the lower entry).
+struct Layered<'a, U: Iterator, L: Iterator> {
+    upper: Peekable<U>,
+    lower: Peekable<L>,
+    _keys: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a, U, L> Layered<'a, U, L>
+where
+    U: Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    L: Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+{
+    fn new(upper: U, lower: L) -> Self {
+        Layered { upper: upper.peekable(), lower: lower.peekable(), _keys: std::marker::PhantomData }
+    }
+}
+
+impl<'a, U, L> Iterator for Layered<'a, U, L>
+where
+    U: Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    L: Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+{
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.upper.peek(), self.lower.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(u), Some(l)) => u.0.cmp(l.0),
+        };
+        match order {
+            Ordering::Less => self.upper.next(),
+            Ordering::Greater => self.lower.next(),
+            Ordering::Equal => {
+                self.lower.next();
+                self.upper.next()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Metadata {
+        Metadata::open(dir, &VaultKeys::derive(&Key32::random())).unwrap()
+    }
+
+    fn value(m: &Metadata, name: &str) -> Option<Vec<u8>> {
+        m.read(|tx| tx.meta_bytes(name)).unwrap()
+    }
+
+    #[test]
+    fn deferred_writes_survive_concurrent_commits() {
+        // A deferred write landing between a commit and the overlay being
+        // cleared must not be cleared away with it.
+        const N: u32 = 30_000;
+        let dir = tempfile::tempdir().unwrap();
+        let m = open(dir.path());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    m.sync().unwrap();
+                }
+            });
+            for i in 0..N {
+                m.write_deferred(|tx| tx.set_meta_bytes(&format!("k{i}"), &i.to_be_bytes())).unwrap();
+                if i % 7 == 0 {
+                    m.write(|tx| tx.set_meta_bytes(&format!("c{i}"), b"committed")).unwrap();
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let check = |m: &Metadata| {
+            for i in 0..N {
+                assert_eq!(value(m, &format!("k{i}")), Some(i.to_be_bytes().to_vec()), "deferred key {i}");
+            }
+        };
+        check(&m);
+        m.sync().unwrap();
+        drop(m);
+        check(&open(dir.path()));
+    }
+
+    #[test]
+    fn scans_merge_deferred_changes_and_hide_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = open(dir.path());
+        m.write(|tx| {
+            for i in [1u64, 3, 5] {
+                tx.add_orphan(i)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        m.write_deferred(|tx| {
+            tx.remove_orphan(3)?;
+            tx.add_orphan(4)?;
+            // Own changes are seen inside the write, over the deferred ones.
+            assert_eq!(tx.orphans()?, vec![1, 4, 5]);
+            tx.add_orphan(9)
+        })
+        .unwrap();
+        m.write_deferred(|tx| tx.remove_orphan(1)).unwrap();
+        assert_eq!(m.read(|tx| tx.orphans()).unwrap(), vec![4, 5, 9]);
+        // Dropped without a commit (a crash): LMDB still holds the old set.
+        drop(m);
+        let m = open(dir.path());
+        assert_eq!(m.read(|tx| tx.orphans()).unwrap(), vec![1, 3, 5]);
+        m.write_deferred(|tx| tx.remove_orphan(5)).unwrap();
+        m.sync().unwrap();
+        drop(m);
+        assert_eq!(open(dir.path()).read(|tx| tx.orphans()).unwrap(), vec![1, 3]);
     }
 }

@@ -479,7 +479,8 @@ impl FileState {
 
     /// Make `rec` this file's stored record: chunk bytes are synced first if it
     /// gains references (they must be durable before metadata points at them),
-    /// then reference counts, the inode and `extra` commit in one transaction.
+    /// then reference counts, the inode and `extra` commit in one transaction
+    /// (deferred when nothing gains a reference).
     fn install(
         &mut self,
         ino: u64,
@@ -492,13 +493,18 @@ impl FileState {
         if !added.is_empty() {
             cx.chunks.store().sync()?;
         }
-        cx.meta.write(|tx| {
+        let apply = |tx: &mut WriteTx<'_>| {
             for (id, d) in delta {
                 cx.chunks.adjust_refs(tx, id, *d)?;
             }
             tx.put_inode(ino, &rec)?;
             extra(tx)
-        })?;
+        };
+        // New references commit at once (their chunks were just synced); a
+        // change that only drops references or attributes is deferred like
+        // any namespace operation: `unsynced` makes the next close or fsync
+        // commit and sync it.
+        if added.is_empty() { cx.meta.write_deferred(apply) } else { cx.meta.write(apply) }?;
         cx.chunks.forget_pending(&added);
         self.base = rec.extents.clone();
         self.rec = rec;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -427,7 +428,7 @@ impl Vault {
             st.commit(ino, &self.ctx(), false, extra)?;
             return Ok(attr_of(ino, &st.rec, st.size));
         }
-        self.meta.write(|tx| {
+        self.meta.write_deferred(|tx| {
             let mut rec = tx.inode(ino)?.ok_or(Error::NotFound)?;
             f(&mut rec)?;
             tx.put_inode(ino, &rec)?;
@@ -478,7 +479,7 @@ impl Vault {
             rec.parent = parent;
         }
         let now = rec.ctime;
-        let ino = self.meta.write(|tx| {
+        let ino = self.meta.write_deferred(|tx| {
             if tx.dirent(parent, name)?.is_some() {
                 return Err(Error::Exists);
             }
@@ -561,7 +562,7 @@ impl Vault {
                 if orphan { tx.add_orphan(ino) } else { Ok(()) }
             });
         }
-        self.meta.write(|tx| {
+        self.meta.write_deferred(|tx| {
             let mut rec = tx.inode(ino)?.ok_or(Error::NotFound)?;
             rec.nlink = rec.nlink.saturating_sub(1);
             rec.ctime = now;
@@ -620,7 +621,7 @@ impl Vault {
             return Err(Error::NotEmpty);
         }
         let now = Timespec::now();
-        self.meta.write(|tx| {
+        self.meta.write_deferred(|tx| {
             tx.delete_dirent(parent, name)?;
             tx.delete_inode(d.ino)?;
             Self::touch_parent(tx, parent, now, -1)
@@ -666,7 +667,7 @@ impl Vault {
                 return Err(Error::Invalid("cannot move a directory into itself"));
             }
             let dirs_delta = i32::from(src.kind == FileKind::Dir) - i32::from(dst.kind == FileKind::Dir);
-            self.meta.write(|tx| {
+            self.meta.write_deferred(|tx| {
                 tx.put_dirent(parent, &DirentRecord { name: name.to_vec(), ino: dst.ino, kind: dst.kind })?;
                 tx.put_dirent(newparent, &DirentRecord { name: newname.to_vec(), ino: src.ino, kind: src.kind })?;
                 for (ino, kind, np) in [(src.ino, src.kind, newparent), (dst.ino, dst.kind, parent)] {
@@ -742,7 +743,7 @@ impl Vault {
             }
         };
         match dst {
-            Some(d) if d.kind == FileKind::Dir => self.meta.write(|tx| {
+            Some(d) if d.kind == FileKind::Dir => self.meta.write_deferred(|tx| {
                 tx.delete_inode(d.ino)?;
                 moves(tx)
             })?,
@@ -750,7 +751,7 @@ impl Vault {
                 self.drop_link(d.ino, now, moves)?;
                 self.maybe_evict(d.ino);
             }
-            None => self.meta.write(moves)?,
+            None => self.meta.write_deferred(moves)?,
         }
         if !src_is_dir && src_open {
             self.update_inode(
@@ -852,7 +853,9 @@ impl Vault {
         if st.needs_commit() {
             st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
         }
-        if durable && st.unsynced {
+        // Also when only a deferred change touched the file (its creation
+        // by this handle, a chmod): close makes what it did durable.
+        if durable && (st.unsynced || self.meta.inode_deferred(ino)) {
             self.meta.sync()?;
             st.unsynced = false;
         }
@@ -887,7 +890,7 @@ impl Vault {
                 return r;
             }
             let r = if st.needs_commit() { st.commit(ino, &self.ctx(), false, |_| Ok(())) } else { Ok(()) };
-            if r.is_ok() && st.unsynced {
+            if r.is_ok() && (st.unsynced || self.meta.inode_deferred(ino)) {
                 st.unsynced = false;
                 self.meta.sync()
             } else {
@@ -1381,6 +1384,16 @@ impl Vault {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Commit and sync namespace changes deferred for longer than `age`
+    /// (mkdir, rename, unlink… nobody fsynced). Called every second by the
+    /// mount loop, so they reach stable storage within about two seconds.
+    pub fn sync_deferred(&self, age: Duration) -> Result<()> {
+        if self.meta.deferred_for(age) {
+            self.meta.sync()?;
+        }
+        Ok(())
     }
 
     /// Commit files that hold uncommitted bytes but no open handle (mmap
