@@ -16,6 +16,11 @@
 #   2  read      root folder: AUDIT_READ_MB (default 1024) random MiB written (dd bs=1M
 #                conv=fsync, reported too), unmount, drop_caches, mount, cold sequential read
 #                (cat >/dev/null), then a warm re-read (cat again); checked with cmp afterwards
+#   1b reread    after (1): remount + drop_caches, cold re-read of the tree (tar c to a pipe,
+#                bench.sh 4b); the same after (3) as benchuser (3c)
+#   4  small     root folder: create AUDIT_SMALL_N (default 10000) 100-byte files in one
+#                directory, rename them, delete them, each phase ending with fsync of the
+#                directory + sync (bench.sh 5a-c)
 #   3  folder    init --admin-key, user add, folder create, grant rw, mount --allow-other,
 #                `fogvault login` as the unix user benchuser (created if missing): the untar of
 #                (1) as benchuser inside the vault folder, + sync + unmount
@@ -28,7 +33,7 @@
 # binary, new/old of those medians, and the per-round paired new/old ratios. Rates: higher is
 # better; new/old < 1 means the new build is slower (overhead = 1 - new/old).
 #
-# Other settings: QUICK=1 (2000 files, 100 MiB), BENCH_DIR (where bench.sh keeps its generated
+# Other settings: QUICK=1 (2000 files, 100 MiB, 2000 small files), BENCH_DIR (where bench.sh keeps its generated
 # inputs, default /var/tmp/fvbench; reused), AUDIT_TREE_TAR / AUDIT_SEQ_SRC (use these inputs),
 # AUDIT_OLD_LABEL / AUDIT_NEW_LABEL (column names), BENCH_OUT (default bench-out), KEEP=1.
 # Run as root (FUSE, drop_caches, setpriv). Appends a markdown section to $BENCH_OUT/results.md.
@@ -44,7 +49,8 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/fvbench}
 FOLDER_READ=${AUDIT_FOLDER_READ:-1}
 BU=${BENCH_USER:-benchuser}
 PY=/usr/bin/python3
-if [ "$QUICK" = 1 ]; then MODE=quick DEF_FILES=2000 DEF_MB=100; else MODE=full DEF_FILES=20000 DEF_MB=1024; fi
+if [ "$QUICK" = 1 ]; then MODE=quick DEF_FILES=2000 DEF_MB=100 DEF_SMALL=2000; else MODE=full DEF_FILES=20000 DEF_MB=1024 DEF_SMALL=10000; fi
+SMALL_N=${AUDIT_SMALL_N:-$DEF_SMALL}
 NFILES=${AUDIT_FILES:-$DEF_FILES}
 READ_MB=${AUDIT_READ_MB:-$DEF_MB}
 LOLD=${AUDIT_OLD_LABEL:-old}
@@ -191,12 +197,17 @@ w_untar() {   # KIND ROUND FOLDER
     put "$w" "$k" "$r" "$(awk -v n="$TREE_N" -v s="$s" 'BEGIN {printf "%.1f", n / s}')"
     put "${w}cpu" "$k" "$r" "$CPU"
     [ "$k" = new ] && ALOG[$w]+=" $(stat -c %s "$d/cache/audit/log" 2>/dev/null || echo 0)"
-    if [ "$r" = 1 ]; then   # every file there after a remount (first round only: it costs a tree walk)
-        mount_fv "$k" "$d" "$f"
+    drop_caches
+    mount_fv "$k" "$d" "$f"
+    t0=$(now)
+    # GNU tar skips reading file data when the archive is /dev/null, hence the pipe.
+    run_as "$f" tar cf - -C "$(place "$d" "$f")/tree" . | cat >/dev/null
+    put "${w}read" "$k" "$r" "$(awk -v n="$TREE_N" -v s="$(since "$t0")" 'BEGIN {printf "%.1f", n / s}')"
+    if [ "$r" = 1 ]; then   # every file there after the remount (first round only: it costs a tree walk)
         n=$(run_as "$f" find "$(place "$d" "$f")/tree" -type f | wc -l)
         [ "$n" -eq "$TREE_N" ] || die "$k: $n files after the untar, expected $TREE_N ($w)"
-        umount_fv "$d"
     fi
+    umount_fv "$d"
     [ "${KEEP:-0}" = 1 ] || rm -rf "$d"
 }
 
@@ -226,7 +237,47 @@ w_read() {   # KIND ROUND FOLDER
     [ "${KEEP:-0}" = 1 ] || rm -rf "$d"
 }
 
-WL=(untar read)
+w_small() {   # KIND ROUND: create, rename, delete SMALL_N small files in one directory
+    local k=$1 r=$2 d=$W/$1-small out
+    setup "$k" "$d" 0
+    mount_fv "$k" "$d" 0
+    out=$("$PY" - "$d/mnt/small" "$SMALL_N" <<'PYEOF'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(d)
+def durable():
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(fd)
+    os.close(fd)
+    os.sync()
+a = [os.path.join(d, "f%06d" % i) for i in range(n)]
+b = [os.path.join(d, "g%06d" % i) for i in range(n)]
+durable()
+t = [time.perf_counter()]
+for p in a:
+    fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.write(fd, b"x" * 100)
+    os.close(fd)
+durable(); t.append(time.perf_counter())
+for x, y in zip(a, b):
+    os.rename(x, y)
+durable(); t.append(time.perf_counter())
+for y in b:
+    os.unlink(y)
+durable(); t.append(time.perf_counter())
+assert not os.listdir(d)
+print(" ".join("%.1f" % (n / (t[i + 1] - t[i])) for i in range(3)))
+PYEOF
+) || die "$k: small-file operations failed (round $r)"
+    read -r c rn dl <<<"$out"
+    put smallc "$k" "$r" "$c"
+    put smallr "$k" "$r" "$rn"
+    put smalld "$k" "$r" "$dl"
+    umount_fv "$d"
+    [ "${KEEP:-0}" = 1 ] || rm -rf "$d"
+}
+
+WL=(untar read small)
 [ "${AUDIT_FOLDER:-1}" = 1 ] && WL+=(funtar)
 [ "${AUDIT_FOLDER:-1}" = 1 ] && [ "$FOLDER_READ" = 1 ] && WL+=(fread)
 log "bench_audit: $ROUNDS rounds; tree $TREE_N files ($TREE_MB MiB); read $READ_MB MiB; old $OLD; new $NEW; work $W"
@@ -238,6 +289,7 @@ for r in $(seq "$ROUNDS"); do
                 untar) w_untar "$k" "$r" 0 ;;
                 funtar) w_untar "$k" "$r" 1 ;;
                 read) w_read "$k" "$r" 0 ;;
+                small) w_small "$k" "$r" ;;
                 fread) w_read "$k" "$r" 1 ;;
             esac
         done
@@ -252,13 +304,18 @@ ROWS=()
 row() { ROWS+=("$1|$2|$3"); }
 row untar "1. untar $TREE_N files ($TREE_MB MiB) + sync + unmount, root folder, as root" files/s
 row untarcpu "1'. daemon CPU during 1 (user+system; lower is better)" "CPU s"
+row untarread "1b. cold re-read of the tree after remount (tar c to a pipe), root folder" files/s
 row readw "2a. write $READ_MB MiB (dd bs=1M conv=fsync), root folder" MiB/s
 row readc "2b. cold sequential read after remount + drop_caches (cat), root folder" MiB/s
 row readh "2c. warm re-read (cat), root folder" MiB/s
 row readcpu "2'. daemon CPU during 2b + 2c (lower is better)" "CPU s"
+row smallc "4a. create $SMALL_N x 100 B files in one dir (+fsync dir, sync), root folder" ops/s
+row smallr "4b. rename them (+fsync dir, sync)" ops/s
+row smalld "4c. delete them (+fsync dir, sync)" ops/s
 if [[ " ${WL[*]} " == *" funtar "* ]]; then
     row funtar "3. untar $TREE_N files + sync + unmount inside a vault folder, logged-in $BU" files/s
     row funtarcpu "3'. daemon CPU during 3 (lower is better)" "CPU s"
+    row funtarread "3c. cold re-read of the tree inside the vault folder" files/s
 fi
 if [[ " ${WL[*]} " == *" fread "* ]]; then
     row freadw "3b-a. write $READ_MB MiB (dd conv=fsync) inside the vault folder" MiB/s
