@@ -526,6 +526,13 @@ impl Metadata {
     /// Commit the deferred changes and flush everything committed to stable storage.
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
+        self.sync_committed()
+    }
+
+    /// Flush what is committed to stable storage, leaving deferred changes
+    /// deferred (the metadata journal upload: committing them there would
+    /// turn every batch into a commit and an upload of its own).
+    pub fn sync_committed(&self) -> Result<()> {
         self.env.sync(true).map_err(map_lmdb)
     }
 

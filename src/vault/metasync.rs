@@ -229,7 +229,7 @@ impl Inner {
         let obj = JournalObject { first, last, prev: root.head_hash, entries };
         // The cloud must never hold a transaction a machine crash could
         // still undo here (LMDB defers its meta-page flush).
-        self.meta.sync()?;
+        self.meta.sync_committed()?;
         let name = cloud::journal_name(first);
         let sealed = self.keys.seal_journal(&obj);
         let (last, hash) = if self.backend.put_if_absent(&name, Bytes::from(sealed.clone()))? {
