@@ -6,6 +6,8 @@
 //! Identical plaintext → identical id and envelope, from any user or folder,
 //! so dedup needs nobody's help; without `K_dd` nobody can confirm a guess.
 
+use std::cell::RefCell;
+
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
@@ -52,13 +54,38 @@ fn cipher_for(keys: &VaultKeys, id: &ChunkId) -> (XChaCha20Poly1305, XNonce, [u8
     (cipher, XNonce::from(nonce), aad)
 }
 
+thread_local! {
+    // One zstd context per thread: creating one per chunk (allocating and
+    // clearing its tables) cost more than compressing a small file.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(data: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|c| {
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        c.as_mut()?.compress(data).ok()
+    })
+}
+
+fn decompress(data: &[u8], max_len: usize) -> Option<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        if d.is_none() {
+            *d = zstd::bulk::Decompressor::new().ok();
+        }
+        d.as_mut()?.decompress(data, max_len).ok()
+    })
+}
+
 fn compress_if_useful(plaintext: &[u8]) -> Option<Vec<u8>> {
     let sample = &plaintext[..plaintext.len().min(SAMPLE)];
-    let probe = zstd::bulk::compress(sample, ZSTD_LEVEL).ok()?;
+    let probe = compress(sample)?;
     if probe.len() + sample.len() / 16 > sample.len() {
         return None;
     }
-    let full = zstd::bulk::compress(plaintext, ZSTD_LEVEL).ok()?;
+    let full = compress(plaintext)?;
     (full.len() < plaintext.len()).then_some(full)
 }
 
@@ -117,7 +144,7 @@ fn open_inner(keys: &VaultKeys, id: &ChunkId, envelope: &[u8], max_len: usize) -
     cipher.decrypt_in_place(&nonce, &aad, &mut body).map_err(|_| AuthError)?;
     match body.pop() {
         Some(CODEC_RAW) => Ok(body),
-        Some(CODEC_ZSTD) => zstd::bulk::decompress(&body, max_len).map_err(|_| AuthError),
+        Some(CODEC_ZSTD) => decompress(&body, max_len).ok_or(AuthError),
         _ => Err(AuthError),
     }
 }
