@@ -344,14 +344,14 @@ fn ns_op() -> impl Strategy<Value = NsOp> {
 type Listing = BTreeMap<Vec<u8>, (Vec<u8>, u32)>;
 
 fn listing(v: &Vault) -> Listing {
-    v.readdir(ROOT_INO, 2, 100)
-        .unwrap()
-        .into_iter()
+    let entries = v.readdir(ROOT_INO, 2, 100).unwrap();
+    entries
+        .iter()
         .map(|d| {
             let a = v.lookup(ROOT_INO, &d.name).unwrap();
-            let links = v.readdir(ROOT_INO, 2, 100).unwrap().iter().filter(|e| e.ino == d.ino).count() as u32;
+            let links = entries.iter().filter(|e| e.ino == d.ino).count() as u32;
             assert_eq!(a.nlink, links, "nlink matches the names that reach the inode");
-            (d.name, (v.read(d.ino, 0, 1 << 16).unwrap(), a.perm))
+            (d.name.clone(), (v.read(d.ino, 0, 1 << 16).unwrap(), a.perm))
         })
         .collect()
 }

@@ -282,24 +282,19 @@ impl Metadata {
             if from == Some(to) {
                 return Ok(());
             }
-            let mut inodes = Vec::new();
-            let mut dirents = Vec::new();
-            {
-                let mut cur = tx.txn.open_ro_cursor(self.dbs.inodes).map_err(map_lmdb)?;
-                for item in cur.iter_start() {
-                    let (k, v) = item.map_err(map_lmdb)?;
-                    if v.len() >= INODE_PREFIX && be32(v) == domain {
-                        inodes.push((k.to_vec(), v.to_vec()));
+            // A committing write: `scan` sees the deferred changes it applied.
+            let of_domain = |tx: &WriteTx<'_>, t: Table, prefix: usize| -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+                let mut out = Vec::new();
+                tx.scan(t, &[], |k, v| {
+                    if v.len() >= prefix && be32(v) == domain {
+                        out.push((k.to_vec(), v.to_vec()));
                     }
-                }
-                let mut cur = tx.txn.open_ro_cursor(self.dbs.dirents).map_err(map_lmdb)?;
-                for item in cur.iter_start() {
-                    let (k, v) = item.map_err(map_lmdb)?;
-                    if v.len() >= DIRENT_PREFIX && be32(v) == domain {
-                        dirents.push((k.to_vec(), v.to_vec()));
-                    }
-                }
-            }
+                    Ok(true)
+                })?;
+                Ok(out)
+            };
+            let inodes = of_domain(tx, Table::Inodes, INODE_PREFIX)?;
+            let dirents = of_domain(tx, Table::Dirents, DIRENT_PREFIX)?;
             for (k, v) in inodes {
                 let rec: InodeRecord = tx.open_value(b"inode", &k, &v, INODE_PREFIX)?;
                 let ino =

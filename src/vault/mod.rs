@@ -853,9 +853,17 @@ impl Vault {
         if st.needs_commit() {
             st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
         }
-        // Also when only a deferred change touched the file (its creation
-        // by this handle, a chmod): close makes what it did durable.
-        if durable && (st.unsynced || self.meta.inode_deferred(ino)) {
+        if durable {
+            self.sync_file(ino, &mut st)?;
+        }
+        Ok(())
+    }
+
+    /// Make what a file's handles did durable: its commits, and also a
+    /// deferred change that touched it alone (its creation by this handle,
+    /// a chmod).
+    fn sync_file(&self, ino: u64, st: &mut FileState) -> Result<()> {
+        if st.unsynced || self.meta.inode_deferred(ino) {
             self.meta.sync()?;
             st.unsynced = false;
         }
@@ -890,12 +898,7 @@ impl Vault {
                 return r;
             }
             let r = if st.needs_commit() { st.commit(ino, &self.ctx(), false, |_| Ok(())) } else { Ok(()) };
-            if r.is_ok() && (st.unsynced || self.meta.inode_deferred(ino)) {
-                st.unsynced = false;
-                self.meta.sync()
-            } else {
-                r
-            }
+            r.and_then(|()| self.sync_file(ino, &mut st))
         };
         let _ns = self.ns.lock();
         self.maybe_evict(ino);
