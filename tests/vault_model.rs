@@ -351,7 +351,7 @@ fn listing(v: &Vault) -> Listing {
             let a = v.lookup(ROOT_INO, &d.name).unwrap();
             let links = entries.iter().filter(|e| e.ino == d.ino).count() as u32;
             assert_eq!(a.nlink, links, "nlink matches the names that reach the inode");
-            (d.name.clone(), (v.read(d.ino, 0, 1 << 16).unwrap(), a.perm))
+            (d.name.clone(), (v.read(d.ino, 0, 1 << 16).unwrap().to_vec(), a.perm))
         })
         .collect()
 }

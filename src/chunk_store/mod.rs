@@ -2,6 +2,7 @@
 //! that talks to `object_store`.
 
 mod backend;
+mod file_read;
 mod pack;
 pub mod samples;
 mod span;
@@ -9,5 +10,5 @@ mod store;
 
 pub use backend::Backend;
 pub use pack::{PackEntry, PackId, TRAILER_LEN, decode_header, parse_trailer};
-pub use span::{Span, plan_reads};
+pub use span::{MAX_GAP, MAX_SPAN, Span, plan_reads, plan_spans};
 pub use store::{ChunkStore, DEFAULT_JOURNAL_LIMIT, Location, TARGET_PACK_SIZE, staged_packs};

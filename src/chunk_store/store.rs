@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::backend::Backend;
+use super::file_read;
 use super::pack::{PackEntry, PackId, encode_header_and_trailer};
 use super::samples;
 use super::span::plan_reads;
@@ -319,20 +320,35 @@ impl ChunkStore {
 
     /// Read one envelope, from staging if not yet uploaded, else a ranged GET.
     pub fn read_envelope(&self, loc: &Location) -> Result<Vec<u8>> {
-        Ok(self.read_range(&loc.pack, loc.offset as u64, loc.len as u64)?.to_vec())
+        self.with_range(&loc.pack, loc.offset as u64, loc.len as usize, |r| r.map(<[u8]>::to_vec))
     }
 
-    /// Bytes `start..start+len` of a pack, from staging if not yet uploaded,
-    /// else one ranged GET.
-    fn read_range(&self, pack: &PackId, start: u64, len: u64) -> Result<Bytes> {
+    /// `f` gets bytes `start..start+len` of a pack: from staging if not yet
+    /// uploaded, from the file of a local-directory store, else one ranged
+    /// GET. Local reads land in a per-thread buffer (`file_read`), so `f`
+    /// must not read from the store again.
+    fn with_range<R>(&self, pack: &PackId, start: u64, len: usize, f: impl FnOnce(Result<&[u8]>) -> R) -> R {
         let staged = self.shared.state.lock().staged.get(pack).cloned();
-        if let Some(f) = staged {
-            let mut buf = vec![0u8; len as usize];
-            f.read_exact_at(&mut buf, start)
-                .map_err(|_| Error::Integrity(format!("staged pack {} is truncated", pack.hex())))?;
-            return Ok(Bytes::from(buf));
+        if let Some(file) = staged {
+            return file_read::read_file(&file, start, len, |r| {
+                f(r.map_err(|_| Error::Integrity(format!("staged pack {} is truncated", pack.hex()))))
+            });
         }
-        self.shared.backend.get_range(&pack.object_name(), start, len)
+        let name = pack.object_name();
+        if let Some(path) = self.shared.backend.local_object_path(&name) {
+            return file_read::read_path(&path, start, len, |r| {
+                f(r.map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof => {
+                        Error::Integrity(format!("object {name} is missing or shorter than expected"))
+                    }
+                    _ => Error::from_io(e),
+                }))
+            });
+        }
+        match self.shared.backend.get_range(&name, start, len as u64) {
+            Ok(bytes) => f(Ok(&bytes)),
+            Err(e) => f(Err(e)),
+        }
     }
 
     /// Read the envelopes at `locs` with as few reads as possible: neighbours
@@ -342,20 +358,25 @@ impl ChunkStore {
     pub fn read_envelopes(&self, locs: &[Location], mut each: impl FnMut(usize, Result<&[u8]>)) {
         for span in plan_reads(locs) {
             tracing::debug!(pack = %span.pack.hex(), start = span.start, bytes = span.bytes(), envelopes = span.members.len(), "read");
-            match self.read_range(&span.pack, span.start, span.bytes()) {
+            let failed = self.with_range(&span.pack, span.start, span.bytes() as usize, |r| match r {
                 Ok(bytes) => {
                     for &i in &span.members {
-                        each(i, Ok(span.envelope(&bytes, &locs[i])));
+                        each(i, Ok(span.envelope(bytes, &locs[i])));
                     }
+                    None
                 }
+                Err(e) => Some(e),
+            });
+            match failed {
+                None => {}
                 // Missing or short: read one by one so every envelope gets
                 // its own verdict (a mirror may hold some of them elsewhere).
-                Err(Error::Integrity(_)) if span.members.len() > 1 => {
+                Some(Error::Integrity(_)) if span.members.len() > 1 => {
                     for &i in &span.members {
                         each(i, self.read_envelope(&locs[i]).as_deref().map_err(clone_err));
                     }
                 }
-                Err(e) => {
+                Some(e) => {
                     for &i in &span.members {
                         each(i, Err(clone_err(&e)));
                     }

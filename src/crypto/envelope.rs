@@ -8,15 +8,17 @@
 
 use std::cell::RefCell;
 
+use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
 use super::{AuthError, VaultKeys};
 
 pub const ENVELOPE_VERSION: u8 = 1;
+const TAG_LEN: usize = 16;
 /// Codec byte + Poly1305 tag.
-pub const ENVELOPE_OVERHEAD: usize = 1 + 16;
+pub const ENVELOPE_OVERHEAD: usize = 1 + TAG_LEN;
 
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
@@ -139,12 +141,34 @@ pub fn open_chunk_checked(
 }
 
 fn open_inner(keys: &VaultKeys, id: &ChunkId, envelope: &[u8], max_len: usize) -> Result<Vec<u8>, AuthError> {
+    let mut plaintext = Vec::new();
+    open_chunk_into(keys, id, envelope, max_len, &mut plaintext)?;
+    Ok(plaintext)
+}
+
+/// [`open_chunk`] into `out` (a reused buffer: its old bytes are overwritten,
+/// never zeroed first). The envelope is authenticated where it lies and
+/// decrypted straight into `out`, one pass over the bytes.
+pub fn open_chunk_into(
+    keys: &VaultKeys,
+    id: &ChunkId,
+    envelope: &[u8],
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), AuthError> {
+    let body_len = envelope.len().checked_sub(TAG_LEN).ok_or(AuthError)?;
+    let (body, tag) = envelope.split_at(body_len);
+    let tag = Tag::try_from(tag).map_err(|_| AuthError)?;
+    out.resize(body_len, 0);
     let (cipher, nonce, aad) = cipher_for(keys, id);
-    let mut body = envelope.to_vec();
-    cipher.decrypt_in_place(&nonce, &aad, &mut body).map_err(|_| AuthError)?;
-    match body.pop() {
-        Some(CODEC_RAW) => Ok(body),
-        Some(CODEC_ZSTD) => decompress(&body, max_len).ok_or(AuthError),
+    let inout = InOutBuf::new(body, out).map_err(|_| AuthError)?;
+    cipher.decrypt_inout_detached(&nonce, &aad, inout, &tag).map_err(|_| AuthError)?;
+    match out.pop() {
+        Some(CODEC_RAW) => Ok(()),
+        Some(CODEC_ZSTD) => {
+            *out = decompress(out, max_len).ok_or(AuthError)?;
+            Ok(())
+        }
         _ => Err(AuthError),
     }
 }

@@ -8,7 +8,9 @@ mod keys;
 mod passphrase;
 mod seal;
 
-pub use envelope::{ChunkId, ENVELOPE_OVERHEAD, open_chunk, open_chunk_checked, seal_chunk, seal_chunk_into};
+pub use envelope::{
+    ChunkId, ENVELOPE_OVERHEAD, open_chunk, open_chunk_checked, open_chunk_into, seal_chunk, seal_chunk_into,
+};
 pub use keys::{Key32, VaultKeys, random_bytes};
 pub use passphrase::{KdfParams, derive_kek};
 pub use seal::{SEAL_OVERHEAD, open, seal};

@@ -11,13 +11,19 @@ use std::sync::{Arc, mpsc};
 use lru::LruCache;
 use parking_lot::{Condvar, Mutex};
 
-use crate::chunk_store::{ChunkStore, Location, PackId, plan_reads};
+use crate::chunk_store::{ChunkStore, Location, MAX_GAP, PackId, plan_spans};
 use crate::crypto::{self, ChunkId, VaultKeys};
 use crate::error::{Error, Result};
 use crate::metadata::{ChunkEntry, Metadata, WriteTx};
 
 /// Bound on decrypted chunks kept in RAM.
 const CACHE_BYTES: usize = 64 << 20;
+/// Plaintext buffers of evicted chunks kept for reuse: a fresh chunk-sized
+/// allocation costs a page fault per 4 KiB (glibc returns large blocks to
+/// the OS), about as much as decrypting the chunk.
+const SPARE_BUFFERS: usize = 8;
+/// Smaller buffers come cheaply from the allocator's free lists.
+const SPARE_MIN: usize = 128 << 10;
 /// Read-ahead jobs waiting for a prefetch thread (more are skipped).
 const QUEUED_JOBS: usize = 16;
 
@@ -32,15 +38,20 @@ pub struct ReadAhead {
     pub horizon: u64,
     /// Prefetch threads.
     pub threads: usize,
+    /// Largest store read of one read-ahead job. Jobs are decrypted in
+    /// parallel, one per prefetch thread.
+    pub job_bytes: u64,
 }
 
 impl ReadAhead {
-    /// A local directory: a few chunks ahead, each read is cheap.
-    pub const LOCAL: ReadAhead = ReadAhead { window: 4 << 20, horizon: 0, threads: 2 };
+    /// A local directory: a few chunks ahead, each read is cheap, so each
+    /// job is about one chunk and the threads decrypt side by side.
+    pub const LOCAL: ReadAhead = ReadAhead { window: 8 << 20, horizon: 0, threads: 2, job_bytes: 4 << 20 };
     /// A remote store: a pack or two ahead, each fetched with one GET, a few
     /// in flight. RAM: at most `window + horizon` (48 MiB) ahead, which fits
     /// the LRU (`CACHE_BYTES`), plus one read buffer (at most a pack) per thread.
-    pub const REMOTE: ReadAhead = ReadAhead { window: 20 << 20, horizon: 28 << 20, threads: 3 };
+    pub const REMOTE: ReadAhead =
+        ReadAhead { window: 20 << 20, horizon: 28 << 20, threads: 3, job_bytes: crate::chunk_store::MAX_SPAN };
 }
 
 struct Cache {
@@ -111,6 +122,8 @@ pub struct ChunkIo {
     store: ChunkStore,
     meta: Arc<Metadata>,
     cache: Mutex<Cache>,
+    /// Recycled plaintext buffers (`SPARE_BUFFERS`).
+    spare: Mutex<Vec<Vec<u8>>>,
     /// Stored but not yet in the LMDB index: lets concurrent writers dedup
     /// against each other before their commits land.
     pending: Mutex<HashMap<ChunkId, (Location, u32)>>,
@@ -170,6 +183,7 @@ impl ChunkIo {
             store,
             meta,
             cache: Mutex::new(Cache { lru: LruCache::unbounded(), bytes: 0 }),
+            spare: Mutex::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             queued: Mutex::new(HashSet::new()),
@@ -226,15 +240,31 @@ impl ChunkIo {
     }
 
     fn cache_insert(&self, id: ChunkId, data: Arc<Vec<u8>>) {
-        let mut c = self.cache.lock();
-        c.bytes += data.len();
-        if let Some(old) = c.lru.put(id, data) {
-            c.bytes -= old.len();
+        let mut evicted = Vec::new();
+        {
+            let mut c = self.cache.lock();
+            c.bytes += data.capacity();
+            if let Some(old) = c.lru.put(id, data) {
+                c.bytes -= old.capacity();
+            }
+            while c.bytes > CACHE_BYTES {
+                match c.lru.pop_lru() {
+                    Some((_, v)) => {
+                        c.bytes -= v.capacity();
+                        evicted.push(v);
+                    }
+                    None => break,
+                }
+            }
         }
-        while c.bytes > CACHE_BYTES {
-            match c.lru.pop_lru() {
-                Some((_, v)) => c.bytes -= v.len(),
-                None => break,
+        // A buffer no reader holds any more is kept for the next chunk.
+        let mut spare = self.spare.lock();
+        for v in evicted {
+            if spare.len() < SPARE_BUFFERS
+                && v.capacity() >= SPARE_MIN
+                && let Ok(buf) = Arc::try_unwrap(v)
+            {
+                spare.push(buf);
             }
         }
     }
@@ -316,16 +346,31 @@ impl ChunkIo {
         self.load_claimed(claims);
     }
 
-    /// Authenticate and decrypt one envelope (key and AAD bound to the chunk id).
-    fn open_envelope(&self, id: &ChunkId, loc: &Location, env: &[u8]) -> Result<Vec<u8>> {
-        crypto::open_chunk(&self.keys, id, env, self.max_chunk).map_err(|_| {
+    /// Authenticate and decrypt one envelope (key and AAD bound to the chunk
+    /// id) into `out`.
+    fn open_envelope(&self, id: &ChunkId, loc: &Location, env: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        crypto::open_chunk_into(&self.keys, id, env, self.max_chunk, out).map_err(|_| {
             Error::Integrity(format!("chunk {} in pack {} fails authentication", &id.hex()[..16], loc.pack.hex()))
         })
     }
 
-    /// [`Self::open_envelope`], checked against the indexed plaintext length.
+    /// A recycled buffer that fits `len` bytes without wasting more than as
+    /// much again (the cache counts capacity), or a new one. New ones come
+    /// in powers of two, so that chunks of similar sizes share buffers.
+    fn take_spare(&self, len: usize) -> Vec<u8> {
+        let mut spare = self.spare.lock();
+        match spare.iter().position(|b| (len..=2 * len).contains(&b.capacity())) {
+            Some(i) => spare.swap_remove(i),
+            None if len >= SPARE_MIN => Vec::with_capacity(len.next_power_of_two()),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`Self::open_envelope`] into a recycled buffer, checked against the
+    /// indexed plaintext length.
     fn open(&self, id: &ChunkId, loc: &Location, plain_len: u32, env: &[u8]) -> Result<Arc<Vec<u8>>> {
-        let data = self.open_envelope(id, loc, env)?;
+        let mut data = self.take_spare(env.len());
+        self.open_envelope(id, loc, env, &mut data)?;
         if data.len() != plain_len as usize {
             return Err(Error::Integrity(format!("chunk {} has the wrong length", &id.hex()[..16])));
         }
@@ -336,7 +381,7 @@ impl ChunkIo {
     /// collection copies envelopes; it must never copy a damaged one).
     pub fn read_verified_envelope(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
         let env = self.store.read_envelope(loc)?;
-        self.open_envelope(id, loc, &env)?;
+        self.open_envelope(id, loc, &env, &mut Vec::new())?;
         Ok(env)
     }
 
@@ -353,7 +398,7 @@ impl ChunkIo {
         let missing: Vec<(ChunkId, Location)> =
             wanted.into_iter().filter_map(|id| Some((id, self.locate(&id).ok()??.0))).collect();
         let tx = self.prefetch_tx.lock();
-        for job in read_ahead_jobs(&ahead[..near], &missing) {
+        for job in read_ahead_jobs(&ahead[..near], &missing, self.read_ahead.job_bytes) {
             // Marked before sending: a prefetch thread unmarks it once claimed.
             self.queued.lock().extend(job.iter().copied());
             if let Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) = tx.try_send(job) {
@@ -431,12 +476,12 @@ impl ChunkIo {
 /// order, with their locations): every pack holding one of the `window`
 /// chunks is read with all its missing chunks, also those past the window,
 /// so that it comes whole even when its chunks are not in file order. One
-/// job per store read (`plan_reads`), nearest first.
-fn read_ahead_jobs(window: &[ChunkId], missing: &[(ChunkId, Location)]) -> Vec<Vec<ChunkId>> {
+/// job per store read of at most `job_bytes` (`plan_spans`), nearest first.
+fn read_ahead_jobs(window: &[ChunkId], missing: &[(ChunkId, Location)], job_bytes: u64) -> Vec<Vec<ChunkId>> {
     let packs: HashSet<PackId> = missing.iter().filter(|(id, _)| window.contains(id)).map(|(_, l)| l.pack).collect();
     let chosen: Vec<&(ChunkId, Location)> = missing.iter().filter(|(_, l)| packs.contains(&l.pack)).collect();
     let locs: Vec<Location> = chosen.iter().map(|c| c.1).collect();
-    let mut reads = plan_reads(&locs);
+    let mut reads = plan_spans(&locs, MAX_GAP, job_bytes);
     reads.sort_by_key(|r| r.members.iter().min().copied());
     reads.into_iter().map(|r| r.members.iter().map(|&i| chosen[i].0).collect()).collect()
 }
@@ -444,7 +489,7 @@ fn read_ahead_jobs(window: &[ChunkId], missing: &[(ChunkId, Location)]) -> Vec<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk_store::DEFAULT_JOURNAL_LIMIT;
+    use crate::chunk_store::{DEFAULT_JOURNAL_LIMIT, MAX_SPAN, plan_reads};
 
     fn id(n: u8) -> ChunkId {
         ChunkId([n; 32])
@@ -465,24 +510,24 @@ mod tests {
     #[test]
     fn read_ahead_fetches_each_pack_with_one_read() {
         let (ahead, missing) = two_packs(1, 2);
-        let jobs = read_ahead_jobs(&ahead, &missing);
+        let jobs = read_ahead_jobs(&ahead, &missing, MAX_SPAN);
         assert_eq!(jobs, vec![vec![id(1), id(2), id(3)], vec![id(4), id(5), id(6)]]);
         // Nearest first, whatever the pack ids.
         let (ahead, missing) = two_packs(2, 1);
-        assert_eq!(read_ahead_jobs(&ahead, &missing), jobs);
+        assert_eq!(read_ahead_jobs(&ahead, &missing, MAX_SPAN), jobs);
     }
 
     #[test]
     fn read_ahead_takes_a_packs_chunks_from_past_the_window() {
         let (ahead, missing) = two_packs(1, 2);
         // Chunks 1-2 in the window: pack 1 is read whole (with chunk 3), pack 2 not yet.
-        assert_eq!(read_ahead_jobs(&ahead[..2], &missing), vec![vec![id(1), id(2), id(3)]]);
+        assert_eq!(read_ahead_jobs(&ahead[..2], &missing, MAX_SPAN), vec![vec![id(1), id(2), id(3)]]);
         // Chunks stored out of file order (3, 1, 2) still make one read.
         let mib = 1 << 20;
         let shuffled = [(id(1), at(1, mib, mib)), (id(2), at(1, 2 * mib, mib)), (id(3), at(1, 0, mib))];
-        assert_eq!(read_ahead_jobs(&ahead[..1], &shuffled), vec![vec![id(3), id(1), id(2)]]);
+        assert_eq!(read_ahead_jobs(&ahead[..1], &shuffled, MAX_SPAN), vec![vec![id(3), id(1), id(2)]]);
         // Nothing missing in the window: nothing to do yet.
-        assert!(read_ahead_jobs(&ahead[..2], &missing[2..]).is_empty());
+        assert!(read_ahead_jobs(&ahead[..2], &missing[2..], MAX_SPAN).is_empty());
     }
 
     #[test]
@@ -490,7 +535,7 @@ mod tests {
         let (ahead, missing) = two_packs(1, 2);
         // Chunk 2 is cached: the 1 MiB between chunks 1 and 3 is too large to bridge.
         let holes = [missing[0], missing[2]];
-        assert_eq!(read_ahead_jobs(&ahead, &holes), vec![vec![id(1)], vec![id(3)]]);
+        assert_eq!(read_ahead_jobs(&ahead, &holes, MAX_SPAN), vec![vec![id(1)], vec![id(3)]]);
     }
 
     struct Fixture {

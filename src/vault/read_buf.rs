@@ -1,0 +1,36 @@
+//! The bytes of one read, handed to the FUSE reply without another copy
+//! when they lie inside one cached chunk (the common case: the kernel reads
+//! 1 MiB at a time, chunks average 1 MiB).
+
+use std::fmt;
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+pub enum ReadBuf {
+    /// A range of one decrypted chunk, shared with the chunk cache.
+    Shared(Arc<Vec<u8>>, Range<usize>),
+    /// Bytes assembled from several pieces (chunks, holes, unsaved writes).
+    Owned(Vec<u8>),
+}
+
+impl Deref for ReadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadBuf::Shared(chunk, range) => &chunk[range.clone()],
+            ReadBuf::Owned(v) => v,
+        }
+    }
+}
+
+impl<T: AsRef<[u8]> + ?Sized> PartialEq<T> for ReadBuf {
+    fn eq(&self, other: &T) -> bool {
+        **self == *other.as_ref()
+    }
+}
+
+impl fmt::Debug for ReadBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
