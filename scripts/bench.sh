@@ -164,9 +164,9 @@ ROWS=()
 row() { ROWS+=("$1|$2|$3"); }           # KEY LABEL UNIT   (registers a row of the main table)
 res() { RES[$1/$2]=$3; log "result $1 $2 = $3"; }   # KEY TARGET VALUE
 get() { echo "${RES[$1/$2]:-n/a}"; }
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b+0 > 0) printf "%.2f", a/b; else printf "-" }'
+ratio() {   # ratio A B [DIGITS]
+    awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN {
+        if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b+0 > 0) printf "%.*f", d, a/b; else printf "-" }'
 }
 
 TARGETS=(plain fv gc)
@@ -418,6 +418,8 @@ w_storage() {   # 6: stored bytes for v1, v1copy, v2 (fogvault vs restic vs gocr
         ST_LOGICAL[$step]=$logical
         ST_FVSTORED[$step]=$(fv_stat "$fvd" stored_bytes)
         ST_FVREPO[$step]=$(du_b "$fvd/repo")
+        ST_FVAUDIT[$step]=$(du_b "$fvd/repo/audit")
+        ST_FVMETA[$step]=$(du_b "$fvd/repo/meta")
         ST_FVCACHE[$step]=$(du_b "$fvd/cache")
         ST_GC[$step]=$(du_b "$gcd/cipher")
         ST_RESTIC[$step]=$(du_b "$rr")
@@ -491,11 +493,14 @@ report() {
         echo
         echo "Cumulative after each folder. fogvault: \`stats\` stored_bytes (packs incl. staging) and \`du -sb\` of repo and cache (metadata)."
         echo
-        echo "| after | logical | fogvault stored | fogvault du repo | fogvault du cache | restic du repo | gocryptfs du | fogvault repo/restic |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        echo "The repository's \`audit/\` (the access trail, which restic has no counterpart of) and \`meta/\` (metadata journal and snapshots) are shown apart; the last column leaves the trail out."
+        echo
+        echo "| after | logical | fogvault stored | fogvault du repo | of which audit/ | of which meta/ | fogvault du cache | restic du repo | gocryptfs du | fogvault repo/restic | without audit/ |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for k in v1 v1copy v2; do
-            echo "| +$k | ${ST_LOGICAL[$k]:-n/a} | ${ST_FVSTORED[$k]:-n/a} | ${ST_FVREPO[$k]:-n/a} | ${ST_FVCACHE[$k]:-n/a} |" \
-                 "${ST_RESTIC[$k]:-n/a} | ${ST_GC[$k]:-n/a} | $(ratio "${ST_FVREPO[$k]:-x}" "${ST_RESTIC[$k]:-x}") |"
+            echo "| +$k | ${ST_LOGICAL[$k]:-n/a} | ${ST_FVSTORED[$k]:-n/a} | ${ST_FVREPO[$k]:-n/a} | ${ST_FVAUDIT[$k]:-n/a} | ${ST_FVMETA[$k]:-n/a} |" \
+                 "${ST_FVCACHE[$k]:-n/a} | ${ST_RESTIC[$k]:-n/a} | ${ST_GC[$k]:-n/a} | $(ratio "${ST_FVREPO[$k]:-x}" "${ST_RESTIC[$k]:-x}" 3) |" \
+                 "$(ratio $(( ${ST_FVREPO[$k]:-0} - ${ST_FVAUDIT[$k]:-0} )) "${ST_RESTIC[$k]:-x}" 3) |"
         done
         echo
         echo "Seq workloads: fogvault stored bytes after two identical ${SEQ_MB} MiB copies: ${FV_AFTER_SEQ:-n/a}" \
@@ -558,7 +563,7 @@ EOF
 }
 
 # ---------------------------------------------------------------- main
-declare -A ST_LOGICAL=() ST_FVSTORED=() ST_FVREPO=() ST_FVCACHE=() ST_GC=() ST_RESTIC=()
+declare -A ST_LOGICAL=() ST_FVSTORED=() ST_FVREPO=() ST_FVAUDIT=() ST_FVMETA=() ST_FVCACHE=() ST_GC=() ST_RESTIC=()
 declare -A RSS_BIG=() RSS_MANY=() RSS_MANYCOLD=()
 
 log "fvbench $MODE run in $BENCH_DIR (binary $FOGVAULT)"

@@ -463,7 +463,15 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
         std::fs::rename(&staged, &dest).map_err(Error::from_io)?;
         File::open(parent)?.sync_all().map_err(Error::from_io)?;
         // Streamed: a pack-sized buffer per pack would cost a page fault per 4 KiB.
-        let macs = File::open(&dest).and_then(|mut f| samples::file_macs(&sample_key(shared), &job.id, &mut f));
+        let macs = File::open(&dest).and_then(|mut f| {
+            let macs = samples::file_macs(&sample_key(shared), &job.id, &mut f);
+            // The pack's pages are clean now and nobody reads them through
+            // the page cache (large reads bypass it): hand them back at once,
+            // so that the next pack is written into recently used memory
+            // rather than into pages the hypervisor has to fault in again.
+            let _ = nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+            macs
+        });
         keep_samples(shared, &job.id, macs);
         return Ok(());
     }
