@@ -32,16 +32,17 @@ impl Chunker {
     /// Cut `data` into chunks, returned as `(offset, len)`. The last chunk ends
     /// at the end of `data` whether or not that is a content-defined cut.
     pub fn cut(&self, data: &[u8]) -> Vec<(usize, usize)> {
-        if data.is_empty() {
-            return Vec::new();
-        }
-        if data.len() <= self.params.min {
-            return vec![(0, data.len())];
-        }
+        self.cuts(data).collect()
+    }
+
+    /// [`Self::cut`] as the cuts are found, so that each chunk can be
+    /// hashed while the next one is being cut.
+    pub fn cuts<'a>(&self, data: &'a [u8]) -> impl Iterator<Item = (usize, usize)> + 'a {
         let p = self.params;
-        FastCDC::with_level_and_seed(data, p.min, p.avg, p.max, Normalization::Level1, self.seed)
-            .map(|c| (c.offset, c.length))
-            .collect()
+        let whole = (!data.is_empty() && data.len() <= p.min).then_some((0, data.len()));
+        let cdc = (data.len() > p.min)
+            .then(|| FastCDC::with_level_and_seed(data, p.min, p.avg, p.max, Normalization::Level1, self.seed));
+        whole.into_iter().chain(cdc.into_iter().flatten().map(|c| (c.offset, c.length)))
     }
 }
 

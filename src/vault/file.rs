@@ -98,14 +98,14 @@ fn push_extent(list: &mut Vec<Extent>, e: Extent) {
 
 /// Store the chunks `cuts` of `buf` (hash, compress, encrypt on all cores;
 /// all-zero chunks become holes) and append their extents to `out`.
+/// Store one chunk (a run of zeros is a hole, not a chunk).
+fn store_piece(cx: &CommitCtx<'_>, piece: &[u8]) -> Result<Option<ChunkId>> {
+    if piece.iter().all(|&b| b == 0) { Ok(None) } else { cx.chunks.put(piece).map(|(id, _)| Some(id)) }
+}
+
 fn store_cuts(cx: &CommitCtx<'_>, buf: &[u8], cuts: &[(usize, usize)], out: &mut Vec<Extent>) -> Result<()> {
-    let stored: Vec<Option<ChunkId>> = cuts
-        .par_iter()
-        .map(|&(o, l)| {
-            let piece = &buf[o..o + l];
-            if piece.iter().all(|&b| b == 0) { Ok(None) } else { cx.chunks.put(piece).map(|(id, _)| Some(id)) }
-        })
-        .collect::<Result<_>>()?;
+    let stored: Vec<Option<ChunkId>> =
+        cuts.par_iter().map(|&(o, l)| store_piece(cx, &buf[o..o + l])).collect::<Result<_>>()?;
     for (&(_, l), chunk) in cuts.iter().zip(stored) {
         push_extent(out, Extent { len: l as u64, chunk });
     }
@@ -232,11 +232,30 @@ impl FileState {
     /// Background half of a streamed commit (no lock held): cut and store all
     /// but the last chunk, which stays dirty until more bytes arrive.
     pub fn chunk_stream(cx: &CommitCtx<'_>, data: &[u8]) -> StreamChunks {
-        let mut cuts = cx.chunker.cut(data);
-        cuts.pop();
+        // Each chunk is hashed and stored on the pool as soon as the next
+        // cut is found (the last one is kept back), so the cut, which is
+        // sequential, runs alongside the hashing and sealing.
+        let stored = parking_lot::Mutex::new(Vec::new());
+        let mut consumed = 0;
+        rayon::scope(|s| {
+            let mut held: Option<(usize, usize)> = None;
+            for (i, cut) in cx.chunker.cuts(data).enumerate() {
+                if let Some((o, l)) = held.replace(cut) {
+                    consumed = o + l;
+                    let stored = &stored;
+                    s.spawn(move |_| {
+                        let r = store_piece(cx, &data[o..o + l]);
+                        stored.lock().push((i, l, r));
+                    });
+                }
+            }
+        });
+        let mut stored = stored.into_inner();
+        stored.sort_by_key(|&(i, _, _)| i);
         let mut exts = Vec::new();
-        store_cuts(cx, data, &cuts, &mut exts)?;
-        let consumed = cuts.last().map_or(0, |&(o, l)| o + l);
+        for (_, l, chunk) in stored {
+            push_extent(&mut exts, Extent { len: l as u64, chunk: chunk? });
+        }
         Ok((exts, consumed))
     }
 
