@@ -81,6 +81,15 @@ impl DirtyMap {
             new_start = s;
         }
         let keys: Vec<u64> = self.map.range(new_start..=end).map(|(&k, _)| k).collect();
+        if keys.is_empty() && new_start == off {
+            // A range of its own (the first write of a stream): no zeroing,
+            // and a recycled buffer keeps its capacity for the appends to come.
+            let mut buf = if data.len() >= SPARE_MIN { SPARES.lock().pop().unwrap_or_default() } else { Vec::new() };
+            buf.extend_from_slice(data);
+            self.bytes += data.len();
+            self.map.insert(off, buf);
+            return;
+        }
         for k in keys {
             let b = self.map.remove(&k).expect("key just listed");
             self.bytes -= b.len();
