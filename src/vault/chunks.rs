@@ -44,8 +44,9 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// A local directory: a few chunks ahead, each read is cheap, so each
-    /// job is about one chunk and the threads decrypt side by side.
+    /// A local directory: a few chunks ahead, each read is cheap, so the
+    /// window is cut into jobs of a few chunks that the threads decrypt side
+    /// by side.
     pub const LOCAL: ReadAhead = ReadAhead { window: 8 << 20, horizon: 0, threads: 2, job_bytes: 4 << 20 };
     /// A remote store: a pack or two ahead, each fetched with one GET, a few
     /// in flight. RAM: at most `window + horizon` (48 MiB) ahead, which fits

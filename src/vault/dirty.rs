@@ -31,12 +31,15 @@ pub fn release_spares() {
     SPARES.lock().clear();
 }
 
+/// An empty buffer for `len` bytes: a recycled one, with its capacity for
+/// more, when it is large.
+fn buffer_for(len: usize) -> Vec<u8> {
+    if len < SPARE_MIN { Vec::with_capacity(len) } else { SPARES.lock().pop().unwrap_or_default() }
+}
+
 /// A zeroed buffer of `len` bytes, recycled when it is large.
 fn zeroed(len: usize) -> Vec<u8> {
-    if len < SPARE_MIN {
-        return vec![0; len];
-    }
-    let mut buf = SPARES.lock().pop().unwrap_or_default();
+    let mut buf = buffer_for(len);
     buf.resize(len, 0);
     buf
 }
@@ -84,7 +87,7 @@ impl DirtyMap {
         if keys.is_empty() && new_start == off {
             // A range of its own (the first write of a stream): no zeroing,
             // and a recycled buffer keeps its capacity for the appends to come.
-            let mut buf = if data.len() >= SPARE_MIN { SPARES.lock().pop().unwrap_or_default() } else { Vec::new() };
+            let mut buf = buffer_for(data.len());
             buf.extend_from_slice(data);
             self.bytes += data.len();
             self.map.insert(off, buf);

@@ -96,13 +96,13 @@ fn push_extent(list: &mut Vec<Extent>, e: Extent) {
     list.push(e);
 }
 
-/// Store the chunks `cuts` of `buf` (hash, compress, encrypt on all cores;
-/// all-zero chunks become holes) and append their extents to `out`.
 /// Store one chunk (a run of zeros is a hole, not a chunk).
 fn store_piece(cx: &CommitCtx<'_>, piece: &[u8]) -> Result<Option<ChunkId>> {
     if piece.iter().all(|&b| b == 0) { Ok(None) } else { cx.chunks.put(piece).map(|(id, _)| Some(id)) }
 }
 
+/// Store the chunks `cuts` of `buf` (hash, compress, encrypt on all cores;
+/// all-zero chunks become holes) and append their extents to `out`.
 fn store_cuts(cx: &CommitCtx<'_>, buf: &[u8], cuts: &[(usize, usize)], out: &mut Vec<Extent>) -> Result<()> {
     let stored: Vec<Option<ChunkId>> =
         cuts.par_iter().map(|&(o, l)| store_piece(cx, &buf[o..o + l])).collect::<Result<_>>()?;
