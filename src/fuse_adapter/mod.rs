@@ -35,6 +35,10 @@ pub struct FogFs {
     /// Inside vault folders: inode → (uid, session token) of its last opener
     /// (see `page_cache`).
     last_opener: parking_lot::Mutex<std::collections::HashMap<u64, (u32, u64)>>,
+    /// Entries to drop from the kernel's dentry cache, sent to a thread that
+    /// owns the session's notifier (a handler cannot notify while the kernel
+    /// still holds the directory locks of the request it serves).
+    stale_entries: Arc<std::sync::OnceLock<std::sync::mpsc::Sender<(INodeNo, std::ffi::OsString)>>>,
 }
 
 /// Bound of `last_opener` (cleared when full: the next opens just re-read).
@@ -107,7 +111,12 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 impl FogFs {
     pub fn new(vault: Arc<Vault>) -> Self {
-        FogFs { vault, handles: std::sync::atomic::AtomicU64::new(1), last_opener: Default::default() }
+        FogFs {
+            vault,
+            handles: std::sync::atomic::AtomicU64::new(1),
+            last_opener: Default::default(),
+            stale_entries: Default::default(),
+        }
     }
 
     /// A new handle for a file opened by `uid`: the kernel may send
@@ -173,12 +182,41 @@ impl FogFs {
         let _ = self.observe(uid, Touch::Name { parent: parent.0, name, ino: a.ino, folder_root: a.folder_root });
     }
 
-    fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
+    fn entry(&self, reply: ReplyEntry, parent: INodeNo, r: Result<Attr, Error>) {
         match r {
             // Attributes may be cached everywhere: reaching an inode by path
-            // needs a lookup (TTL 0 inside folders, so gated), and by fd an open.
-            Ok(a) => reply.entry_with_ttls(&TTL, &ttl(&a), &fuse_attr(&a), Generation(0)),
+            // needs a lookup (gated at the folder's first level), and by fd an open.
+            Ok(a) => reply.entry_with_ttls(&TTL, &self.entry_ttl(parent, &a), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// How long the kernel may keep the dentry of `a` under `parent`. The
+    /// dentry cache is shared by all uids, so a path walk into a vault folder
+    /// must reach the session gate: every walk from outside passes one of the
+    /// folder root's own entries, which are therefore never cached (TTL 0).
+    /// Deeper entries are cached as anywhere else: only a process whose walk
+    /// was let in (a cwd or a directory fd inside) can start below that level,
+    /// and `open`, `read`, `readdir` and the rest are still gated per call.
+    fn entry_ttl(&self, parent: INodeNo, a: &Attr) -> Duration {
+        if a.domain == 0 {
+            return TTL;
+        }
+        match self.vault.domains_of(parent.0) {
+            Ok((domain, content)) if domain == content => TTL,
+            _ => Duration::ZERO, // the folder root itself, or unknown: gate
+        }
+    }
+
+    /// After a rename into a folder root's first level, the kernel keeps the
+    /// moved dentry with the lifetime it had one level deeper: drop it so the
+    /// next walk through the new name reaches the gate.
+    fn forget_entry_if_gated(&self, parent: INodeNo, name: &OsStr) {
+        if !matches!(self.vault.domains_of(parent.0), Ok((d, c)) if d != c) {
+            return;
+        }
+        if let Some(tx) = self.stale_entries.get() {
+            let _ = tx.send((parent, name.to_os_string()));
         }
     }
 
@@ -190,12 +228,6 @@ impl FogFs {
         }
         r
     }
-}
-
-/// Directory entries inside vault folders are not cached: the answer depends
-/// on the caller's session, so every path walk must reach the gate.
-fn ttl(a: &Attr) -> Duration {
-    if a.domain == 0 { TTL } else { Duration::ZERO }
 }
 
 /// The uid that opened handle `fh` (see `FogFs::handle_for`).
@@ -250,7 +282,7 @@ impl Filesystem for FogFs {
         if let Ok(a) = &r {
             self.observe_name(req.uid(), parent, name.as_bytes(), a);
         }
-        self.entry(reply, r)
+        self.entry(reply, parent, r)
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -337,7 +369,7 @@ impl Filesystem for FogFs {
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), kind, mode, rdev, b""));
         self.created(req.uid(), parent, name.as_bytes(), &r);
-        self.entry(reply, r)
+        self.entry(reply, parent, r)
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
@@ -345,7 +377,7 @@ impl Filesystem for FogFs {
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::Dir, mode, 0, b""));
         self.created(req.uid(), parent, name.as_bytes(), &r);
-        self.entry(reply, r)
+        self.entry(reply, parent, r)
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -374,7 +406,7 @@ impl Filesystem for FogFs {
             self.vault.create_node(caller(req), parent.0, link_name.as_bytes(), FileKind::Symlink, 0o777, 0, t)
         });
         self.created(req.uid(), parent, link_name.as_bytes(), &r);
-        self.entry(reply, r)
+        self.entry(reply, parent, r)
     }
 
     fn rename(
@@ -403,7 +435,14 @@ impl Filesystem for FogFs {
             let (name, newname) = (name.as_bytes(), newname.as_bytes());
             let _ = self.observe(uid, Touch::Rename { parent: parent.0, name, newparent: newparent.0, newname });
         }
-        empty(reply, r)
+        let done = r.is_ok();
+        empty(reply, r);
+        if done {
+            self.forget_entry_if_gated(newparent, newname);
+            if f.exchange {
+                self.forget_entry_if_gated(parent, name);
+            }
+        }
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
@@ -412,7 +451,7 @@ impl Filesystem for FogFs {
             .and_then(|()| self.allow(req.uid(), newparent, Access::Write, true))
             .and_then(|()| self.vault.link(ino.0, newparent.0, newname.as_bytes()));
         self.created(req.uid(), newparent, newname.as_bytes(), &r);
-        self.entry(reply, r)
+        self.entry(reply, newparent, r)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -577,7 +616,8 @@ impl Filesystem for FogFs {
                 offset = d.offset;
                 self.observe_name(req.uid(), ino, &d.name, &attr);
                 let name = OsStr::from_bytes(&d.name);
-                if reply.add(INodeNo(d.ino), d.offset, name, &ttl(&attr), &fuse_attr(&attr), Generation(0)) {
+                let ttl = self.entry_ttl(ino, &attr);
+                if reply.add(INodeNo(d.ino), d.offset, name, &ttl, &fuse_attr(&attr), Generation(0)) {
                     return reply.ok();
                 }
             }
@@ -688,7 +728,7 @@ impl Filesystem for FogFs {
         match r {
             Ok((fh, a)) => {
                 let flags = self.page_cache(req.uid(), a.ino, a.domain);
-                reply.created(&ttl(&a), &fuse_attr(&a), Generation(0), fh, flags)
+                reply.created(&self.entry_ttl(parent, &a), &fuse_attr(&a), Generation(0), fh, flags)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -744,7 +784,19 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8) * 2;
     let cfg = mount_config(allow_other, threads);
-    let mut session = fuser::Session::new(FogFs::new(vault), mountpoint, &cfg)?;
+    let fs = FogFs::new(vault);
+    let stale_entries = Arc::clone(&fs.stale_entries);
+    let mut session = fuser::Session::new(fs, mountpoint, &cfg)?;
+    let notifier = session.notifier();
+    let (tx, rx) = std::sync::mpsc::channel::<(INodeNo, std::ffi::OsString)>();
+    let _ = stale_entries.set(tx);
+    // Ends when the session (and with it the sender) is dropped.
+    std::thread::Builder::new().name("fogvault-inval".into()).spawn(move || {
+        for (parent, name) in rx {
+            // ENOENT: the kernel had no such dentry; nothing to drop.
+            let _ = notifier.inval_entry(parent, &name);
+        }
+    })?;
     // stat() of the mount is answered by this session, so ask from another thread.
     let mnt = mountpoint.to_path_buf();
     std::thread::spawn(move || raise_readahead(&mnt));

@@ -32,6 +32,16 @@ const SEAL_AFTER: Duration = Duration::from_secs(3);
 /// Journal objects between compacted snapshots, by default.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 256;
 
+/// What one `upload_next` did.
+enum Upload {
+    /// Nothing was ready.
+    Nothing,
+    /// An object went up that holds everything that was ready.
+    Partial,
+    /// An object went up at its size limit: more is waiting.
+    Full,
+}
+
 struct State {
     root: Root,
     /// When the oldest not-yet-uploaded commit was first seen.
@@ -175,28 +185,34 @@ impl Inner {
         }
     }
 
-    /// Upload journal objects until nothing is ready; `force` seals the open
-    /// pack at once instead of waiting for it to fill.
+    /// Upload journal objects; `force` (unmount) uploads everything and
+    /// seals the open pack at once instead of waiting for it to fill.
+    /// Otherwise one object per tick, more only while a backlog fills whole
+    /// objects: an object costs about ten syncs (LMDB, the object, the root)
+    /// and an LMDB write transaction, which a busy workload's own commits
+    /// would otherwise queue behind many times a second.
     fn drain(&self, force: bool) -> Result<()> {
         loop {
             if self.state.lock().conflict.is_some() {
                 return Ok(());
             }
-            if !self.upload_next(force)? {
-                return Ok(());
+            match self.upload_next(force)? {
+                Upload::Full => {}
+                Upload::Partial if force => {}
+                Upload::Partial | Upload::Nothing => return Ok(()),
             }
         }
     }
 
     /// Upload the next journal object if its packs are in the store.
-    /// Returns whether one went up.
-    fn upload_next(&self, force: bool) -> Result<bool> {
+    fn upload_next(&self, force: bool) -> Result<Upload> {
         let root = self.state.lock().root.clone();
         let batch = self.meta.journal_after(root.head_seq, OBJECT_BYTES)?;
         if batch.is_empty() {
             self.state.lock().waiting_since = None;
-            return Ok(false);
+            return Ok(Upload::Nothing);
         }
+        let batch_bytes: usize = batch.iter().map(|(_, b)| b.len()).sum();
         // The longest prefix whose packs are all in the store.
         let store = self.chunks.store();
         let mut ready = 0;
@@ -215,11 +231,12 @@ impl Inner {
                 store.seal_open_pack()?;
                 if force {
                     store.flush_uploads()?;
-                    return Ok(!store.any_staged(&blocked_on));
+                    return Ok(if store.any_staged(&blocked_on) { Upload::Nothing } else { Upload::Partial });
                 }
             }
-            return Ok(false);
+            return Ok(Upload::Nothing);
         }
+        let full = ready == batch.len() && batch_bytes >= OBJECT_BYTES;
         let mut entries = batch;
         entries.truncate(ready);
         let (first, last) = (entries[0].0, entries[ready - 1].0);
@@ -251,7 +268,7 @@ impl Inner {
         {
             tracing::warn!(error = %e, "metadata snapshot failed; will retry later");
         }
-        Ok(true)
+        Ok(if full { Upload::Full } else { Upload::Partial })
     }
 
     /// The object name is taken: either this node uploaded it before a crash

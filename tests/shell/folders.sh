@@ -67,6 +67,27 @@ denied carol cat "$m/cardiology/ecg-report-7781.txt"
 denied root stat "$m/cardiology/scan.bin"
 pass "alice's session does not leak to bob, carol or root"
 
+# Entries below a folder's first level may sit in the kernel's dentry cache
+# (shared by all uids); the first level is never cached, so every walk from
+# outside still reaches the session gate, also right after alice used a deep
+# path, and after a rename lifts a deep entry to the first level.
+as alice mkdir -p "$m/cardiology/p-4410/study-1"
+as alice cp "$FV_TMP/scan.bin" "$m/cardiology/p-4410/study-1/img-1.dcm"
+as alice stat "$m/cardiology/p-4410/study-1/img-1.dcm" >/dev/null
+as alice cat "$m/cardiology/p-4410/study-1/img-1.dcm" >/dev/null
+denied carol stat "$m/cardiology/p-4410/study-1/img-1.dcm"
+denied root stat "$m/cardiology/p-4410/study-1"
+as alice mv "$m/cardiology/p-4410/study-1/img-1.dcm" "$m/cardiology/lifted.dcm"
+as alice stat "$m/cardiology/lifted.dcm" >/dev/null
+denied carol stat "$m/cardiology/lifted.dcm"
+denied root cat "$m/cardiology/lifted.dcm"
+as alice mv "$m/cardiology/p-4410" "$m/cardiology/echo/p-4410"
+as alice stat "$m/cardiology/echo/p-4410/study-1" >/dev/null
+as alice mv "$m/cardiology/echo/p-4410" "$m/cardiology/p-4410"
+denied carol stat "$m/cardiology/p-4410/study-1"
+as alice rm "$m/cardiology/lifted.dcm"
+pass "cached deep entries do not let carol or root past the folder's first level"
+
 login bob >/dev/null
 as bob grep -q "sinus rhythm" "$m/cardiology/ecg-report-7781.txt" || fail "bob reads"
 as bob cmp -s "$FV_TMP/scan.bin" "$m/cardiology/scan.bin" || fail "bob reads the scan"
