@@ -199,20 +199,21 @@ impl FogFs {
     /// was let in (a cwd or a directory fd inside) can start below that level,
     /// and `open`, `read`, `readdir` and the rest are still gated per call.
     fn entry_ttl(&self, parent: INodeNo, a: &Attr) -> Duration {
-        if a.domain == 0 {
-            return TTL;
-        }
-        match self.vault.domains_of(parent.0) {
-            Ok((domain, content)) if domain == content => TTL,
-            _ => Duration::ZERO, // the folder root itself, or unknown: gate
-        }
+        if a.domain == 0 || !self.is_gated_level(parent) { TTL } else { Duration::ZERO }
+    }
+
+    /// Are the entries of `parent` a vault folder's first level (`parent` is
+    /// a folder root, its records in another domain than its entries)? An
+    /// unknown `parent` counts as one: better uncached than ungated.
+    fn is_gated_level(&self, parent: INodeNo) -> bool {
+        self.vault.domains_of(parent.0).ok().is_none_or(|(domain, content)| domain != content)
     }
 
     /// After a rename into a folder root's first level, the kernel keeps the
     /// moved dentry with the lifetime it had one level deeper: drop it so the
     /// next walk through the new name reaches the gate.
     fn forget_entry_if_gated(&self, parent: INodeNo, name: &OsStr) {
-        if !matches!(self.vault.domains_of(parent.0), Ok((d, c)) if d != c) {
+        if !self.is_gated_level(parent) {
             return;
         }
         if let Some(tx) = self.stale_entries.get() {
