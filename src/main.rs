@@ -441,7 +441,7 @@ fn start_audit(
     vault: &Arc<Vault>,
 ) -> Result<(Arc<fogvault::audit::Auditor>, fogvault::audit::cloud::Uploader), Error> {
     use fogvault::audit::{AuditKeys, AuditLog, Auditor, Monitor, Op, cloud};
-    let log = AuditLog::open(dir, AuditKeys::new(&r.keys.audit, &r.repo_id))?;
+    let log = AuditLog::open(dir, AuditKeys::new(&r.keys.audit, &r.repo_id), cloud::uploaded_point(dir))?;
     let auditor = Arc::new(Auditor::new(log, Monitor::new(dir.join("alerts.log"))));
     let signer = match &r.authority {
         Some(a) => cloud::Signer::Ibs { key: Box::new(a.fog.clone()), mpk: a.mpk },
@@ -450,7 +450,7 @@ fn start_audit(
     let upload = cloud::Uploader::start(dir, auditor.log_handle(), Arc::clone(&r.backend), signer, &r.repo_id)?;
     if cfg!(feature = "bench-no-audit") {
         eprintln!("fogvault: WARNING: built with bench-no-audit: file operations are not audited");
-        auditor.record(0, Op::Alert, 0, None, Some("audit disabled: bench-no-audit build".into()))?;
+        auditor.record(0, Op::Alert, 0, None, Some("audit disabled: bench-no-audit build"))?;
     } else {
         auditor.record(0, Op::Mount, 0, None, None)?;
         vault.set_observer(Arc::clone(&auditor) as Arc<dyn fogvault::vault::Observer>);
@@ -623,6 +623,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             let _ = auditor.record(0, fogvault::audit::Op::Unmount, 0, None, None);
             audit_upload.shutdown()?;
+            auditor.log_handle().trim()?;
             eprintln!("fogvault: unmounted cleanly");
             Ok(())
         }

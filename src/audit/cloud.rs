@@ -113,11 +113,31 @@ impl Checker {
     }
 }
 
+/// How far the store holds the log (nothing before the first upload):
+/// records before that point were synced and checked when uploaded, so
+/// `AuditLog::open` starts checking there.
+pub fn uploaded_point(cache_dir: &Path) -> log::Resume {
+    let u = load_uploaded(&state_path(cache_dir));
+    let head = u.head.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| h.try_into().ok());
+    log::Resume { offset: u.offset, seq: u.seq, head }
+}
+
+fn state_path(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("audit").join("uploaded")
+}
+
+fn load_uploaded(path: &Path) -> Uploaded {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
 #[derive(Serialize, Deserialize, Default, Clone)]
 struct Uploaded {
     /// Last record in the store, and where the next frame starts in the file.
     seq: u64,
     offset: u64,
+    /// Hash of record `seq` (hex; absent in state files written before it was kept).
+    #[serde(default)]
+    head: Option<String>,
 }
 
 struct State {
@@ -153,7 +173,7 @@ impl Uploader {
     ) -> Result<Self> {
         let inner = Arc::new(Inner {
             log_path: log::log_path(cache_dir),
-            state_path: cache_dir.join("audit").join("uploaded"),
+            state_path: state_path(cache_dir),
             backend,
             signer,
             repo_id: repo_id.to_string(),
@@ -196,7 +216,7 @@ impl Uploader {
 
 impl Inner {
     fn load_state(&self) -> Uploaded {
-        std::fs::read(&self.state_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        load_uploaded(&self.state_path)
     }
 
     fn save_state(&self, u: &Uploaded) -> Result<()> {
@@ -209,16 +229,17 @@ impl Inner {
 
     fn upload(&self) -> Result<()> {
         let _one = self.busy.lock();
-        self.log.sync()?;
+        // Only what this sync made durable: a segment in the store must never
+        // hold a record that a machine crash could still take from the file.
+        let end = self.log.sync()?.offset;
         let mut done = self.load_state();
         // Only the part after what is already in the store (the log grows for ever).
-        let mut file = std::fs::File::open(&self.log_path)?;
-        if file.metadata()?.len() < done.offset {
+        if end < done.offset {
             return Err(Error::Integrity("the audit log is shorter than what was uploaded".into()));
         }
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(done.offset))?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        let file = std::fs::File::open(&self.log_path)?;
+        let mut bytes = vec![0; (end - done.offset) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, done.offset)?;
         let new = bytes.as_slice();
         let (frames, torn) = log::split_frames(new);
         if frames.is_empty() {
@@ -240,6 +261,7 @@ impl Inner {
         self.backend.put(&checkpoint_name(last), Bytes::from(signed))?;
         done.seq = last;
         done.offset += complete.len() as u64;
+        done.head = Some(hex::encode(head));
         self.save_state(&done)
     }
 }

@@ -2,29 +2,32 @@
 //! node's cache directory (`audit/log`), copied to the store in segments
 //! with checkpoints the fog node signs (docs/STORAGE_FORMAT.md).
 //!
-//! Each record is one `write(2)` of `len u32 ‖ sealed`, made before the
-//! operation it describes returns to the application: a `kill -9` cannot
-//! lose it (the kernel holds it), and a background thread `fdatasync`s the
-//! file every 2 s (with each upload) for machine crashes. `sealed` is XChaCha20-Poly1305
+//! Each record is a frame `len u32 ‖ sealed`, stored into the file's shared
+//! memory map (`mapped`) before the operation it describes returns to the
+//! application: a `kill -9` cannot lose it (the page cache holds it), and a
+//! background thread `fdatasync`s the file every 2 s (with each upload) for
+//! machine crashes. `sealed` is XChaCha20-Poly1305
 //! under `K_audit` with the repository id and the record's sequence number
 //! in the AAD; each record names the BLAKE3 hash of its predecessor's
 //! sealed bytes. So a removed, reordered, replayed or altered record breaks
 //! the chain, in the fog node's copy or in the store's.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::mapped::MappedAppend;
 use crate::crypto::{self, Key32};
 use crate::error::{Error, Result};
 
 pub type Hash = [u8; 32];
 
 /// What happened.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Login,
     Logout,
@@ -90,16 +93,38 @@ pub struct Record {
     pub detail: Option<String>,
 }
 
+/// The same record borrowed from its parts: how `append` serializes it
+/// without copying them (postcard encodes `&str` as it encodes `String`).
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    seq: u64,
+    prev: &'a Hash,
+    time_ms: u64,
+    uid: u32,
+    user: Option<&'a str>,
+    session: Option<&'a str>,
+    op: Op,
+    ino: u64,
+    path: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
 /// What a caller supplies; the log adds sequence, chain and time.
-#[derive(Clone, Debug, Default)]
-pub struct Entry {
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
     pub uid: u32,
-    pub user: Option<String>,
-    pub session: Option<String>,
-    pub op: Option<Op>,
+    pub user: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub op: Op,
     pub ino: u64,
-    pub path: Option<String>,
-    pub detail: Option<String>,
+    pub path: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+impl<'a> Entry<'a> {
+    pub fn new(uid: u32, op: Op) -> Self {
+        Entry { uid, user: None, session: None, op, ino: 0, path: None, detail: None }
+    }
 }
 
 pub struct AuditKeys {
@@ -113,7 +138,14 @@ impl AuditKeys {
     }
 
     fn aad(&self, seq: u64) -> Vec<u8> {
-        format!("fogvault audit {} {seq}", self.repo_id).into_bytes()
+        let mut aad = Vec::new();
+        self.aad_into(seq, &mut aad);
+        aad
+    }
+
+    fn aad_into(&self, seq: u64, out: &mut Vec<u8>) {
+        out.clear();
+        write!(out, "fogvault audit {} {seq}", self.repo_id).expect("writing to a Vec cannot fail");
     }
 
     pub fn seal(&self, rec: &Record) -> Vec<u8> {
@@ -143,7 +175,8 @@ pub fn split_frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
     let mut at = 0;
     while bytes.len() - at >= 4 {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        if bytes.len() - at - 4 < len {
+        // Zero: the log file's allocated, not yet written tail.
+        if len == 0 || bytes.len() - at - 4 < len {
             break;
         }
         out.push(&bytes[at + 4..at + 4 + len]);
@@ -186,10 +219,23 @@ pub fn check_chain(
     (out, None)
 }
 
+/// How far the store holds the log: the frames before `offset` end with
+/// record `seq`, whose sealed bytes hash to `head` (unknown: `None`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Resume {
+    pub offset: u64,
+    pub seq: u64,
+    pub head: Option<Hash>,
+}
+
 struct Tail {
-    file: File,
+    out: MappedAppend,
     next_seq: u64,
     prev: Hash,
+    /// Reused per record: serialized plaintext, AAD, sealed bytes.
+    plain: Vec<u8>,
+    aad: Vec<u8>,
+    sealed: Vec<u8>,
 }
 
 /// The fog node's log file.
@@ -204,59 +250,108 @@ pub fn log_path(cache_dir: &Path) -> PathBuf {
 }
 
 impl AuditLog {
-    /// Open (or create) the log, check its chain, and cut a torn last frame
-    /// (a record whose write a machine crash interrupted: never acknowledged).
-    pub fn open(cache_dir: &Path, keys: AuditKeys) -> Result<Self> {
+    /// Open (or create) the log and check the part of its chain that the
+    /// store does not hold yet (`from`; the whole chain when the point is
+    /// unknown): mounting stays fast however long the log grows, and
+    /// `fogvault audit --verify` checks everything. Frames after `from`
+    /// were never synced and a machine crash may have torn them: from the
+    /// first broken one on, they are cut. Damage before `from` is refused.
+    pub fn open(cache_dir: &Path, keys: AuditKeys, from: Resume) -> Result<Self> {
         let path = log_path(cache_dir);
         std::fs::create_dir_all(path.parent().expect("log path has a parent"))?;
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        let mut file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600).open(&path)?;
+        let damaged = |p: &str| {
+            Error::Integrity(format!("the audit log {} is damaged: {p}; run `fogvault audit --verify`", path.display()))
+        };
+        let (start, first_seq, start_prev) = match from.head {
+            Some(head) => (from.offset, from.seq + 1, head),
+            None => (0, 1, [0; 32]),
+        };
+        if file.metadata()?.len() < from.offset {
+            return Err(damaged("it is shorter than what the store holds"));
+        }
         let mut bytes = Vec::new();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
         file.read_to_end(&mut bytes)?;
-        let (frames, torn) = split_frames(&bytes);
-        let (good, problem) = check_chain(&keys, &frames, 1, [0; 32]);
-        if let Some(p) = problem {
-            return Err(Error::Integrity(format!(
-                "the audit log {} is damaged: {p}; run `fogvault audit --verify`",
-                path.display()
-            )));
+        let (frames, _) = split_frames(&bytes);
+        let (good, problem) = check_chain(&keys, &frames, first_seq, start_prev);
+        let good_end = start + frames[..good.len()].iter().map(|f| 4 + f.len() as u64).sum::<u64>();
+        if let Some(p) = problem
+            && good_end < from.offset
+        {
+            return Err(damaged(&p));
         }
-        if torn > 0 {
-            file.set_len((bytes.len() - torn) as u64)?;
+        if good_end < start + bytes.len() as u64 {
+            if good.len() < frames.len() {
+                tracing::warn!(
+                    records = frames.len() - good.len(),
+                    "cut audit records a crash left incomplete (never synced, never acknowledged durable)"
+                );
+            }
+            file.set_len(good_end)?;
         }
-        let (next_seq, prev) = good.last().map_or((1, [0; 32]), |(r, h)| (r.seq + 1, *h));
-        Ok(AuditLog { keys, path, tail: Mutex::new(Tail { file, next_seq, prev }) })
+        let (next_seq, prev) = good.last().map_or((first_seq, start_prev), |(r, h)| (r.seq + 1, *h));
+        let tail = Tail {
+            out: MappedAppend::new(file, good_end)?,
+            next_seq,
+            prev,
+            plain: Vec::new(),
+            aad: Vec::new(),
+            sealed: Vec::new(),
+        };
+        Ok(AuditLog { keys, path, tail: Mutex::new(tail) })
     }
 
-    /// Append one record; returns its sequence number. One `write(2)`.
-    pub fn append(&self, e: Entry) -> Result<u64> {
+    /// Append one record; returns its sequence number. No system call but
+    /// the one that grows the file every few megabytes.
+    pub fn append(&self, e: Entry<'_>) -> Result<u64> {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let mut t = self.tail.lock();
-        let rec = Record {
-            seq: t.next_seq,
-            prev: t.prev,
+        let mut guard = self.tail.lock();
+        let t = &mut *guard;
+        let seq = t.next_seq;
+        let rec = RecordRef {
+            seq,
+            prev: &t.prev,
             time_ms,
             uid: e.uid,
             user: e.user,
             session: e.session,
-            op: e.op.unwrap_or(Op::Alert),
+            op: e.op,
             ino: e.ino,
             path: e.path,
             detail: e.detail,
         };
-        let sealed = self.keys.seal(&rec);
-        t.file.write_all(&frame(&sealed))?;
+        t.plain.clear();
+        let plain = std::mem::take(&mut t.plain);
+        t.plain = postcard::to_extend(&rec, plain).expect("audit record serializes");
+        self.keys.aad_into(seq, &mut t.aad);
+        t.sealed.clear();
+        crypto::seal_append(&self.keys.key, &t.aad, &t.plain, &mut t.sealed);
+        t.out.append_frame(&t.sealed)?;
         t.next_seq += 1;
-        t.prev = hash(&sealed);
-        Ok(rec.seq)
+        t.prev = hash(&t.sealed);
+        Ok(seq)
     }
 
-    /// Make every appended record durable against a machine crash.
-    pub fn sync(&self) -> Result<()> {
-        let f = self.tail.lock().file.try_clone()?;
-        f.sync_data().map_err(Error::from_io)
+    /// Make every appended record durable against a machine crash; returns
+    /// the point up to which the file is now durable.
+    pub fn sync(&self) -> Result<Resume> {
+        let (f, point) = {
+            let t = self.tail.lock();
+            (t.out.file().try_clone()?, Resume { offset: t.out.end(), seq: t.next_seq - 1, head: Some(t.prev) })
+        };
+        f.sync_data().map_err(Error::from_io)?;
+        Ok(point)
+    }
+
+    /// Cut the file's allocated, unwritten tail (clean unmount; appends may
+    /// still follow, they allocate again).
+    pub fn trim(&self) -> Result<()> {
+        self.tail.lock().out.trim().map_err(Error::from_io)
     }
 
     pub fn path(&self) -> &Path {
@@ -267,5 +362,162 @@ impl AuditLog {
     pub fn head(&self) -> (u64, Hash) {
         let t = self.tail.lock();
         (t.next_seq, t.prev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> AuditKeys {
+        AuditKeys::new(&Key32::from_bytes([5; 32]), "test-repo")
+    }
+
+    fn entry(path: &str) -> Entry<'_> {
+        Entry { user: Some("alice"), session: Some("0123456789abcdef"), path: Some(path), ..Entry::new(1001, Op::Open) }
+    }
+
+    fn read_chain(dir: &Path) -> Vec<Record> {
+        let bytes = std::fs::read(log_path(dir)).unwrap();
+        let (frames, torn) = split_frames(&bytes);
+        assert_eq!(torn, 0, "a closed log holds whole frames only");
+        let (good, problem) = check_chain(&keys(), &frames, 1, [0; 32]);
+        assert_eq!(problem, None);
+        good.into_iter().map(|(r, _)| r).collect()
+    }
+
+    #[test]
+    fn borrowed_records_serialize_like_owned_ones() {
+        let prev = [9; 32];
+        let borrowed = RecordRef {
+            seq: 3,
+            prev: &prev,
+            time_ms: 77,
+            uid: 4,
+            user: Some("u"),
+            session: None,
+            op: Op::Rename,
+            ino: 8,
+            path: Some("/p/a"),
+            detail: Some("/p/b"),
+        };
+        let owned = Record {
+            seq: 3,
+            prev,
+            time_ms: 77,
+            uid: 4,
+            user: Some("u".into()),
+            session: None,
+            op: Op::Rename,
+            ino: 8,
+            path: Some("/p/a".into()),
+            detail: Some("/p/b".into()),
+        };
+        assert_eq!(postcard::to_allocvec(&borrowed).unwrap(), postcard::to_allocvec(&owned).unwrap());
+    }
+
+    #[test]
+    fn records_chain_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
+        assert_eq!(log.append(entry("/a")).unwrap(), 1);
+        assert_eq!(log.append(entry("/b")).unwrap(), 2);
+        let (_, head) = log.head();
+        drop(log);
+        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
+        assert_eq!(log.head(), (3, head));
+        assert_eq!(log.append(entry("/c")).unwrap(), 3);
+        drop(log);
+        let recs = read_chain(dir.path());
+        let paths: Vec<_> = recs.iter().map(|r| r.path.clone().unwrap()).collect();
+        assert_eq!(paths, ["/a", "/b", "/c"]);
+        assert_eq!(recs[2].user.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn a_log_left_by_kill_9_reopens_with_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
+        for i in 0..100 {
+            log.append(entry(&format!("/f{i}"))).unwrap();
+        }
+        // What a killed daemon leaves: the frames, then the zeroed allocation.
+        let copy = dir.path().join("copy");
+        std::fs::create_dir_all(copy.join("audit")).unwrap();
+        std::fs::copy(log_path(dir.path()), log_path(&copy)).unwrap();
+        assert!(std::fs::metadata(log_path(&copy)).unwrap().len() > log.sync().unwrap().offset);
+        let reopened = AuditLog::open(&copy, keys(), Resume::default()).unwrap();
+        assert_eq!(reopened.head(), log.head());
+        drop(reopened);
+        assert_eq!(read_chain(&copy).len(), 100);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_only_past_what_the_store_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
+        for i in 0..10 {
+            log.append(entry(&format!("/f{i}"))).unwrap();
+        }
+        let end = log.sync().unwrap();
+        drop(log);
+        // A crash wrote the last frame's length but not all of its body.
+        let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
+        let n = bytes.len();
+        bytes[n - 5..].fill(0);
+        std::fs::write(log_path(dir.path()), &bytes).unwrap();
+        // The store holds all ten: that is damage, not a crash.
+        let unknown_head = Resume { head: None, ..end };
+        assert!(matches!(AuditLog::open(dir.path(), keys(), unknown_head), Err(Error::Integrity(_))));
+        // The store holds nine: the tenth was never durable and is cut.
+        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
+        assert_eq!(log.head().0, 10);
+        drop(log);
+        assert_eq!(read_chain(dir.path()).len(), 9);
+    }
+
+    #[test]
+    fn an_altered_record_before_the_durable_end_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
+        for i in 0..5 {
+            log.append(entry(&format!("/f{i}"))).unwrap();
+        }
+        let end = log.sync().unwrap();
+        drop(log);
+        let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
+        bytes[30] ^= 1;
+        std::fs::write(log_path(dir.path()), &bytes).unwrap();
+        assert!(matches!(AuditLog::open(dir.path(), keys(), Resume { head: None, ..end }), Err(Error::Integrity(_))));
+        // Shorter than what the store holds: refused whether the head is known or not.
+        std::fs::write(log_path(dir.path()), &bytes[..40]).unwrap();
+        assert!(matches!(AuditLog::open(dir.path(), keys(), end), Err(Error::Integrity(_))));
+    }
+
+    #[test]
+    fn a_known_point_continues_the_chain_without_rereading_what_precedes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
+        for i in 0..5 {
+            log.append(entry(&format!("/f{i}"))).unwrap();
+        }
+        let point = log.sync().unwrap();
+        log.append(entry("/after")).unwrap();
+        let head = log.head();
+        drop(log);
+        let log = AuditLog::open(dir.path(), keys(), point).unwrap();
+        assert_eq!(log.head(), head);
+        log.append(entry("/next")).unwrap();
+        drop(log);
+        let recs = read_chain(dir.path());
+        assert_eq!(recs.len(), 7);
+        assert_eq!(recs[6].path.as_deref(), Some("/next"));
+        // A broken record after the point is a torn write: cut, the chain continues before it.
+        let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 1;
+        std::fs::write(log_path(dir.path()), &bytes).unwrap();
+        let log = AuditLog::open(dir.path(), keys(), point).unwrap();
+        assert_eq!(log.head().0, 7);
     }
 }

@@ -13,7 +13,7 @@ pub use envelope::{
 };
 pub use keys::{Key32, VaultKeys, random_bytes};
 pub use passphrase::{KdfParams, derive_kek};
-pub use seal::{SEAL_OVERHEAD, open, seal};
+pub use seal::{SEAL_OVERHEAD, open, seal, seal_append};
 
 /// Authentication failed: wrong key, or the bytes were altered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Random-nonce XChaCha20-Poly1305 sealing for records and headers:
 //! `nonce (24) ‖ ciphertext ‖ tag (16)`. The AAD binds a record to where it lives.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use super::{AuthError, Key32, random_bytes};
@@ -9,16 +9,24 @@ use super::{AuthError, Key32, random_bytes};
 pub const SEAL_OVERHEAD: usize = 24 + 16;
 
 pub fn seal(key: &Key32, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
+    seal_append(key, aad, plaintext, &mut out);
+    out
+}
+
+/// `seal`, appending the sealed bytes to `out`: a caller that seals many
+/// small records (the audit log) reuses one buffer instead of allocating.
+pub fn seal_append(key: &Key32, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
     let mut nonce = [0u8; 24];
     random_bytes(&mut nonce);
-    let ct = cipher
-        .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad })
-        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory sizes");
-    let mut out = Vec::with_capacity(24 + ct.len());
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    out
+    let start = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[start..]).into())
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory sizes");
+    out.extend_from_slice(&tag);
 }
 
 pub fn open(key: &Key32, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
@@ -48,5 +56,15 @@ mod tests {
         }
         assert_eq!(open(&Key32::random(), b"aad", &s), Err(AuthError));
         assert_eq!(open(&k, b"aad", &s[..10]), Err(AuthError));
+    }
+
+    #[test]
+    fn seal_append_keeps_what_was_in_the_buffer() {
+        let k = Key32::random();
+        let mut out = b"prefix".to_vec();
+        seal_append(&k, b"aad", b"record", &mut out);
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(out.len(), 6 + SEAL_OVERHEAD + 6);
+        assert_eq!(open(&k, b"aad", &out[6..]).unwrap(), b"record");
     }
 }

@@ -25,7 +25,7 @@ use super::identity::{IdentityKey, MasterPublic};
 use super::keyfile::UserKey;
 use super::policy::{self, BreakGlassRecord, Policy, PolicyError, Rights, now_secs};
 use super::transport::{self, KeyDelivery};
-use crate::audit::{Auditor, InsiderRules, Op, SessionView};
+use crate::audit::{Auditor, InsiderRules, Op, SessionView, Who};
 use crate::chunk_store::Backend;
 use crate::error::{Error, Result};
 use crate::vault::{Access, AccessGate, Caller, Vault};
@@ -77,6 +77,8 @@ struct Live {
     /// Folders opened by break-glass (read-write until the session expires).
     glass: HashSet<u32>,
     rights: HashMap<u32, Rights>,
+    /// Who the audit trail names for this session (made once, shared per record).
+    who: Arc<Who>,
 }
 
 pub struct ControlServer {
@@ -348,7 +350,7 @@ impl ControlServer {
                 }
                 tracing::info!(version = p.version, "adopted policy");
                 if let Some(a) = self.auditor.read().as_ref() {
-                    let _ = a.record(0, Op::PolicyChange, 0, None, Some(format!("policy v{}", p.version)));
+                    let _ = a.record(0, Op::PolicyChange, 0, None, Some(&format!("policy v{}", p.version)));
                 }
                 *self.policy.write() = Arc::new(p);
                 self.create_folders();
@@ -579,20 +581,17 @@ impl ControlServer {
         tracing::info!(uid, folders = rights.len(), "session established");
         let op = if d.break_glass.is_some() { Op::BreakGlass } else { Op::Login };
         self.audit_session(uid, &user, &info.session[..16], op, d.break_glass.clone());
-        self.sessions.write().push(Live { info: info.clone(), _keys: keys, supplied, glass, rights });
+        let who = Arc::new(Who { user: info.user.clone(), session: info.session[..16].to_string() });
+        self.sessions.write().push(Live { info: info.clone(), _keys: keys, supplied, glass, rights, who });
         drop(unlocked);
         Ok(info)
     }
 }
 
 impl SessionView for ControlServer {
-    fn who(&self, uid: u32) -> Option<(String, String)> {
+    fn who(&self, uid: u32) -> Option<Arc<Who>> {
         let now = now_secs();
-        self.sessions
-            .read()
-            .iter()
-            .find(|l| l.info.uid == uid && l.info.expires > now)
-            .map(|l| (l.info.user.clone(), l.info.session[..16].to_string()))
+        self.sessions.read().iter().find(|l| l.info.uid == uid && l.info.expires > now).map(|l| Arc::clone(&l.who))
     }
 
     fn rules(&self) -> InsiderRules {
