@@ -114,8 +114,9 @@ impl Checker {
 }
 
 /// How far the store holds the log (nothing before the first upload):
-/// records before that point were synced and checked when uploaded, so
-/// `AuditLog::open` starts checking there.
+/// records before that point were synced, checked by an earlier mount or
+/// written by that daemon, and are in the store, so `AuditLog::open` starts
+/// checking there (`audit --verify` compares both copies in full).
 pub fn uploaded_point(cache_dir: &Path) -> log::Resume {
     let u = load_uploaded(&state_path(cache_dir));
     let head = u.head.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| h.try_into().ok());

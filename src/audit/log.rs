@@ -253,9 +253,13 @@ impl AuditLog {
     /// Open (or create) the log and check the part of its chain that the
     /// store does not hold yet (`from`; the whole chain when the point is
     /// unknown): mounting stays fast however long the log grows, and
-    /// `fogvault audit --verify` checks everything. Frames after `from`
-    /// were never synced and a machine crash may have torn them: from the
-    /// first broken one on, they are cut. Damage before `from` is refused.
+    /// `fogvault audit --verify` checks everything. Damage before `from`, or
+    /// a log that ends before it, is refused. A broken frame after `from` is
+    /// what a machine crash leaves of unsynced records, but it may also be
+    /// damage to synced ones (uploads can fail for hours while syncs go on):
+    /// the log is cut there so the fog node can serve, the cut bytes are
+    /// kept in `audit/cut-<unix seconds>`, and an alert record in the chain
+    /// names what was cut.
     pub fn open(cache_dir: &Path, keys: AuditKeys, from: Resume) -> Result<Self> {
         let path = log_path(cache_dir);
         std::fs::create_dir_all(path.parent().expect("log path has a parent"))?;
@@ -276,22 +280,29 @@ impl AuditLog {
         file.read_to_end(&mut bytes)?;
         let (frames, _) = split_frames(&bytes);
         let (good, problem) = check_chain(&keys, &frames, first_seq, start_prev);
-        let good_end = start + frames[..good.len()].iter().map(|f| 4 + f.len() as u64).sum::<u64>();
-        if let Some(p) = problem
-            && good_end < from.offset
-        {
-            return Err(damaged(&p));
+        let good_len = frames[..good.len()].iter().map(|f| 4 + f.len()).sum::<usize>();
+        let good_end = start + good_len as u64;
+        if good_end < from.offset {
+            return Err(damaged(problem.as_deref().unwrap_or("its frames end before what the store holds")));
         }
+        let (next_seq, prev) = good.last().map_or((first_seq, start_prev), |(r, h)| (r.seq + 1, *h));
+        let mut cut = None;
         if good_end < start + bytes.len() as u64 {
-            if good.len() < frames.len() {
-                tracing::warn!(
-                    records = frames.len() - good.len(),
-                    "cut audit records a crash left incomplete (never synced, never acknowledged durable)"
-                );
+            let rest = &bytes[good_len..];
+            if rest.iter().any(|&b| b != 0) {
+                let kept = path.with_file_name(format!("cut-{}", crate::audit::now_secs()));
+                std::fs::write(&kept, rest)?;
+                let broken = frames.len() - good.len();
+                tracing::warn!(frames = broken, "cut a broken audit log tail (a crash's torn write, or damage)");
+                cut = Some(format!(
+                    "audit log cut at mount after record {}: {broken} broken frame(s), {} bytes, kept in audit/{}",
+                    next_seq - 1,
+                    rest.len(),
+                    kept.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                ));
             }
             file.set_len(good_end)?;
         }
-        let (next_seq, prev) = good.last().map_or((first_seq, start_prev), |(r, h)| (r.seq + 1, *h));
         let tail = Tail {
             out: MappedAppend::new(file, good_end)?,
             next_seq,
@@ -300,7 +311,11 @@ impl AuditLog {
             aad: Vec::new(),
             sealed: Vec::new(),
         };
-        Ok(AuditLog { keys, path, tail: Mutex::new(tail) })
+        let log = AuditLog { keys, path, tail: Mutex::new(tail) };
+        if let Some(detail) = cut {
+            log.append(Entry { detail: Some(&detail), ..Entry::new(0, Op::Alert) })?;
+        }
+        Ok(log)
     }
 
     /// Append one record; returns its sequence number. No system call but
@@ -469,11 +484,20 @@ mod tests {
         // The store holds all ten: that is damage, not a crash.
         let unknown_head = Resume { head: None, ..end };
         assert!(matches!(AuditLog::open(dir.path(), keys(), unknown_head), Err(Error::Integrity(_))));
-        // The store holds nine: the tenth was never durable and is cut.
+        // The store holds nine: the tenth is cut, kept aside, and the cut recorded.
         let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
-        assert_eq!(log.head().0, 10);
+        assert_eq!(log.head().0, 11);
         drop(log);
-        assert_eq!(read_chain(dir.path()).len(), 9);
+        let recs = read_chain(dir.path());
+        assert_eq!(recs.len(), 10);
+        assert_eq!(recs[9].op, Op::Alert);
+        assert!(recs[9].detail.as_deref().unwrap().contains("after record 9"));
+        let kept: Vec<_> = std::fs::read_dir(dir.path().join("audit"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("cut-"))
+            .collect();
+        assert_eq!(kept.len(), 1);
     }
 
     #[test]
@@ -518,6 +542,6 @@ mod tests {
         bytes[n - 3] ^= 1;
         std::fs::write(log_path(dir.path()), &bytes).unwrap();
         let log = AuditLog::open(dir.path(), keys(), point).unwrap();
-        assert_eq!(log.head().0, 7);
+        assert_eq!(log.head().0, 8, "six records kept, then the alert naming the cut");
     }
 }

@@ -7,8 +7,11 @@
 //! in the same page cache without a system call and outlives the process
 //! just the same; `fdatasync` of the file still makes it crash-durable.
 //!
-//! The file is allocated ahead of the frames with `posix_fallocate`. A full
-//! disk is then an error here, not a `SIGBUS` on a store into a hole. The
+//! The file is allocated ahead of the frames with `posix_fallocate`. On a
+//! filesystem that allocates in place (ext4, XFS, tmpfs) a full disk is then
+//! an error here, not a `SIGBUS` on a store into a hole; copy-on-write and
+//! network filesystems (btrfs with snapshots, ZFS, NFS) give no such promise,
+//! so the cache directory belongs on the former (docs/ARCHITECTURE.md). The
 //! file is mapped one window at a time. Bytes after the last frame are zero,
 //! and readers stop at a zero length. A clean close trims the file back to
 //! its frames.
@@ -51,8 +54,10 @@ impl MappedAppend {
         &self.file
     }
 
-    /// Append `len u32 LE ‖ body`. The length goes in last, so a reader of the
-    /// file (another process, `fogvault audit`) sees either no frame or all of it.
+    /// Append `len u32 LE ‖ body`. The length goes in last: the uploader reads
+    /// only up to `end` (taken under the log's lock), and another process
+    /// reading the live file (`fogvault audit`) almost always sees either no
+    /// frame or all of it (best effort: the length is not an atomic store).
     pub fn append_frame(&mut self, body: &[u8]) -> io::Result<()> {
         let len = u32::try_from(body.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let need = 4 + u64::from(len);

@@ -58,7 +58,7 @@ pub struct Auditor {
     handles: Mutex<HashMap<u64, Handle>>,
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

@@ -102,8 +102,8 @@ impl Names {
         if ino == ROOT_INO {
             return Place { path: "/".into(), patient: unknown().patient };
         }
-        let (parent, name) = match self.map.read().get(&ino) {
-            Some(n) => (n.parent, n.name.clone()),
+        let (parent, name, folder_root) = match self.map.read().get(&ino) {
+            Some(n) => (n.parent, n.name.clone(), n.folder_root),
             None => return unknown(),
         };
         let Some(dir) = self.dir_place(parent) else { return unknown() };
@@ -111,7 +111,12 @@ impl Names {
         path.push_str(&dir.path);
         path.push('/');
         path.push_str(&name);
-        let patient = if patient { dir.patient.clone().unwrap_or_else(|| name.into()) } else { String::new() };
+        // A folder root is its own patient (as a child of a folder root is).
+        let patient = match (patient, folder_root) {
+            (false, _) => String::new(),
+            (true, true) => name.into(),
+            (true, false) => dir.patient.clone().unwrap_or_else(|| name.into()),
+        };
         Place { path, patient }
     }
 
@@ -226,5 +231,6 @@ mod tests {
         n.learn(14, b"p-9", 15, false);
         n.learn(15, b"f", 16, false);
         assert_eq!(n.place(16).patient, "p-9");
+        assert_eq!(n.place(14).patient, "inner");
     }
 }
