@@ -149,8 +149,19 @@ impl AuditKeys {
     }
 
     pub fn seal(&self, rec: &Record) -> Vec<u8> {
-        let plain = postcard::to_allocvec(rec).expect("audit record serializes");
-        crypto::seal(&self.key, &self.aad(rec.seq), &plain)
+        let mut bufs = SealBufs::default();
+        self.seal_into(rec.seq, rec, &mut bufs);
+        bufs.sealed
+    }
+
+    /// Seal record `seq` (a `Record` or its borrowed twin) into `bufs.sealed`,
+    /// reusing the buffers' allocations.
+    fn seal_into(&self, seq: u64, rec: &impl Serialize, bufs: &mut SealBufs) {
+        bufs.plain.clear();
+        bufs.plain = postcard::to_extend(rec, std::mem::take(&mut bufs.plain)).expect("audit record serializes");
+        self.aad_into(seq, &mut bufs.aad);
+        bufs.sealed.clear();
+        crypto::seal_append(&self.key, &bufs.aad, &bufs.plain, &mut bufs.sealed);
     }
 
     pub fn open(&self, seq: u64, sealed: &[u8]) -> Result<Record> {
@@ -183,13 +194,6 @@ pub fn split_frames(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
         at += 4 + len;
     }
     (out, bytes.len() - at)
-}
-
-pub fn frame(sealed: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(4 + sealed.len());
-    f.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-    f.extend_from_slice(sealed);
-    f
 }
 
 /// A chain checked from its first record: `(record, sealed hash)` in order.
@@ -228,14 +232,19 @@ pub struct Resume {
     pub head: Option<Hash>,
 }
 
+/// Reused per record: serialized plaintext, AAD, sealed bytes.
+#[derive(Default)]
+struct SealBufs {
+    plain: Vec<u8>,
+    aad: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
 struct Tail {
     out: MappedAppend,
     next_seq: u64,
     prev: Hash,
-    /// Reused per record: serialized plaintext, AAD, sealed bytes.
-    plain: Vec<u8>,
-    aad: Vec<u8>,
-    sealed: Vec<u8>,
+    bufs: SealBufs,
 }
 
 /// The fog node's log file.
@@ -303,14 +312,7 @@ impl AuditLog {
             }
             file.set_len(good_end)?;
         }
-        let tail = Tail {
-            out: MappedAppend::new(file, good_end)?,
-            next_seq,
-            prev,
-            plain: Vec::new(),
-            aad: Vec::new(),
-            sealed: Vec::new(),
-        };
+        let tail = Tail { out: MappedAppend::new(file, good_end)?, next_seq, prev, bufs: SealBufs::default() };
         let log = AuditLog { keys, path, tail: Mutex::new(tail) };
         if let Some(detail) = cut {
             log.append(Entry { detail: Some(&detail), ..Entry::new(0, Op::Alert) })?;
@@ -340,15 +342,10 @@ impl AuditLog {
             path: e.path,
             detail: e.detail,
         };
-        t.plain.clear();
-        let plain = std::mem::take(&mut t.plain);
-        t.plain = postcard::to_extend(&rec, plain).expect("audit record serializes");
-        self.keys.aad_into(seq, &mut t.aad);
-        t.sealed.clear();
-        crypto::seal_append(&self.keys.key, &t.aad, &t.plain, &mut t.sealed);
-        t.out.append_frame(&t.sealed)?;
+        self.keys.seal_into(seq, &rec, &mut t.bufs);
+        t.out.append_frame(&t.bufs.sealed)?;
         t.next_seq += 1;
-        t.prev = hash(&t.sealed);
+        t.prev = hash(&t.bufs.sealed);
         Ok(seq)
     }
 
@@ -390,6 +387,16 @@ mod tests {
 
     fn entry(path: &str) -> Entry<'_> {
         Entry { user: Some("alice"), session: Some("0123456789abcdef"), path: Some(path), ..Entry::new(1001, Op::Open) }
+    }
+
+    /// A log in `dir` with `n` records, synced: the log and the synced point.
+    fn filled(dir: &Path, n: usize) -> (AuditLog, Resume) {
+        let log = AuditLog::open(dir, keys(), Resume::default()).unwrap();
+        for i in 0..n {
+            log.append(entry(&format!("/f{i}"))).unwrap();
+        }
+        let point = log.sync().unwrap();
+        (log, point)
     }
 
     fn read_chain(dir: &Path) -> Vec<Record> {
@@ -452,15 +459,12 @@ mod tests {
     #[test]
     fn a_log_left_by_kill_9_reopens_with_every_record() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
-        for i in 0..100 {
-            log.append(entry(&format!("/f{i}"))).unwrap();
-        }
+        let (log, point) = filled(dir.path(), 100);
         // What a killed daemon leaves: the frames, then the zeroed allocation.
         let copy = dir.path().join("copy");
         std::fs::create_dir_all(copy.join("audit")).unwrap();
         std::fs::copy(log_path(dir.path()), log_path(&copy)).unwrap();
-        assert!(std::fs::metadata(log_path(&copy)).unwrap().len() > log.sync().unwrap().offset);
+        assert!(std::fs::metadata(log_path(&copy)).unwrap().len() > point.offset);
         let reopened = AuditLog::open(&copy, keys(), Resume::default()).unwrap();
         assert_eq!(reopened.head(), log.head());
         drop(reopened);
@@ -470,11 +474,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_cut_only_past_what_the_store_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
-        for i in 0..10 {
-            log.append(entry(&format!("/f{i}"))).unwrap();
-        }
-        let end = log.sync().unwrap();
+        let (log, end) = filled(dir.path(), 10);
         drop(log);
         // A crash wrote the last frame's length but not all of its body.
         let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
@@ -503,11 +503,7 @@ mod tests {
     #[test]
     fn an_altered_record_before_the_durable_end_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
-        for i in 0..5 {
-            log.append(entry(&format!("/f{i}"))).unwrap();
-        }
-        let end = log.sync().unwrap();
+        let (log, end) = filled(dir.path(), 5);
         drop(log);
         let mut bytes = std::fs::read(log_path(dir.path())).unwrap();
         bytes[30] ^= 1;
@@ -521,11 +517,7 @@ mod tests {
     #[test]
     fn a_known_point_continues_the_chain_without_rereading_what_precedes_it() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path(), keys(), Resume::default()).unwrap();
-        for i in 0..5 {
-            log.append(entry(&format!("/f{i}"))).unwrap();
-        }
-        let point = log.sync().unwrap();
+        let (log, point) = filled(dir.path(), 5);
         log.append(entry("/after")).unwrap();
         let head = log.head();
         drop(log);

@@ -104,10 +104,6 @@ impl Auditor {
         Ok(())
     }
 
-    fn path_of(&self, ino: u64) -> String {
-        self.names.path(ino)
-    }
-
     /// Whether `uid` holds `ino` open through a handle whose write is already recorded.
     fn writing(&self, uid: u32, ino: u64) -> bool {
         self.handles.lock().values().any(|s| s.ino == ino && s.uid == uid && s.write_logged)
@@ -175,7 +171,7 @@ impl Observer for Auditor {
                         Some(_) => None,
                         // Opened before this daemon started observing: log once by inode.
                         None => {
-                            let path = self.path_of(ino);
+                            let path = self.names.path(ino);
                             h.insert(
                                 handle,
                                 Handle { uid, ino, path: path.clone(), read_logged: is_read, write_logged: !is_read },
@@ -203,7 +199,7 @@ impl Observer for Auditor {
                 self.handles.lock().remove(&handle);
                 Ok(())
             }
-            Touch::Create { ino } => self.record(uid, Op::Create, ino, Some(&self.path_of(ino)), None),
+            Touch::Create { ino } => self.record(uid, Op::Create, ino, Some(&self.names.path(ino)), None),
             Touch::Delete { parent, name } => {
                 let path = self.names.child_path(parent, name);
                 self.record(uid, Op::Delete, 0, Some(&path), None)
@@ -220,11 +216,11 @@ impl Observer for Auditor {
                     // of each file they write before closing it).
                     return Ok(());
                 }
-                self.record(uid, Op::Permission, ino, Some(&self.path_of(ino)), Some(what))
+                self.record(uid, Op::Permission, ino, Some(&self.names.path(ino)), Some(what))
             }
             Touch::Denied { ino, write } => {
                 let what = if write { "write" } else { "read" };
-                self.record(uid, Op::Denied, ino, Some(&self.path_of(ino)), Some(what))
+                self.record(uid, Op::Denied, ino, Some(&self.names.path(ino)), Some(what))
             }
         }
     }

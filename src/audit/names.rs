@@ -84,12 +84,8 @@ impl Names {
 
     /// Path of `name` in directory `parent` (a name that may be gone).
     pub fn child_path(&self, parent: u64, name: &[u8]) -> String {
-        let mut path = self.path(parent);
-        if !path.ends_with('/') {
-            path.push('/');
-        }
-        path.push_str(&String::from_utf8_lossy(name));
-        path
+        let prefix = self.dir_place(parent).map_or_else(|| format!("<inode {parent}>"), |d| d.path.clone());
+        format!("{prefix}/{}", String::from_utf8_lossy(name))
     }
 
     /// Path and patient of `ino` in one walk.
@@ -204,6 +200,7 @@ mod tests {
         assert_eq!(n.path(ROOT_INO), "/");
         assert_eq!(n.child_path(12, b"gone.dcm"), "/cardiology/p-4410/study/gone.dcm");
         assert_eq!(n.child_path(ROOT_INO, b"x"), "/x");
+        assert_eq!(n.child_path(99, b"x"), "<inode 99>/x");
     }
 
     #[test]
