@@ -11,4 +11,6 @@ mod store;
 pub use backend::Backend;
 pub use pack::{PackEntry, PackId, TRAILER_LEN, decode_header, parse_trailer};
 pub use span::{MAX_GAP, MAX_SPAN, Span, plan_reads, plan_spans};
-pub use store::{ChunkStore, DEFAULT_JOURNAL_LIMIT, Location, TARGET_PACK_SIZE, staged_packs};
+pub use store::{
+    ChunkStore, DEFAULT_JOURNAL_LIMIT, Location, StagedBytes, TARGET_PACK_SIZE, restore_staged, staged_packs,
+};

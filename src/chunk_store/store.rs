@@ -87,6 +87,34 @@ struct State {
     /// The store is being closed while uploads fail: the worker stops after
     /// its next failed attempt and leaves the rest in the journal.
     give_up: bool,
+    /// Appends so far: orders appends against syncs.
+    appends: u64,
+    /// Staged packs written since their last fdatasync, with the number of
+    /// their newest append (a sync only clears what it covered).
+    dirty: HashMap<PackId, u64>,
+    /// Envelopes appended since the last `sync` or `take_unlogged`: what an
+    /// intent-log record must carry to make them durable without a sync.
+    unlogged: Vec<Appended>,
+    unlogged_bytes: u64,
+}
+
+/// One envelope's place in a staged pack, and the append that put it there.
+#[derive(Clone, Copy)]
+struct Appended {
+    seq: u64,
+    pack: PackId,
+    offset: u32,
+    len: u32,
+}
+
+/// Bytes of a staged pack as an intent-log record carries them: written back
+/// in place by `restore_staged` after a crash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedBytes {
+    pub pack: PackId,
+    pub offset: u32,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
 }
 
 struct Shared {
@@ -187,6 +215,14 @@ impl ChunkStore {
                     len: u32::from_le_bytes(r[36..40].try_into().expect("4 bytes")),
                 })
                 .collect();
+            // A side-file entry the index does not know may lie in a range the
+            // crash never wrote (a hole reads as zeros): keep it only if its
+            // envelope's first bytes are there. Envelopes never start with 16 zeros.
+            entries.retain(|e| {
+                let mut head = [0u8; 16];
+                let n = head.len().min(e.len as usize);
+                data.read_exact_at(&mut head[..n], e.offset as u64).is_ok() && head[..n].iter().any(|&b| b != 0)
+            });
             entries.extend(known.remove(&id).unwrap_or_default());
             entries.retain(|e| e.offset as u64 + e.len as u64 <= data_len);
             entries.sort_by_key(|e| e.offset);
@@ -245,6 +281,9 @@ impl ChunkStore {
             let data =
                 OpenOptions::new().create_new(true).append(true).read(true).open(data_path(&self.shared.dir, &pid))?;
             let idx = OpenOptions::new().create_new(true).append(true).open(idx_path(&self.shared.dir, &pid))?;
+            // Make the files' existence durable: an intent-log record may
+            // hold this pack's envelopes, and replay finds the pack by name.
+            File::open(&self.shared.dir)?.sync_all().map_err(Error::from_io)?;
             let data = Arc::new(data);
             st.staged.insert(pid, Arc::clone(&data));
             st.current = Some(OpenPack { id: pid, data, idx, len: 0, entries: Vec::new() });
@@ -265,6 +304,11 @@ impl ChunkStore {
         cur.entries.push(entry);
         let loc = Location { pack: cur.id, offset: entry.offset, len: entry.len };
         let full = cur.len >= TARGET_PACK_SIZE;
+        st.appends += 1;
+        let seq = st.appends;
+        st.dirty.insert(loc.pack, seq);
+        st.unlogged.push(Appended { seq, pack: loc.pack, offset: loc.offset, len: loc.len });
+        st.unlogged_bytes += loc.len as u64;
         st.staged_bytes += envelope.len() as u64;
         if full {
             let full = st.current.take().expect("current pack exists");
@@ -274,13 +318,56 @@ impl ChunkStore {
         Ok(loc)
     }
 
-    /// Make every chunk stored so far durable (fdatasync of staging data files).
+    /// Make every chunk stored so far durable: fdatasync of each staged pack
+    /// written since its last sync (a clean file costs a device flush too).
     pub fn sync(&self) -> Result<()> {
-        let files: Vec<Arc<File>> = self.shared.state.lock().staged.values().cloned().collect();
-        for f in files {
+        let todo: Vec<(PackId, u64, Arc<File>)> = {
+            let mut st = self.shared.state.lock();
+            let State { dirty, staged, .. } = &mut *st;
+            // A pack no longer staged was uploaded, and is durable in the store.
+            dirty.retain(|p, _| staged.contains_key(p));
+            dirty.iter().map(|(p, seq)| (*p, *seq, Arc::clone(&staged[p]))).collect()
+        };
+        for (_, _, f) in &todo {
             f.sync_data().map_err(Error::from_io)?;
         }
+        let mut st = self.shared.state.lock();
+        for (pack, seq, _) in &todo {
+            if st.dirty.get(pack) == Some(seq) {
+                st.dirty.remove(pack);
+            }
+        }
+        let synced: HashMap<PackId, u64> = todo.iter().map(|(p, s, _)| (*p, *s)).collect();
+        st.unlogged.retain(|a| synced.get(&a.pack).is_none_or(|s| a.seq > *s));
+        st.unlogged_bytes = st.unlogged.iter().map(|a| a.len as u64).sum();
         Ok(())
+    }
+
+    /// The envelopes appended since the last `sync` or call, read back for
+    /// an intent-log record, if they come to at most `max_bytes`; `None`
+    /// (nothing taken) when there are more: a `sync` is cheaper then.
+    /// They stay dirty, so the next `sync` still flushes their packs.
+    pub fn take_unlogged(&self, max_bytes: u64) -> Result<Option<Vec<StagedBytes>>> {
+        let (taken, files) = {
+            let mut st = self.shared.state.lock();
+            if st.unlogged_bytes > max_bytes {
+                return Ok(None);
+            }
+            st.unlogged_bytes = 0;
+            let taken = std::mem::take(&mut st.unlogged);
+            let files: HashMap<PackId, Arc<File>> =
+                taken.iter().filter_map(|a| st.staged.get(&a.pack).map(|f| (a.pack, Arc::clone(f)))).collect();
+            (taken, files)
+        };
+        let mut out = Vec::with_capacity(taken.len());
+        for a in taken {
+            // Not staged any more: uploaded, so durable in the store already.
+            let Some(f) = files.get(&a.pack) else { continue };
+            let mut bytes = vec![0u8; a.len as usize];
+            f.read_exact_at(&mut bytes, a.offset as u64).map_err(Error::from_io)?;
+            out.push(StagedBytes { pack: a.pack, offset: a.offset, bytes });
+        }
+        Ok(Some(out))
     }
 
     /// Is any of `packs` still only in the local journal (not in the store)?
@@ -551,6 +638,27 @@ fn uploader_loop(shared: Arc<Shared>, rx: &Mutex<mpsc::Receiver<UploadJob>>) {
         let _ = std::fs::remove_file(idx_path(&shared.dir, &job.id));
         shared.changed.notify_all();
     }
+}
+
+/// Write envelopes an intent-log record carried back into their staged packs
+/// (crash recovery, before `ChunkStore::open`), and make them durable. A pack
+/// no longer staged was uploaded, so its bytes are in the store already.
+pub fn restore_staged(staging_dir: &Path, blobs: &[StagedBytes]) -> Result<usize> {
+    let mut files: HashMap<PackId, Option<File>> = HashMap::new();
+    let mut restored = 0;
+    for b in blobs {
+        let slot = files
+            .entry(b.pack)
+            .or_insert_with(|| OpenOptions::new().write(true).open(data_path(staging_dir, &b.pack)).ok());
+        if let Some(f) = slot {
+            f.write_all_at(&b.bytes, b.offset as u64).map_err(Error::from_io)?;
+            restored += 1;
+        }
+    }
+    for f in files.values().flatten() {
+        f.sync_data().map_err(Error::from_io)?;
+    }
+    Ok(restored)
 }
 
 /// Packs present in a staging directory (not yet uploaded), with their data sizes.

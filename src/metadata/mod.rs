@@ -30,4 +30,4 @@ mod schema;
 mod store;
 
 pub use schema::{ChunkEntry, DirentRecord, Extent, FileKind, InodeRecord, Timespec};
-pub use store::{Change, DomainKeys, Metadata, ROOT_DOMAIN, ReadTx, Table, Tx, WriteTx};
+pub use store::{Change, CommitBarrier, DomainKeys, Metadata, ROOT_DOMAIN, ReadTx, Table, Tx, WriteTx};

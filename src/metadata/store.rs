@@ -1,11 +1,12 @@
 //! LMDB environment, typed transactions and the key builders.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::iter::Peekable;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use lmdb::{
@@ -125,6 +126,8 @@ pub struct Change {
 /// positions): they are neither journaled nor part of snapshots.
 const LOCAL_PREFIX: &str = "local/";
 const UPLOADED_SEQ: &str = "local/uploaded_seq";
+/// The newest intent-log transaction number this commit includes.
+const INTENT_TXN: &str = "local/intent_txn";
 const CLOUD_ROOT: &str = "local/cloud_root";
 
 /// Domain 0 is the root folder (keys from the repository root secret,
@@ -175,6 +178,9 @@ impl Overlay {
     fn len(&self) -> usize {
         self.0.iter().map(BTreeMap::len).sum()
     }
+    fn to_changes(&self) -> Vec<Change> {
+        self.iter().map(|(table, k, v)| Change { table, key: k.to_vec(), value: v.map(<[u8]>::to_vec) }).collect()
+    }
     fn is_empty(&self) -> bool {
         self.0.iter().all(BTreeMap::is_empty)
     }
@@ -189,6 +195,19 @@ struct Deferred {
     since: Option<Instant>,
 }
 
+/// Every write gets a transaction number; with an intent log attached, the
+/// changes of the ones not yet in it wait here (oldest first).
+#[derive(Default)]
+struct Txns {
+    enabled: bool,
+    /// The number the next write gets.
+    next: u64,
+    unlogged: VecDeque<(u64, Vec<Change>)>,
+}
+
+/// Runs before every LMDB commit: what the commit references must be durable first.
+pub type CommitBarrier = Box<dyn Fn() -> Result<()> + Send + Sync>;
+
 pub struct Metadata {
     env: Environment,
     dbs: Dbs,
@@ -201,6 +220,11 @@ pub struct Metadata {
     /// write clears the overlay: a deferred write slipping in between
     /// would be cleared away with it.
     writer: Mutex<()>,
+    txns: Mutex<Txns>,
+    /// Newest transaction number committed to LMDB, and the newest known durable.
+    committed_txn: AtomicU64,
+    synced_txn: AtomicU64,
+    barrier: OnceLock<CommitBarrier>,
 }
 
 pub struct Tx<'e, T> {
@@ -244,7 +268,74 @@ impl Metadata {
         };
         let root = DomainKeys { seal: keys.root_folder.clone(), names: keys.names.clone() };
         let keyring = RwLock::new(HashMap::from([((ROOT_DOMAIN, 0), Arc::new(root))]));
-        Ok(Metadata { env, dbs, keyring, deferred: RwLock::new(Deferred::default()), writer: Mutex::new(()) })
+        let mut m = Metadata {
+            env,
+            dbs,
+            keyring,
+            deferred: RwLock::new(Deferred::default()),
+            writer: Mutex::new(()),
+            txns: Mutex::new(Txns::default()),
+            committed_txn: AtomicU64::new(0),
+            synced_txn: AtomicU64::new(0),
+            barrier: OnceLock::new(),
+        };
+        let stored = m.read(|tx| tx.local_seq(INTENT_TXN))?;
+        m.txns.get_mut().next = stored + 1;
+        *m.committed_txn.get_mut() = stored;
+        *m.synced_txn.get_mut() = stored;
+        Ok(m)
+    }
+
+    /// Run `barrier` before every commit from now on (once).
+    pub fn set_commit_barrier(&self, barrier: CommitBarrier) {
+        let _ = self.barrier.set(barrier);
+    }
+
+    /// Keep the changes of every write until `take_unlogged` (an intent log
+    /// is attached).
+    pub fn keep_unlogged(&self) {
+        self.txns.lock().enabled = true;
+    }
+
+    /// The newest transaction number committed to LMDB, durable or not, as
+    /// stored (recovery replays the intent log's transactions after it).
+    pub fn stored_txn(&self) -> Result<u64> {
+        self.read(|tx| tx.local_seq(INTENT_TXN))
+    }
+
+    /// The newest transaction number handed out.
+    pub fn last_txn(&self) -> u64 {
+        self.txns.lock().next - 1
+    }
+
+    /// The newest transaction number durable in LMDB.
+    pub fn synced_txn(&self) -> u64 {
+        self.synced_txn.load(AtomicOrdering::Acquire)
+    }
+
+    /// The changes of the transactions not yet handed out, oldest first.
+    pub fn take_unlogged(&self) -> Vec<(u64, Vec<Change>)> {
+        self.txns.lock().unlogged.drain(..).collect()
+    }
+
+    /// Apply transactions an intent log kept (crash recovery), commit them
+    /// as one and make it durable. Numbering goes on after the newest.
+    pub fn replay(&self, txns: &[(u64, Vec<Change>)]) -> Result<()> {
+        let Some((last, _)) = txns.last() else { return Ok(()) };
+        {
+            let mut t = self.txns.lock();
+            t.next = t.next.max(last + 1);
+        }
+        self.write(|tx| {
+            for c in txns.iter().flat_map(|(_, cs)| cs) {
+                match &c.value {
+                    Some(v) => tx.put_raw(c.table, &c.key, v)?,
+                    None => tx.del_raw(c.table, &c.key)?,
+                }
+            }
+            Ok(())
+        })?;
+        self.sync()
     }
 
     /// Make `domain`'s records at `version` readable (a session supplied its key).
@@ -356,6 +447,13 @@ impl Metadata {
         let seq = tx.commit_seq()? + 1;
         let entry = encode(&tx.log);
         tx.txn.put(self.dbs.journal, &seq.to_be_bytes(), &entry, WriteFlags::APPEND).map_err(map_lmdb)?;
+        // The writer lock is held: no other write takes a number meanwhile.
+        let own = tx.log.len() > flushed;
+        let txn_no = self.txns.lock().next - u64::from(!own);
+        tx.txn.put(self.dbs.meta, &INTENT_TXN, &txn_no.to_be_bytes(), WriteFlags::empty()).map_err(map_lmdb)?;
+        if let Some(barrier) = self.barrier.get() {
+            barrier()?;
+        }
         // Readers pair the overlay with whichever snapshot they get: while the
         // commit lands, the overlay must already hold every key it changes.
         let undo: Vec<_> = {
@@ -373,7 +471,23 @@ impl Metadata {
             return Err(map_lmdb(e));
         }
         *self.deferred.write() = Deferred::default();
+        self.committed_txn.store(txn_no, AtomicOrdering::Release);
+        if own {
+            // Numbered (and queued for the intent log) only once committed:
+            // a failed commit must not be replayed.
+            self.number(tx.log.split_off(flushed));
+        }
         Ok(out)
+    }
+
+    /// Give the next transaction number to `changes` (under the writer lock).
+    fn number(&self, changes: Vec<Change>) {
+        let mut t = self.txns.lock();
+        let no = t.next;
+        t.next += 1;
+        if t.enabled {
+            t.unlogged.push_back((no, changes));
+        }
     }
 
     /// Run `f` as a write whose changes are applied in memory at once (every
@@ -389,9 +503,13 @@ impl Metadata {
         let out = f(&mut tx)?;
         let Tx { txn, deferred, staged, .. } = tx;
         drop(deferred);
+        let staged = staged.unwrap_or_default();
+        if !staged.is_empty() {
+            self.number(staged.to_changes());
+        }
         let full = {
             let mut d = self.deferred.write();
-            d.changes.absorb(staged.unwrap_or_default());
+            d.changes.absorb(staged);
             d.since.get_or_insert_with(Instant::now);
             d.changes.len() >= MAX_DEFERRED_KEYS
         };
@@ -528,7 +646,13 @@ impl Metadata {
     /// deferred (the metadata journal upload: committing them there would
     /// turn every batch into a commit and an upload of its own).
     pub fn sync_committed(&self) -> Result<()> {
-        self.env.sync(true).map_err(map_lmdb)
+        // What is committed now: a commit during the sync may not be covered.
+        let committed = self.committed_txn.load(AtomicOrdering::Acquire);
+        self.env.sync(true).map_err(map_lmdb)?;
+        self.synced_txn.fetch_max(committed, AtomicOrdering::AcqRel);
+        // Durable in LMDB: the intent log need not carry them.
+        self.txns.lock().unlogged.retain(|(no, _)| *no > committed);
+        Ok(())
     }
 
     fn name_hash(keys: &DomainKeys, name: &[u8]) -> u64 {

@@ -26,8 +26,8 @@ pub struct FileState {
     pub opens: u32,
     /// Attributes changed in memory (e.g. mtime by a write) since the last commit.
     pub attrs_dirty: bool,
-    /// Committed to LMDB but not yet forced to disk (a commit under memory
-    /// pressure): the next close must sync even if nothing is dirty.
+    /// Committed but not yet durable (a commit under memory pressure): the
+    /// next close must make it durable even if nothing is dirty.
     pub unsynced: bool,
     /// End of the last read, to recognise sequential readers.
     pub last_read_end: u64,
@@ -496,10 +496,11 @@ impl FileState {
         Ok(leftover)
     }
 
-    /// Make `rec` this file's stored record: chunk bytes are synced first if it
-    /// gains references (they must be durable before metadata points at them),
-    /// then reference counts, the inode and `extra` commit in one transaction
-    /// (deferred when nothing gains a reference).
+    /// Make `rec` this file's stored record: reference counts, the inode and
+    /// `extra` change in one deferred transaction, which the next close or
+    /// fsync makes durable (`unsynced`) together with the chunks' bytes (in
+    /// an intent-log record, or a checkpoint that syncs the packs before the
+    /// index commit: docs/ARCHITECTURE.md, "Write ordering").
     fn install(
         &mut self,
         ino: u64,
@@ -509,9 +510,6 @@ impl FileState {
         extra: impl FnOnce(&mut WriteTx<'_>) -> Result<()>,
     ) -> Result<()> {
         let added: Vec<ChunkId> = delta.iter().filter(|(_, d)| **d > 0).map(|(id, _)| *id).collect();
-        if !added.is_empty() {
-            cx.chunks.store().sync()?;
-        }
         let apply = |tx: &mut WriteTx<'_>| {
             for (id, d) in delta {
                 cx.chunks.adjust_refs(tx, id, *d)?;
@@ -519,11 +517,8 @@ impl FileState {
             tx.put_inode(ino, &rec)?;
             extra(tx)
         };
-        // New references commit at once (their chunks were just synced); a
-        // change that only drops references or attributes is deferred like
-        // any namespace operation: `unsynced` makes the next close or fsync
-        // commit and sync it.
-        if added.is_empty() { cx.meta.write_deferred(apply) } else { cx.meta.write(apply) }?;
+        cx.meta.write_deferred(apply)?;
+        // Readers find the new chunks in the index's overlay from here on.
         cx.chunks.forget_pending(&added);
         self.base = rec.extents.clone();
         self.rec = rec;

@@ -90,7 +90,7 @@ impl Vault {
             }
             Ok(())
         })?;
-        self.meta.sync()?;
+        self.checkpoint()?;
         report.chunks_moved = moved.len() as u64;
         // 3. The cloud's journal must hold all of this before a pack goes.
         let (target, _) = self.meta.journal_position()?;

@@ -7,6 +7,7 @@ mod dirty;
 mod file;
 mod gate;
 mod gc;
+mod intent_log;
 mod metasync;
 mod read_buf;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::chunk_store::{ChunkStore, PackEntry, PackId};
+use crate::chunk_store::{ChunkStore, PackEntry, PackId, restore_staged};
 use crate::chunking::{ChunkParams, Chunker};
 use crate::crypto::{ChunkId, Key32};
 use crate::error::{Error, Result};
@@ -30,6 +31,7 @@ pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState, Piece};
 pub use gate::{Access, AccessGate, Observer, Touch};
 pub use gc::GcReport;
+use intent_log::IntentLog;
 pub use read_buf::ReadBuf;
 
 pub const ROOT_INO: u64 = 1;
@@ -204,6 +206,9 @@ pub struct Vault {
     metasync: metasync::MetaSync,
     /// One garbage collection at a time.
     gc_running: Mutex<()>,
+    /// Makes a close or fsync durable with one flush (`durable`); `None` if
+    /// it could not be created (no room): closes then checkpoint.
+    intent: Option<Mutex<IntentLog>>,
     _cache_lock: nix::fcntl::Flock<File>,
 }
 
@@ -262,6 +267,7 @@ impl Vault {
                 meta.sync()?;
             }
         }
+        let intent = Self::replay_intents(&meta, cache_dir)?;
         let indexed = |packs: &[PackId]| -> Result<Vec<(PackId, PackEntry)>> {
             let mut out = Vec::new();
             meta.read(|tx| {
@@ -287,6 +293,13 @@ impl Vault {
         let (chunks, prefetch_rx) =
             ChunkIo::new(Arc::clone(&repo.keys), store, Arc::clone(&meta), params.max + 1024, read_ahead);
         let chunks = Arc::new(chunks);
+        // Nothing the index commits may reference an envelope its pack has
+        // not made durable (a Weak: the chunk I/O holds the index).
+        let weak = Arc::downgrade(&chunks);
+        meta.set_commit_barrier(Box::new(move || weak.upgrade().map_or(Ok(()), |c| c.store().sync())));
+        if intent.is_some() {
+            meta.keep_unlogged();
+        }
         let meta_keys = MetaKeys::new(&repo.keys.metadata, &repo.repo_id);
         let root = metasync::check_root(&meta, &repo.backend, &meta_keys)?;
         let metasync = metasync::MetaSync::start(
@@ -317,12 +330,91 @@ impl Vault {
             domains: parking_lot::RwLock::new(HashMap::new()),
             metasync,
             gc_running: Mutex::new(()),
+            intent: intent.map(Mutex::new),
             _cache_lock: lock_file,
         };
         let any_folder = vault.meta.read(|tx| tx.any_folder_root())?;
         vault.has_folders.store(any_folder, std::sync::atomic::Ordering::Relaxed);
         vault.purge_orphans()?;
         Ok(vault)
+    }
+
+    /// Apply what the intent log holds beyond the index (an unclean stop),
+    /// then open it afresh. No log (it cannot be created): `None`.
+    fn replay_intents(meta: &Metadata, cache_dir: &Path) -> Result<Option<IntentLog>> {
+        let path = cache_dir.join("intent.log");
+        let records = IntentLog::read(&path)
+            .map_err(|e| Error::Repo(format!("cannot read the intent log {}: {e}", path.display())))?;
+        let intent_log::Replay { txns, blobs, gap } = intent_log::to_replay(records, meta.stored_txn()?);
+        if gap {
+            tracing::error!("the intent log skips transactions after the index's newest; replayed up to the gap");
+        }
+        if !txns.is_empty() || !blobs.is_empty() {
+            let restored = restore_staged(&cache_dir.join("staging"), &blobs)?;
+            meta.replay(&txns)?;
+            tracing::info!(transactions = txns.len(), envelopes = restored, "replayed the intent log");
+        }
+        match IntentLog::create(&path, intent_log::CAPACITY) {
+            Ok(log) => Ok(Some(log)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no intent log: every close will sync the packs and the index");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Make every change so far durable: one intent-log record holding the
+    /// transactions and envelopes not yet durable, with a single fdatasync
+    /// (concurrent callers share it). Falls back to a checkpoint.
+    fn durable(&self) -> Result<()> {
+        let Some(log) = &self.intent else { return self.checkpoint() };
+        let target = self.meta.last_txn();
+        let mut log = log.lock();
+        if target <= log.logged_txn().max(self.meta.synced_txn()) {
+            return Ok(());
+        }
+        // Transactions first, then envelopes: every envelope a taken
+        // transaction references was stored before it, so it is taken too.
+        let txns = self.meta.take_unlogged();
+        if txns.is_empty() {
+            return Ok(()); // a checkpoint made them durable meanwhile
+        }
+        let store = self.chunks.store();
+        let blobs = match store.take_unlogged(intent_log::INLINE_MAX)? {
+            Some(blobs) => blobs,
+            None => {
+                store.sync()?;
+                Vec::new()
+            }
+        };
+        if log.logged_txn() <= self.meta.synced_txn() {
+            log.restart();
+        }
+        match log.append(&intent_log::Record { txns, blobs }) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.checkpoint_locked(&mut log),
+            Err(e) => {
+                tracing::warn!(error = %e, "intent log write failed; checkpointing instead");
+                self.checkpoint_locked(&mut log)
+            }
+        }
+    }
+
+    /// Sync the packs, commit the in-memory overlay to LMDB and sync it: every
+    /// intent-log record is obsolete then, and the log starts over.
+    fn checkpoint(&self) -> Result<()> {
+        match &self.intent {
+            Some(log) => self.checkpoint_locked(&mut log.lock()),
+            None => self.meta.sync(),
+        }
+    }
+
+    fn checkpoint_locked(&self, log: &mut IntentLog) -> Result<()> {
+        self.meta.sync()?;
+        if log.logged_txn() <= self.meta.synced_txn() {
+            log.restart();
+        }
+        Ok(())
     }
 
     fn ctx(&self) -> CommitCtx<'_> {
@@ -874,7 +966,7 @@ impl Vault {
     /// a chmod).
     fn sync_file(&self, ino: u64, st: &mut FileState) -> Result<()> {
         if st.unsynced || self.meta.inode_deferred(ino) {
-            self.meta.sync()?;
+            self.durable()?;
             st.unsynced = false;
         }
         Ok(())
@@ -883,8 +975,7 @@ impl Vault {
     /// Make everything committed so far durable (fsync on any file).
     pub fn fsync(&self, ino: u64) -> Result<()> {
         self.flush(ino, false)?;
-        self.chunks.store().sync()?;
-        self.meta.sync()
+        self.durable()
     }
 
     /// Last close of a handle: commit, and free the inode if it was unlinked.
@@ -1313,7 +1404,7 @@ impl Vault {
             tx.set_folder_root(domain, ino)
         })?;
         self.domains.write().insert(ino, (ROOT_DOMAIN, domain));
-        self.meta.sync()?;
+        self.checkpoint()?;
         Ok(ino)
     }
 
@@ -1337,7 +1428,7 @@ impl Vault {
                 let (_, old) = keys.iter().find(|(k, _)| *k == v).ok_or(Error::Locked)?;
                 self.meta.install_domain(domain, v, DomainKeys::from_folder_key(old));
                 self.meta.rekey_domain(domain, *newest)?;
-                self.meta.sync()?;
+                self.checkpoint()?;
             }
         }
         // Files unlinked while open in this folder can be freed now.
@@ -1373,7 +1464,7 @@ impl Vault {
             }
         }
         self.chunks.store().sync()?;
-        self.meta.sync()
+        self.checkpoint()
     }
 
     pub fn statfs(&self) -> StatFs {
@@ -1394,7 +1485,7 @@ impl Vault {
             }
         }
         self.chunks.store().sync()?;
-        self.meta.sync()?;
+        self.checkpoint()?;
         if let Err(e) = self.chunks.store().shutdown() {
             first_err.get_or_insert(e);
         }
@@ -1409,7 +1500,7 @@ impl Vault {
     /// mount loop, so they reach stable storage within about two seconds.
     pub fn sync_deferred(&self, age: Duration) -> Result<()> {
         if self.meta.deferred_for(age) {
-            self.meta.sync()?;
+            self.checkpoint()?;
         }
         Ok(())
     }
