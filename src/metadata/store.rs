@@ -313,7 +313,7 @@ impl Metadata {
         self.synced_txn.load(AtomicOrdering::Acquire)
     }
 
-    /// The changes of the transactions not yet handed out, oldest first.
+    /// Take the changes of the transactions no caller has taken yet, oldest first.
     pub fn take_unlogged(&self) -> Vec<(u64, Vec<Change>)> {
         self.txns.lock().unlogged.drain(..).collect()
     }

@@ -139,7 +139,7 @@ mount_vault "$d2"
 for i in 1 2 3 4; do
     mkdir -p "$d2/mnt/batch$i"
     for j in $(seq 20); do echo "$i $j" > "$d2/mnt/batch$i/f$j"; done
-    sleep 1.5  # let each batch become its own journal object
+    sleep 3  # let each batch become its own journal object (checkpoints commit within ~2 s)
 done
 unmount_vault "$d2"
 n=$(store_ls "$d2" meta/journal/ | wc -l)
