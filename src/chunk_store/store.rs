@@ -3,10 +3,13 @@
 //! uploads them in the background.
 //!
 //! Write ordering (docs/ARCHITECTURE.md): envelope appended to
-//! `staging/<pack>.data` and its entry to `staging/<pack>.idx` → `sync()`
-//! fdatasyncs every staging file → only then may metadata that references the
-//! chunk commit. An uploaded pack is fsynced in the store before its staging
-//! files are deleted, so a chunk is always durable in at least one place.
+//! `staging/<pack>.data` and its entry to `staging/<pack>.idx` → made durable
+//! either by `sync()` (fdatasync of the staged packs written since their last
+//! sync; before every LMDB commit) or by the vault's intent log, which carries
+//! the bytes `take_unlogged` reads back → only then may metadata that
+//! references the chunk be durable. An uploaded pack is fsynced in the store
+//! before its staging files are deleted, so a chunk is always durable in at
+//! least one place.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -338,7 +341,9 @@ impl ChunkStore {
             }
         }
         let synced: HashMap<PackId, u64> = todo.iter().map(|(p, s, _)| (*p, *s)).collect();
-        st.unlogged.retain(|a| synced.get(&a.pack).is_none_or(|s| a.seq > *s));
+        // Also drop envelopes of packs uploaded meanwhile (durable in the store).
+        let State { unlogged, staged, .. } = &mut *st;
+        unlogged.retain(|a| staged.contains_key(&a.pack) && synced.get(&a.pack).is_none_or(|s| a.seq > *s));
         st.unlogged_bytes = st.unlogged.iter().map(|a| a.len as u64).sum();
         Ok(())
     }
@@ -360,11 +365,17 @@ impl ChunkStore {
             (taken, files)
         };
         let mut out = Vec::with_capacity(taken.len());
-        for a in taken {
+        for a in &taken {
             // Not staged any more: uploaded, so durable in the store already.
             let Some(f) = files.get(&a.pack) else { continue };
             let mut bytes = vec![0u8; a.len as usize];
-            f.read_exact_at(&mut bytes, a.offset as u64).map_err(Error::from_io)?;
+            if let Err(e) = f.read_exact_at(&mut bytes, a.offset as u64) {
+                // Put them back: the caller's next record (or sync) needs them.
+                let mut st = self.shared.state.lock();
+                st.unlogged_bytes += taken.iter().map(|a| a.len as u64).sum::<u64>();
+                st.unlogged.splice(0..0, taken);
+                return Err(Error::from_io(e));
+            }
             out.push(StagedBytes { pack: a.pack, offset: a.offset, bytes });
         }
         Ok(Some(out))

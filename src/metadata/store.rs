@@ -308,6 +308,11 @@ impl Metadata {
         self.txns.lock().next - 1
     }
 
+    /// Is a commit to LMDB not yet known durable?
+    pub fn commit_unsynced(&self) -> bool {
+        self.committed_txn.load(AtomicOrdering::Acquire) > self.synced_txn()
+    }
+
     /// The newest transaction number durable in LMDB.
     pub fn synced_txn(&self) -> u64 {
         self.synced_txn.load(AtomicOrdering::Acquire)

@@ -43,6 +43,9 @@ pub struct Record {
 }
 
 pub struct IntentLog {
+    /// Set while transactions taken from the index's queue are in no record
+    /// (a failed append or read-back): callers checkpoint until one succeeds.
+    pub needs_checkpoint: bool,
     file: File,
     capacity: u64,
     generation: u64,
@@ -98,7 +101,24 @@ impl IntentLog {
                 File::open(dir)?.sync_all()?;
             }
         }
-        Ok(IntentLog { file, capacity, generation: random_generation(), offset: 0, logged_txn: 0 })
+        let mut log = IntentLog {
+            needs_checkpoint: false,
+            file,
+            capacity,
+            generation: random_generation(),
+            offset: 0,
+            logged_txn: 0,
+        };
+        log.clear()?;
+        Ok(log)
+    }
+
+    /// Start over and make the log read as empty (its first frame zeroed):
+    /// after replay or a clean unmount, the next mount has nothing to redo.
+    pub fn clear(&mut self) -> io::Result<()> {
+        self.restart();
+        self.file.write_all_at(&[0u8; HEADER], 0)?;
+        self.file.sync_data()
     }
 
     /// Newest transaction written since the last restart (0: none).
@@ -259,6 +279,22 @@ mod tests {
         f.write_all_at(&[0xff], end_of_first + HEADER as u64 + 2).unwrap();
         let found = IntentLog::read(&path).unwrap();
         assert_eq!(nos(&found), vec![6]);
+    }
+
+    #[test]
+    fn a_cleared_log_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intent.log");
+        let mut log = IntentLog::create(&path, 1 << 20).unwrap();
+        assert!(log.append(&rec(&[1])).unwrap());
+        drop(log);
+        assert_eq!(IntentLog::read(&path).unwrap().len(), 1);
+        // Opening for appends clears what replay has applied.
+        let mut log = IntentLog::create(&path, 1 << 20).unwrap();
+        assert!(IntentLog::read(&path).unwrap().is_empty());
+        assert!(log.append(&rec(&[2])).unwrap());
+        log.clear().unwrap();
+        assert!(IntentLog::read(&path).unwrap().is_empty());
     }
 
     #[test]

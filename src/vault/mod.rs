@@ -347,7 +347,17 @@ impl Vault {
             .map_err(|e| Error::Repo(format!("cannot read the intent log {}: {e}", path.display())))?;
         let intent_log::Replay { txns, blobs, gap } = intent_log::to_replay(records, meta.stored_txn()?);
         if gap {
-            tracing::error!("the intent log skips transactions after the index's newest; replayed up to the gap");
+            tracing::error!(
+                "the intent log skips transactions after the index's newest; replayed up to the gap, \
+                 log kept as intent-gap-<secs>.log"
+            );
+        }
+        if gap {
+            // Keep the evidence: the log is cleared below.
+            let kept = cache_dir.join(format!("intent-gap-{}.log", Timespec::now().secs));
+            if let Err(e) = std::fs::copy(&path, &kept) {
+                tracing::error!(error = %e, "cannot keep a copy of the intent log");
+            }
         }
         if !txns.is_empty() || !blobs.is_empty() {
             let restored = restore_staged(&cache_dir.join("staging"), &blobs)?;
@@ -370,28 +380,39 @@ impl Vault {
         let Some(log) = &self.intent else { return self.checkpoint() };
         let target = self.meta.last_txn();
         let mut log = log.lock();
-        if target <= log.logged_txn().max(self.meta.synced_txn()) {
+        let done = |log: &IntentLog| target <= log.logged_txn().max(self.meta.synced_txn());
+        if done(&log) {
             return Ok(());
+        }
+        if log.needs_checkpoint {
+            return self.checkpoint_locked(&mut log);
         }
         // Transactions first, then envelopes: every envelope a taken
         // transaction references was stored before it, so it is taken too.
         let txns = self.meta.take_unlogged();
         if txns.is_empty() {
-            return Ok(()); // a checkpoint made them durable meanwhile
+            // The metadata-journal upload synced them meanwhile (or a bug
+            // lost them: a checkpoint covers both).
+            return if done(&log) { Ok(()) } else { self.checkpoint_locked(&mut log) };
         }
+        // From here on the taken transactions are in no queue: until a record
+        // or a checkpoint holds them, every caller must checkpoint.
+        log.needs_checkpoint = true;
         let store = self.chunks.store();
-        let blobs = match store.take_unlogged(intent_log::INLINE_MAX)? {
-            Some(blobs) => blobs,
-            None => {
-                store.sync()?;
-                Vec::new()
+        let blobs = match store.take_unlogged(intent_log::INLINE_MAX) {
+            Ok(Some(blobs)) => Some(blobs),
+            Ok(None) => store.sync().ok().map(|()| Vec::new()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read back staged envelopes; checkpointing instead");
+                None
             }
         };
-        if log.logged_txn() <= self.meta.synced_txn() {
-            log.restart();
-        }
+        let Some(blobs) = blobs else { return self.checkpoint_locked(&mut log) };
         match log.append(&intent_log::Record { txns, blobs }) {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                log.needs_checkpoint = false;
+                Ok(())
+            }
             Ok(false) => self.checkpoint_locked(&mut log),
             Err(e) => {
                 tracing::warn!(error = %e, "intent log write failed; checkpointing instead");
@@ -409,11 +430,18 @@ impl Vault {
         }
     }
 
+    /// The log restarts only here, with the log locked: after the packs are
+    /// synced (the log may be the only durable copy of envelopes a
+    /// transaction synced by the metadata upload references) and LMDB is
+    /// synced past every transaction the log holds.
     fn checkpoint_locked(&self, log: &mut IntentLog) -> Result<()> {
+        log.needs_checkpoint = true;
+        self.chunks.store().sync()?;
         self.meta.sync()?;
         if log.logged_txn() <= self.meta.synced_txn() {
             log.restart();
         }
+        log.needs_checkpoint = false;
         Ok(())
     }
 
@@ -965,7 +993,9 @@ impl Vault {
     /// deferred change that touched it alone (its creation by this handle,
     /// a chmod).
     fn sync_file(&self, ino: u64, st: &mut FileState) -> Result<()> {
-        if st.unsynced || self.meta.inode_deferred(ino) {
+        // A commit made by another write (not synced) may hold this file's
+        // creation or attributes: make that durable too.
+        if st.unsynced || self.meta.inode_deferred(ino) || self.meta.commit_unsynced() {
             self.durable()?;
             st.unsynced = false;
         }
@@ -1486,6 +1516,14 @@ impl Vault {
         }
         self.chunks.store().sync()?;
         self.checkpoint()?;
+        if let Some(log) = &self.intent {
+            let mut log = log.lock();
+            // The checkpoint restarted it (everything is durable in LMDB):
+            // clear it, so the next mount has nothing to replay.
+            if log.logged_txn() == 0 {
+                log.clear().map_err(Error::from_io)?;
+            }
+        }
         if let Err(e) = self.chunks.store().shutdown() {
             first_err.get_or_insert(e);
         }
