@@ -644,6 +644,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "metadata:       root generation {} (+{} transactions awaiting upload)",
                     s.metadata_generation, s.metadata_backlog
                 );
+                if s.unapplied_transactions > 0 {
+                    println!(
+                        "intent log:     {} transactions not yet in the index (not counted above; a mounted vault \
+                         checkpoints them within about a second, after an unclean stop the next mount applies them)",
+                        s.unapplied_transactions
+                    );
+                }
                 if s.locked_records > 0 {
                     println!(
                         "locked:         {} records in locked vault folders (not counted above; logical bytes from chunk references)",
@@ -829,6 +836,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
             } else {
+                if report.unapplied_transactions > 0 {
+                    println!(
+                        "note: {} transactions in the intent log are not yet in the index and were not checked \
+                         (a mounted vault checkpoints them within about a second; after an unclean stop, mount once)",
+                        report.unapplied_transactions
+                    );
+                }
                 for f in &report.findings {
                     println!("DAMAGED {}: {}", f.object, f.problem);
                     for file in &f.files {

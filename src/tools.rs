@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::metadata::cloud::{self, MetaKeys};
 use crate::metadata::{ChunkEntry, FileKind, Metadata};
 use crate::repo::Repo;
-use crate::vault::ROOT_INO;
+use crate::vault::{ROOT_INO, Vault};
 
 #[derive(Serialize, Debug)]
 pub struct Stats {
@@ -41,6 +41,10 @@ pub struct Stats {
     pub metadata_generation: u64,
     /// Committed metadata transactions not yet in the store's journal.
     pub metadata_backlog: u64,
+    /// Transactions in the fog node's intent log not yet in its index (a
+    /// live mount's last second, or an unclean stop: the next mount applies
+    /// them); not counted above.
+    pub unapplied_transactions: u64,
 }
 
 fn open_meta(repo: &Repo, cache_dir: &Path) -> Result<Metadata> {
@@ -105,6 +109,7 @@ pub fn stats(repo: &Repo, cache_dir: &Path) -> Result<Stats> {
         upload_backlog_packs: staged.len() as u64,
         metadata_generation: generation,
         metadata_backlog: committed.saturating_sub(uploaded),
+        unapplied_transactions: Vault::unapplied_intents(&meta, cache_dir)?,
     })
 }
 
@@ -124,6 +129,9 @@ pub struct VerifyReport {
     /// Blocks challenged by `--sample`.
     pub samples_checked: u64,
     pub findings: Vec<Finding>,
+    /// Transactions in the intent log not yet in the index (see `Stats`):
+    /// what they reference was not checked.
+    pub unapplied_transactions: u64,
 }
 
 /// Check that every pack the index needs is present and authentic; with
@@ -173,6 +181,7 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
         ));
     }
     report.findings.extend(findings_for(&meta, bad)?);
+    report.unapplied_transactions = Vault::unapplied_intents(&meta, cache_dir)?;
     Ok(report)
 }
 

@@ -475,6 +475,9 @@ fn closed_files_survive_losing_the_unsynced_pack_pages() {
     }
     let Harness { repo, cache, vault, .. } = h;
     drop(vault); // the crash
+    // Tools reading the index alone say what the intent log still holds.
+    let before = fogvault::tools::stats(&repo, &cache).unwrap();
+    assert!(before.unapplied_transactions >= 40, "unapplied: {}", before.unapplied_transactions);
     let mut zeroed = 0;
     for e in std::fs::read_dir(cache.join("staging")).unwrap() {
         let p = e.unwrap().path();
@@ -499,4 +502,6 @@ fn closed_files_survive_losing_the_unsynced_pack_pages() {
     drop(v);
     let report = fogvault::tools::verify(&repo, &cache, true, |_, _| {}).unwrap();
     assert!(report.findings.is_empty(), "verify after the crash: {:?}", report.findings);
+    assert_eq!(report.unapplied_transactions, 0, "the remount applied and cleared the log");
+    assert_eq!(fogvault::tools::stats(&repo, &cache).unwrap().files, 40);
 }

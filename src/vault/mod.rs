@@ -373,6 +373,15 @@ impl Vault {
         }
     }
 
+    /// Transactions the intent log in `cache_dir` holds beyond what `meta`
+    /// (that cache's index) has: a vault stopped uncleanly, or one mounted
+    /// now. The next mount applies them; tools reading the index alone do
+    /// not see them.
+    pub fn unapplied_intents(meta: &Metadata, cache_dir: &Path) -> Result<u64> {
+        let records = IntentLog::read(&cache_dir.join("intent.log")).map_err(Error::from_io)?;
+        Ok(intent_log::to_replay(records, meta.stored_txn()?).txns.len() as u64)
+    }
+
     /// Make every change so far durable: one intent-log record holding the
     /// transactions and envelopes not yet durable, with a single fdatasync
     /// (concurrent callers share it). Falls back to a checkpoint.
