@@ -279,7 +279,7 @@ impl Metadata {
             synced_txn: AtomicU64::new(0),
             barrier: OnceLock::new(),
         };
-        let stored = m.read(|tx| tx.local_seq(INTENT_TXN))?;
+        let stored = m.stored_txn()?;
         m.txns.get_mut().next = stored + 1;
         *m.committed_txn.get_mut() = stored;
         *m.synced_txn.get_mut() = stored;
@@ -480,18 +480,19 @@ impl Metadata {
         if own {
             // Numbered (and queued for the intent log) only once committed:
             // a failed commit must not be replayed.
-            self.number(tx.log.split_off(flushed));
+            self.number(|| tx.log.split_off(flushed));
         }
         Ok(out)
     }
 
-    /// Give the next transaction number to `changes` (under the writer lock).
-    fn number(&self, changes: Vec<Change>) {
+    /// Give the next transaction number to `changes` (under the writer lock);
+    /// they are only built if an intent log will take them.
+    fn number(&self, changes: impl FnOnce() -> Vec<Change>) {
         let mut t = self.txns.lock();
         let no = t.next;
         t.next += 1;
         if t.enabled {
-            t.unlogged.push_back((no, changes));
+            t.unlogged.push_back((no, changes()));
         }
     }
 
@@ -510,7 +511,7 @@ impl Metadata {
         drop(deferred);
         let staged = staged.unwrap_or_default();
         if !staged.is_empty() {
-            self.number(staged.to_changes());
+            self.number(|| staged.to_changes());
         }
         let full = {
             let mut d = self.deferred.write();

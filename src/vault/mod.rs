@@ -351,8 +351,6 @@ impl Vault {
                 "the intent log skips transactions after the index's newest; replayed up to the gap, \
                  log kept as intent-gap-<secs>.log"
             );
-        }
-        if gap {
             // Keep the evidence: the log is cleared below.
             let kept = cache_dir.join(format!("intent-gap-{}.log", Timespec::now().secs));
             if let Err(e) = std::fs::copy(&path, &kept) {
@@ -430,12 +428,15 @@ impl Vault {
         }
     }
 
-    /// Sync the packs, commit the in-memory overlay to LMDB and sync it: every
-    /// intent-log record is obsolete then, and the log starts over.
+    /// Sync the staged packs, commit the in-memory overlay to LMDB and sync
+    /// it: every intent-log record is obsolete then, and the log starts over.
     fn checkpoint(&self) -> Result<()> {
         match &self.intent {
             Some(log) => self.checkpoint_locked(&mut log.lock()),
-            None => self.meta.sync(),
+            None => {
+                self.chunks.store().sync()?;
+                self.meta.sync()
+            }
         }
     }
 
@@ -1502,7 +1503,6 @@ impl Vault {
                 st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
             }
         }
-        self.chunks.store().sync()?;
         self.checkpoint()
     }
 
@@ -1523,7 +1523,6 @@ impl Vault {
                 first_err.get_or_insert(e);
             }
         }
-        self.chunks.store().sync()?;
         self.checkpoint()?;
         if let Some(log) = &self.intent {
             let mut log = log.lock();
