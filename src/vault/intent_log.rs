@@ -9,25 +9,39 @@
 //! offset 0. The file is written full of zeros once, so an append overwrites
 //! allocated blocks and its fdatasync flushes data only (no journal commit).
 //!
-//! Frame (little-endian): magic `FVIL` | generation u64 | payload length u32
-//! | BLAKE3(generation ‖ payload)[..16] | payload (postcard [`Record`]). Each
-//! restart at offset 0 takes a fresh random generation: replay reads frames
-//! of the generation found at offset 0 and stops at the first frame that is
-//! torn, of another generation, or not the next transactions in order.
+//! Appends go through `O_DIRECT | O_DSYNC` where the filesystem allows it:
+//! the write returns once the device has the bytes, with no page-cache
+//! writeback before the flush (44 against 96 µs per append on the test
+//! host). Direct I/O wants aligned memory, offsets and lengths, so every
+//! frame starts on a 4 KiB boundary and is padded with zeros to one.
+//!
+//! Frame (little-endian): magic `FVL2` | generation u64 | payload length u32
+//! | BLAKE3(generation ‖ payload)[..16] | payload (postcard [`Record`]) |
+//! zeros to the next 4 KiB. Each restart at offset 0 takes a fresh random
+//! generation: replay reads frames of the generation found at offset 0 and
+//! stops at the first frame that is torn, of another generation, or not the
+//! next transactions in order. Frames with magic `FVIL` (before direct I/O)
+//! are read too; they follow each other without padding.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
+use memmap2::MmapMut;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk_store::StagedBytes;
 use crate::crypto;
 use crate::metadata::Change;
 
-const MAGIC: &[u8; 4] = b"FVIL";
+const MAGIC: &[u8; 4] = b"FVL2";
+/// Frames written before direct I/O: unpadded, back to back.
+const MAGIC_PACKED: &[u8; 4] = b"FVIL";
 const HEADER: usize = 4 + 8 + 4 + 16;
+/// Frame alignment: a page, which satisfies direct I/O on every common
+/// device (512-byte and 4 KiB sectors).
+const ALIGN: usize = 4096;
 /// Room for about ten seconds of small-file writes between checkpoints.
 pub const CAPACITY: u64 = 32 << 20;
 /// Envelopes of at most this many bytes ride in a record; more are synced in
@@ -47,6 +61,11 @@ pub struct IntentLog {
     /// (a failed append or read-back): callers checkpoint until one succeeds.
     pub needs_checkpoint: bool,
     file: File,
+    /// `file` is opened `O_DIRECT | O_DSYNC`: a write is durable when it
+    /// returns. Otherwise each write is followed by an fdatasync.
+    direct: bool,
+    /// Page-aligned staging for a frame (direct I/O reads user memory).
+    frame: MmapMut,
     capacity: u64,
     generation: u64,
     offset: u64,
@@ -101,9 +120,19 @@ impl IntentLog {
                 File::open(dir)?.sync_all()?;
             }
         }
+        let direct_file =
+            OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT | libc::O_DSYNC).open(path);
+        let (file, direct) = match direct_file {
+            Ok(f) => (f, true),
+            // EINVAL: this filesystem has no direct I/O; write and fdatasync.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (file, false),
+            Err(e) => return Err(e),
+        };
         let mut log = IntentLog {
             needs_checkpoint: false,
             file,
+            direct,
+            frame: MmapMut::map_anon(ALIGN)?,
             capacity,
             generation: random_generation(),
             offset: 0,
@@ -117,8 +146,18 @@ impl IntentLog {
     /// after replay or a clean unmount, the next mount has nothing to redo.
     pub fn clear(&mut self) -> io::Result<()> {
         self.restart();
-        self.file.write_all_at(&[0u8; HEADER], 0)?;
-        self.file.sync_data()
+        self.frame[..ALIGN].fill(0);
+        self.write_frame(ALIGN, 0)
+    }
+
+    /// Write the first `len` bytes of the staging buffer at `offset`
+    /// (both multiples of [`ALIGN`]) and make them durable.
+    fn write_frame(&self, len: usize, offset: u64) -> io::Result<()> {
+        self.file.write_all_at(&self.frame[..len], offset)?;
+        if !self.direct {
+            self.file.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Newest transaction written since the last restart (0: none).
@@ -137,19 +176,23 @@ impl IntentLog {
     /// caller checkpoints and restarts the log instead).
     pub fn append(&mut self, rec: &Record) -> io::Result<bool> {
         let payload = postcard::to_allocvec(rec).map_err(io::Error::other)?;
-        let len = (HEADER + payload.len()) as u64;
-        if self.offset + len > self.capacity || payload.len() > u32::MAX as usize {
+        let len = HEADER + payload.len();
+        let padded = len.next_multiple_of(ALIGN);
+        if self.offset + padded as u64 > self.capacity || payload.len() > u32::MAX as usize {
             return Ok(false);
         }
-        let mut frame = Vec::with_capacity(len as usize);
-        frame.extend_from_slice(MAGIC);
-        frame.extend_from_slice(&self.generation.to_le_bytes());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&checksum(self.generation, &payload));
-        frame.extend_from_slice(&payload);
-        self.file.write_all_at(&frame, self.offset)?;
-        self.file.sync_data()?;
-        self.offset += len;
+        if self.frame.len() < padded {
+            self.frame = MmapMut::map_anon(padded.next_power_of_two())?;
+        }
+        let f = &mut self.frame[..padded];
+        f[..4].copy_from_slice(MAGIC);
+        f[4..12].copy_from_slice(&self.generation.to_le_bytes());
+        f[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        f[16..HEADER].copy_from_slice(&checksum(self.generation, &payload));
+        f[HEADER..len].copy_from_slice(&payload);
+        f[len..].fill(0);
+        self.write_frame(padded, self.offset)?;
+        self.offset += padded as u64;
         if let Some((no, _)) = rec.txns.last() {
             self.logged_txn = self.logged_txn.max(*no);
         }
@@ -162,9 +205,14 @@ fn read_records(file: &File, end: u64) -> Vec<Record> {
     let mut out = Vec::new();
     let mut at = 0u64;
     let mut generation = None;
+    let mut magic = None;
     let mut header = [0u8; HEADER];
     while at + HEADER as u64 <= end {
-        if file.read_exact_at(&mut header, at).is_err() || &header[..4] != MAGIC {
+        if file.read_exact_at(&mut header, at).is_err() {
+            break;
+        }
+        let this: [u8; 4] = header[..4].try_into().expect("4 bytes");
+        if (&this != MAGIC && &this != MAGIC_PACKED) || *magic.get_or_insert(this) != this {
             break;
         }
         let gen_here = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
@@ -186,6 +234,9 @@ fn read_records(file: &File, end: u64) -> Vec<Record> {
             Err(_) => break,
         }
         at += HEADER as u64 + len;
+        if &this == MAGIC {
+            at = at.next_multiple_of(ALIGN as u64);
+        }
     }
     out
 }
@@ -300,13 +351,38 @@ mod tests {
     #[test]
     fn a_full_log_refuses_the_append() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = IntentLog::create(&dir.path().join("l"), 200).unwrap();
+        let mut log = IntentLog::create(&dir.path().join("l"), 3 * ALIGN as u64).unwrap();
         assert!(log.append(&rec(&[1])).unwrap());
         let mut big = rec(&[2]);
-        big.blobs[0].bytes = vec![9; 300];
+        big.blobs[0].bytes = vec![9; 2 * ALIGN];
         assert!(!log.append(&big).unwrap());
         log.restart();
-        assert!(log.append(&rec(&[2])).unwrap());
+        assert!(log.append(&big).unwrap());
+        drop(log);
+        assert_eq!(IntentLog::read(&dir.path().join("l")).unwrap()[0].blobs[0].bytes, vec![9; 2 * ALIGN]);
+    }
+
+    #[test]
+    fn frames_are_aligned_and_packed_frames_of_the_old_format_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intent.log");
+        let mut log = IntentLog::create(&path, 1 << 20).unwrap();
+        assert!(log.append(&rec(&[1])).unwrap());
+        assert_eq!(log.offset, ALIGN as u64);
+        drop(log);
+        // Two unpadded frames as session 9 wrote them.
+        let mut old = Vec::new();
+        for n in [1u64, 2] {
+            let payload = postcard::to_allocvec(&rec(&[n])).unwrap();
+            old.extend_from_slice(MAGIC_PACKED);
+            old.extend_from_slice(&5u64.to_le_bytes());
+            old.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            old.extend_from_slice(&checksum(5, &payload));
+            old.extend_from_slice(&payload);
+        }
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&old, 0).unwrap();
+        assert_eq!(nos(&IntentLog::read(&path).unwrap()), vec![1, 2]);
     }
 
     #[test]
