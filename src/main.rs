@@ -91,6 +91,10 @@ enum Cmd {
         /// Metadata journal objects in the cloud between compacted snapshots.
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
         snapshot_every: u64,
+        /// Audit records already in the store that the fog node also keeps on
+        /// its disk (e.g. 256M, 10G); older ones are read from the store.
+        #[arg(long, value_parser = parse_size, default_value = "256M")]
+        audit_keep_local: u64,
     },
     /// Reclaim the space of deleted data: drop dead chunks, delete or repack
     /// packs that are mostly dead. Runs inside the mount if one serves --cache.
@@ -439,6 +443,7 @@ fn start_audit(
     r: &Repo,
     dir: &Path,
     vault: &Arc<Vault>,
+    keep_local: u64,
 ) -> Result<(Arc<fogvault::audit::Auditor>, fogvault::audit::cloud::Uploader), Error> {
     use fogvault::audit::{AuditKeys, AuditLog, Auditor, Monitor, Op, cloud};
     let log = AuditLog::open(dir, AuditKeys::new(&r.keys.audit, &r.repo_id), cloud::uploaded_point(dir))?;
@@ -447,7 +452,8 @@ fn start_audit(
         Some(a) => cloud::Signer::Ibs { key: Box::new(a.fog.clone()), mpk: a.mpk },
         None => cloud::Signer::Mac(r.keys.audit.clone()),
     };
-    let upload = cloud::Uploader::start(dir, auditor.log_handle(), Arc::clone(&r.backend), signer, &r.repo_id)?;
+    let upload =
+        cloud::Uploader::start(dir, auditor.log_handle(), Arc::clone(&r.backend), signer, &r.repo_id, keep_local)?;
     if cfg!(feature = "bench-no-audit") {
         eprintln!("fogvault: WARNING: built with bench-no-audit: file operations are not audited");
         auditor.record(0, Op::Alert, 0, None, Some("audit disabled: bench-no-audit build"))?;
@@ -574,7 +580,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Cmd::Mount { repo, mountpoint, cache, allow_other, journal_limit, snapshot_every } => {
+        Cmd::Mount { repo, mountpoint, cache, allow_other, journal_limit, snapshot_every, audit_keep_local } => {
             check_mountpoint(&mountpoint)?;
             let r = unlock(&repo)?;
             let dir = cache_dir(&r, cache);
@@ -582,7 +588,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let opts = VaultOptions { journal_limit, snapshot_every, ..VaultOptions::default() };
             let vault = Arc::new(Vault::open_with(&r, &dir, owner, opts)?);
             let _maintenance = fogvault::maintenance::serve(Arc::clone(&vault), &dir)?;
-            let (auditor, audit_upload) = start_audit(&r, &dir, &vault)?;
+            let (auditor, audit_upload) = start_audit(&r, &dir, &vault, audit_keep_local)?;
             let flusher = Arc::clone(&vault);
             std::thread::Builder::new().name("fogvault-flush".into()).spawn(move || {
                 for tick in 1u64.. {
@@ -707,8 +713,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
                 } else {
+                    let kept = if v.local_first > 1 {
+                        format!(" (from record {}; older ones in the store only)", v.local_first)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "audit log: {} records on the fog node, {} in the store, {} signed checkpoints",
+                        "audit log: {} records on the fog node{kept}, {} in the store, {} signed checkpoints",
                         v.local_records, v.store_records, v.checkpoints
                     );
                     for p in &v.problems {
@@ -723,10 +734,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
                 return Ok(());
             }
-            let records = match read::read_local(&dir, &keys)? {
-                Some((recs, _)) => recs,
-                None => read::read_store(&r.backend, &keys)?.0,
-            };
+            let records = read::read_all(&dir, &r.backend, &keys)?;
             let filter = read::Filter { since_ms: since.map(|s| s * 1000), user, patient };
             let shown: Vec<&fogvault::audit::Record> =
                 records.iter().map(|(r, _)| r).filter(|r| filter.keeps(r)).collect();

@@ -118,19 +118,47 @@ impl Checker {
 /// written by that daemon, and are in the store, so `AuditLog::open` starts
 /// checking there (`audit --verify` compares both copies in full).
 pub fn uploaded_point(cache_dir: &Path) -> log::Resume {
-    let u = load_uploaded(&state_path(cache_dir));
-    let head = u.head.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| h.try_into().ok());
-    log::Resume { offset: u.offset, seq: u.seq, head }
+    let uploaded = load_point(&state_path(cache_dir));
+    let base = local_base(cache_dir);
+    if uploaded.offset < base.offset { base } else { uploaded }
+}
+
+/// Where the fog node's copy of the log begins: the frames before it are
+/// in the store only (their disk space was given back, see `trim_local`;
+/// file offsets stay as they were). Record `seq` is the last one given up
+/// and `head` its hash, which pins the store's older part to this copy.
+pub fn local_base(cache_dir: &Path) -> log::Resume {
+    load_point(&base_path(cache_dir))
 }
 
 fn state_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("audit").join("uploaded")
 }
 
-fn load_uploaded(path: &Path) -> Uploaded {
-    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+fn base_path(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("audit").join("base")
 }
 
+fn load_point(path: &Path) -> log::Resume {
+    let u: Uploaded = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let head = u.head.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| h.try_into().ok());
+    log::Resume { offset: u.offset, seq: u.seq, head }
+}
+
+/// Replace the point file at `path` atomically and durably.
+fn save_point(path: &Path, p: &log::Resume) -> Result<()> {
+    let u = Uploaded { seq: p.seq, offset: p.offset, head: p.head.map(hex::encode) };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&u).expect("state serializes"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The JSON of a point file (`audit/uploaded`, `audit/base`).
 #[derive(Serialize, Deserialize, Default, Clone)]
 struct Uploaded {
     /// Last record in the store, and where the next frame starts in the file.
@@ -152,8 +180,11 @@ pub struct Uploader {
 }
 
 struct Inner {
+    cache_dir: PathBuf,
     log_path: PathBuf,
     state_path: PathBuf,
+    /// Bytes of uploaded records the fog node keeps on its own disk.
+    keep_local: u64,
     backend: Arc<Backend>,
     signer: Signer,
     repo_id: String,
@@ -171,10 +202,13 @@ impl Uploader {
         backend: Arc<Backend>,
         signer: Signer,
         repo_id: &str,
+        keep_local: u64,
     ) -> Result<Self> {
         let inner = Arc::new(Inner {
+            cache_dir: cache_dir.to_path_buf(),
             log_path: log::log_path(cache_dir),
             state_path: state_path(cache_dir),
+            keep_local,
             backend,
             signer,
             repo_id: repo_id.to_string(),
@@ -216,25 +250,13 @@ impl Uploader {
 }
 
 impl Inner {
-    fn load_state(&self) -> Uploaded {
-        load_uploaded(&self.state_path)
-    }
-
-    fn save_state(&self, u: &Uploaded) -> Result<()> {
-        let tmp = self.state_path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(u).expect("state serializes"))?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.state_path)?;
-        Ok(())
-    }
-
     fn upload(&self) -> Result<()> {
         let _one = self.busy.lock();
         // Only what this sync made durable: a segment in the store must never
         // hold a record that a machine crash could still take from the file.
         let end = self.log.sync()?.offset;
-        let mut done = self.load_state();
-        // Only the part after what is already in the store (the log grows for ever).
+        let mut done = uploaded_point(&self.cache_dir);
+        // Only the part after what is already in the store.
         if end < done.offset {
             return Err(Error::Integrity("the audit log is shorter than what was uploaded".into()));
         }
@@ -262,8 +284,45 @@ impl Inner {
         self.backend.put(&checkpoint_name(last), Bytes::from(signed))?;
         done.seq = last;
         done.offset += complete.len() as u64;
-        done.head = Some(hex::encode(head));
-        self.save_state(&done)
+        done.head = Some(head);
+        save_point(&self.state_path, &done)?;
+        if let Err(e) = self.trim_local(&done) {
+            tracing::warn!(error = %e, "cannot give back the disk space of uploaded audit records");
+        }
+        Ok(())
+    }
+
+    /// Give back the disk space of uploaded records older than the newest
+    /// `keep_local` bytes, in steps of at least an eighth of that: the new
+    /// base is saved first, then a hole is punched below it (offsets stay).
+    fn trim_local(&self, done: &log::Resume) -> Result<()> {
+        let base = local_base(&self.cache_dir);
+        let upto = done.offset.saturating_sub(self.keep_local);
+        if upto < base.offset + (self.keep_local / 8).max(64 << 10) {
+            return Ok(());
+        }
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&self.log_path)?;
+        let mut bytes = vec![0; (upto - base.offset) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, base.offset)?;
+        let (frames, _) = log::split_frames(&bytes);
+        let Some(last) = frames.last() else { return Ok(()) };
+        let given_up: u64 = frames.iter().map(|f| 4 + f.len() as u64).sum();
+        let new = log::Resume {
+            offset: base.offset + given_up,
+            seq: base.seq + frames.len() as u64,
+            head: Some(log::hash(last)),
+        };
+        save_point(&base_path(&self.cache_dir), &new)?;
+        // Whole pages below the base only: the page holding the base's first
+        // frame (and every later one, mapped for appends) is never touched.
+        let hole = new.offset & !4095;
+        if hole > 0 {
+            use nix::fcntl::{FallocateFlags, fallocate};
+            let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            fallocate(&file, punch, 0, hole as i64).map_err(|e| Error::from_io(e.into()))?;
+        }
+        tracing::info!(records = frames.len(), "gave back the disk space of uploaded audit records");
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 //! against the signed checkpoints.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use serde::Serialize;
@@ -15,15 +16,59 @@ use crate::error::Result;
 /// Records in chain order, each with the hash of its sealed bytes.
 pub type Chain = Vec<(Record, Hash)>;
 
-/// The fog node's log: the records of its valid prefix, and the first problem.
-pub fn read_local(cache_dir: &Path, keys: &AuditKeys) -> Result<Option<(Chain, Option<String>)>> {
-    let bytes = match std::fs::read(log::log_path(cache_dir)) {
-        Ok(b) => b,
+/// The fog node's copy of the log.
+pub struct Local {
+    /// Where it begins: records up to `base.seq` are in the store only.
+    pub base: log::Resume,
+    /// The records of its valid part, from `base.seq + 1`.
+    pub chain: Chain,
+    /// The first problem met.
+    pub problem: Option<String>,
+}
+
+impl Local {
+    /// Sequence number of the newest record it holds.
+    pub fn last_seq(&self) -> u64 {
+        self.base.seq + self.chain.len() as u64
+    }
+}
+
+/// The fog node's log from its base (`cloud::local_base`) on.
+pub fn read_local(cache_dir: &Path, keys: &AuditKeys) -> Result<Option<Local>> {
+    let mut file = match std::fs::File::open(log::log_path(cache_dir)) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    let base = cloud::local_base(cache_dir);
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(base.offset))?;
+    file.read_to_end(&mut bytes)?;
     let (frames, _torn) = log::split_frames(&bytes);
-    Ok(Some(log::check_chain(keys, &frames, 1, [0; 32])))
+    let (chain, problem) = log::check_chain(keys, &frames, base.seq + 1, base.head.unwrap_or([0; 32]));
+    Ok(Some(Local { base, chain, problem }))
+}
+
+/// The whole trail for showing: the store's records the fog node no longer
+/// keeps, then the fog node's own (the store's alone if the node has none).
+pub fn read_all(cache_dir: &Path, backend: &Backend, keys: &AuditKeys) -> Result<Chain> {
+    match read_local(cache_dir, keys)? {
+        Some(local) if local.base.seq == 0 => Ok(local.chain),
+        Some(local) => {
+            let mut all = read_store(backend, keys)?.0;
+            if (all.len() as u64) < local.base.seq {
+                tracing::warn!(
+                    have = all.len(),
+                    need = local.base.seq,
+                    "the store lacks older audit records; run `fogvault audit --verify`"
+                );
+            }
+            all.truncate(local.base.seq as usize);
+            all.extend(local.chain);
+            Ok(all)
+        }
+        None => Ok(read_store(backend, keys)?.0),
+    }
 }
 
 /// The store's copy: records of the contiguous, chained segments from 1,
@@ -69,6 +114,8 @@ pub fn read_store(backend: &Backend, keys: &AuditKeys) -> Result<(Chain, Vec<Str
 #[derive(Serialize, Debug, Default)]
 pub struct AuditVerify {
     pub local_records: u64,
+    /// First record the fog node keeps (older ones are in the store only).
+    pub local_first: u64,
     pub store_records: u64,
     pub checkpoints: u64,
     pub problems: Vec<String>,
@@ -81,10 +128,35 @@ pub fn verify(cache_dir: &Path, backend: &Backend, keys: &AuditKeys, checker: &C
     let (store, store_problems) = read_store(backend, keys)?;
     v.store_records = store.len() as u64;
     v.problems.extend(store_problems);
-    if let Some((recs, problem)) = &local {
-        v.local_records = recs.len() as u64;
-        if let Some(p) = problem {
+    if let Some(l) = &local {
+        v.local_records = l.chain.len() as u64;
+        v.local_first = l.base.seq + 1;
+        if let Some(p) = &l.problem {
             v.problems.push(format!("fog node's log: {p}"));
+        }
+        // The store must hold what the fog node uploaded (deleting every
+        // audit object from the store leaves no chain and no checkpoint to
+        // contradict, but the node knows how far its uploads went)...
+        let uploaded = cloud::uploaded_point(cache_dir).seq;
+        if (store.len() as u64) < uploaded {
+            v.problems.push(format!(
+                "store: the fog node uploaded records up to {uploaded} but the store's log ends at {} (records removed)",
+                store.len()
+            ));
+        }
+        // ...and, unchanged, the records the fog node gave up.
+        if l.base.seq > 0 {
+            match store.get(l.base.seq as usize - 1) {
+                Some((_, h)) if Some(*h) == l.base.head => {}
+                Some(_) => v
+                    .problems
+                    .push(format!("store: record {} differs from the one the fog node's log begins after", l.base.seq)),
+                None => v.problems.push(format!(
+                    "store: the fog node's log begins after record {} but the store's ends at {} (records removed)",
+                    l.base.seq,
+                    store.len()
+                )),
+            }
         }
     }
     // Every checkpoint must be authentic and match the store's chain.
@@ -105,10 +177,12 @@ pub fn verify(cache_dir: &Path, backend: &Backend, keys: &AuditKeys, checker: &C
             }
         };
         newest = newest.max(cp.last);
-        let matches = |recs: &[(Record, Hash)]| {
-            recs.get(cp.last as usize - 1).map(|(r, h)| r.seq == cp.last && hex::encode(h) == cp.head)
+        // `recs` starts at record `first`.
+        let matches = |recs: &[(Record, Hash)], first: u64| {
+            let i = cp.last.checked_sub(first)? as usize;
+            recs.get(i).map(|(r, h)| r.seq == cp.last && hex::encode(h) == cp.head)
         };
-        match matches(&store) {
+        match matches(&store, 1) {
             Some(true) => {}
             Some(false) => v.problems.push(format!("store: record {} differs from its signed checkpoint", cp.last)),
             None => v.problems.push(format!(
@@ -117,23 +191,23 @@ pub fn verify(cache_dir: &Path, backend: &Backend, keys: &AuditKeys, checker: &C
                 store.len()
             )),
         }
-        if let Some((recs, _)) = &local {
-            match matches(recs) {
+        if let Some(l) = local.as_ref().filter(|l| cp.last > l.base.seq) {
+            match matches(&l.chain, l.base.seq + 1) {
                 Some(true) => {}
                 Some(false) => {
                     v.problems.push(format!("fog node's log: record {} differs from its signed checkpoint", cp.last))
                 }
                 None => v.problems.push(format!(
                     "fog node's log ends at record {} but a signed checkpoint names record {} (records removed)",
-                    recs.len(),
+                    l.last_seq(),
                     cp.last
                 )),
             }
         }
     }
     // Both copies must agree where they overlap.
-    if let Some((recs, _)) = &local {
-        for ((a, ha), (_, hb)) in recs.iter().zip(store.iter()) {
+    if let Some(l) = &local {
+        for ((a, ha), (_, hb)) in l.chain.iter().zip(store.iter().skip(l.base.seq as usize)) {
             if ha != hb {
                 v.problems.push(format!("record {} differs between the fog node's log and the store's", a.seq));
                 break;

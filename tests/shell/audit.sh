@@ -181,3 +181,36 @@ print(f"  all {len(done)} completed create+read operations recorded")
 PY
 fv audit --repo "$repo" --cache "$d/cache" --verify >/dev/null || fail "verify after kill -9"
 pass "kill -9 during heavy access loses no record of a completed operation; the trail still verifies"
+
+# The fog node keeps only the newest uploaded records on its disk
+# (--audit-keep-local); older ones are read from the store, and the store's
+# copy is pinned to where the node's copy now begins.
+mount_vault "$d" --audit-keep-local 1K
+python3 - "$m" <<'PY'
+import os, sys
+root = sys.argv[1]
+for name in sorted(os.listdir(f"{root}/busy"))[:1500]:
+    with open(f"{root}/busy/{name}", "rb") as f:
+        f.read()
+PY
+sleep 3   # one upload tick
+unmount_vault "$d"
+[ -f "$d/cache/audit/base" ] || fail "no audit base after uploads with --audit-keep-local 1K"
+used_kib=$(du -k "$log" | cut -f1)
+size_kib=$(( $(stat -c %s "$log") / 1024 ))
+[ $((used_kib * 2)) -lt "$size_kib" ] || fail "the audit log still uses $used_kib of $size_kib KiB on disk"
+fv audit --repo "$repo" --cache "$d/cache" --verify > "$FV_TMP/v.trim" || { cat "$FV_TMP/v.trim"; fail "verify of a trimmed trail"; }
+grep -q "older ones in the store only" "$FV_TMP/v.trim" || { cat "$FV_TMP/v.trim"; fail "verify does not say where the node's copy begins"; }
+fv audit --repo "$repo" --cache "$d/cache" --json > "$FV_TMP/trimmed.json"
+python3 - "$FV_TMP/audit.json" "$FV_TMP/trimmed.json" <<'PY' || fail "audit shows a trimmed trail incompletely"
+import json, sys
+before, after = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert [r["seq"] for r in after] == list(range(1, len(after) + 1)), "sequence numbers are not 1..n"
+assert after[:len(before)] == before, "the records given up locally differ when read from the store"
+PY
+store_save "$d" audit/ "$FV_TMP/audit-objects"
+for name in $(store_ls "$d" audit/); do store_rm "$d" "$name"; done
+expect_caught "every audit object deleted from the store"
+store_restore "$d" audit/ "$FV_TMP/audit-objects"
+fv audit --repo "$repo" --cache "$d/cache" --verify >/dev/null || fail "verify after restoring the store's audit objects"
+pass "uploaded audit records leave the node's disk ($used_kib of $size_kib KiB used) and are read back from the store; a store that drops them is caught"
