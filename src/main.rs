@@ -437,6 +437,16 @@ fn unlock(repo_arg: &str) -> Result<Repo, Error> {
     repo::unlock(repo_arg, pass.as_bytes())
 }
 
+/// Who may sign the audit trail's checkpoints: the fog node's identity, or
+/// (a vault without an admin authority) a MAC key from the root secret.
+fn audit_checker(r: &Repo) -> fogvault::audit::cloud::Checker {
+    use fogvault::audit::cloud::Checker;
+    match &r.authority {
+        Some(a) => Checker::Ibs { mpk: a.mpk, fog_id: a.fog.id.clone() },
+        None => Checker::Mac(r.keys.audit.clone()),
+    }
+}
+
 /// The audit trail of a mount: log file, store copies with signed
 /// checkpoints, and the insider monitor, observing every vault operation.
 fn start_audit(
@@ -700,16 +710,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Cmd::Audit { repo, cache, verify, since, user, patient, json } => {
-            use fogvault::audit::{AuditKeys, cloud::Checker, read};
+            use fogvault::audit::{AuditKeys, read};
             let r = unlock(&repo)?;
             let dir = cache_dir(&r, cache);
             let keys = AuditKeys::new(&r.keys.audit, &r.repo_id);
             if verify {
-                let checker = match &r.authority {
-                    Some(a) => Checker::Ibs { mpk: a.mpk, fog_id: a.fog.id.clone() },
-                    None => Checker::Mac(r.keys.audit.clone()),
-                };
-                let v = read::verify(&dir, &r.backend, &keys, &checker)?;
+                let v = read::verify(&dir, &r.backend, &keys, &audit_checker(&r))?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
                 } else {
@@ -791,6 +797,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             })?;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
+            }
+            let audit_keys = fogvault::audit::AuditKeys::new(&r.keys.audit, &r.repo_id);
+            let trail = fogvault::audit::read::continue_store_chain(&dir, &r.backend, &audit_keys, &audit_checker(&r))?;
+            for p in &trail.problems {
+                eprintln!("warning: audit trail in the store: {p}");
+            }
+            if let Some(after) = trail.after {
+                eprintln!("the audit log continues the store's trail after record {after}");
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));

@@ -131,6 +131,14 @@ pub fn local_base(cache_dir: &Path) -> log::Resume {
     load_point(&base_path(cache_dir))
 }
 
+/// Make a fog node without a log of its own continue the store's chain
+/// after record `after.seq` (its file starts empty, at offset 0).
+pub fn start_after(cache_dir: &Path, after: &log::Resume) -> Result<()> {
+    std::fs::create_dir_all(cache_dir.join("audit"))?;
+    save_point(&base_path(cache_dir), after)?;
+    save_point(&state_path(cache_dir), after)
+}
+
 fn state_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("audit").join("uploaded")
 }

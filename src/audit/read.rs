@@ -111,6 +111,60 @@ pub fn read_store(backend: &Backend, keys: &AuditKeys) -> Result<(Chain, Vec<Str
     Ok((out, problems))
 }
 
+/// What `continue_store_chain` found.
+#[derive(Debug, Default)]
+pub struct Continued {
+    /// The new log's first record follows this one (`None`: the store holds no trail).
+    pub after: Option<u64>,
+    /// Problems of the store's trail (it is continued after them, never over them).
+    pub problems: Vec<String>,
+}
+
+/// A fog node rebuilt by `recover` (no log of its own) continues the
+/// store's trail instead of starting a second chain at record 1 over it:
+/// its log begins after the newest record the store holds, whichever is
+/// later of the end of the valid chain, any segment beyond a gap, and the
+/// newest authentic checkpoint. So no segment of the lost node is
+/// overwritten, and `audit --verify` checks the old records in the store.
+pub fn continue_store_chain(
+    cache_dir: &Path,
+    backend: &Backend,
+    keys: &AuditKeys,
+    checker: &Checker,
+) -> Result<Continued> {
+    if log::log_path(cache_dir).exists() {
+        return Ok(Continued::default());
+    }
+    let (chain, problems) = read_store(backend, keys)?;
+    let mut point: Option<(u64, Hash)> = chain.last().map(|(r, h)| (r.seq, *h));
+    let newer = |point: &Option<(u64, Hash)>, seq: u64| point.is_none_or(|(s, _)| seq > s);
+    for (name, _) in backend.list(cloud::SEGMENT_PREFIX)? {
+        let Some(first) = cloud::parse_seq(&name, cloud::SEGMENT_PREFIX) else { continue };
+        if !newer(&point, first) {
+            continue;
+        }
+        let Some(bytes) = backend.get(&name)? else { continue };
+        let (frames, _) = log::split_frames(&bytes);
+        if let Some(last) = frames.last() {
+            point = Some((first + frames.len() as u64 - 1, log::hash(last)));
+        }
+    }
+    for (name, _) in backend.list(cloud::CHECKPOINT_PREFIX)? {
+        let Some(last) = cloud::parse_seq(&name, cloud::CHECKPOINT_PREFIX) else { continue };
+        if !newer(&point, last) {
+            continue;
+        }
+        let Some(raw) = backend.get(&name)? else { continue };
+        let head = checker.open(&raw).ok().filter(|cp| cp.last == last).and_then(|cp| hex::decode(cp.head).ok());
+        if let Some(head) = head.and_then(|h| Hash::try_from(h).ok()) {
+            point = Some((last, head));
+        }
+    }
+    let Some((seq, head)) = point else { return Ok(Continued { after: None, problems }) };
+    cloud::start_after(cache_dir, &log::Resume { offset: 0, seq, head: Some(head) })?;
+    Ok(Continued { after: Some(seq), problems })
+}
+
 #[derive(Serialize, Debug, Default)]
 pub struct AuditVerify {
     pub local_records: u64,

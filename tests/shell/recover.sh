@@ -64,6 +64,7 @@ pass "vault of $FILES files written; root generation $gen1, snapshot in the stor
 
 # ---- the fog node is lost: rebuild from the store on an empty cache
 store_save "$d" meta/ "$FV_TMP/store-at-gen1"
+fv audit --repo "$(repo_of "$d")" --cache "$d/cache" --json > "$FV_TMP/audit-before.json"
 rm -rf "$d/cache"
 fv recover --repo "$(repo_of "$d")" --cache "$d/cache" > "$FV_TMP/recover.out" || fail "recover failed"
 grep -c "recovered" "$FV_TMP/recover.out" >/dev/null || fail "recover printed no summary"
@@ -79,6 +80,20 @@ rm -r "$m/patients/p003"
 listing "$m" "$FV_TMP/orig2"
 unmount_vault "$d"
 fv verify --repo "$(repo_of "$d")" --cache "$d/cache" >/dev/null || fail "verify fails after recovery"
+# The recovered node continues the store's audit chain instead of starting
+# a new one over it.
+fv audit --repo "$(repo_of "$d")" --cache "$d/cache" --verify > "$FV_TMP/audit-verify" \
+    || { cat "$FV_TMP/audit-verify"; fail "audit --verify fails after recovery"; }
+fv audit --repo "$(repo_of "$d")" --cache "$d/cache" --json > "$FV_TMP/audit-after.json"
+python3 - "$FV_TMP/audit-before.json" "$FV_TMP/audit-after.json" <<'PY' || fail "the audit trail lost history across recovery"
+import json, sys
+before, after = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert before, "no audit records before the loss"
+assert [r["seq"] for r in after] == list(range(1, len(after) + 1)), "sequence numbers are not 1..n"
+assert after[:len(before)] == before, "records from before the loss changed or vanished"
+assert any(r["op"] == "create" and (r["path"] or "").endswith("/new.txt") for r in after[len(before):]), \
+    "the recovered node's own records are missing"
+PY
 gen2=$(generation "$d")
 [ "$gen2" -gt "$gen1" ] || fail "root generation did not grow ($gen1 -> $gen2)"
 fv recover --repo "$(repo_of "$d")" --cache "$d/cache2" >/dev/null || fail "second recover failed"
