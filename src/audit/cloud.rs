@@ -3,6 +3,8 @@
 //! each, a checkpoint (`audit/checkpoint/<last seq>`) naming the chain's
 //! head, signed by the fog node's identity key (Cha–Cheon) or, in a vault
 //! without an admin authority, MACed under a key from the root secret.
+//! When the fog node gives back the disk space of old records, their small
+//! segments become one and the checkpoints inside it but the last go.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -301,8 +303,14 @@ impl Inner {
     }
 
     /// Give back the disk space of uploaded records older than the newest
-    /// `keep_local` bytes, in steps of at least an eighth of that: the new
-    /// base is saved first, then a hole is punched below it (offsets stay).
+    /// `keep_local` bytes, in steps of at least an eighth of that. The part
+    /// given back ends where a store segment ends, and first becomes one
+    /// segment in the store: written under the name of its first small
+    /// segment (readers skip the others as shorter copies), then the others
+    /// and every checkpoint inside the range but its last are deleted. Then
+    /// the new base is saved and a hole punched below it (offsets stay). A
+    /// crash anywhere in between leaves a readable trail; the next trim
+    /// redoes the step.
     fn trim_local(&self, done: &log::Resume) -> Result<()> {
         let base = local_base(&self.cache_dir);
         let upto = done.offset.saturating_sub(self.keep_local);
@@ -313,12 +321,32 @@ impl Inner {
         let mut bytes = vec![0; (upto - base.offset) as usize];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, base.offset)?;
         let (frames, _) = log::split_frames(&bytes);
-        let Some(last) = frames.last() else { return Ok(()) };
+        let first = base.seq + 1;
+        // Store segments that start inside what may be given up (or right after it).
+        let starts: Vec<u64> = self
+            .backend
+            .list(SEGMENT_PREFIX)?
+            .iter()
+            .filter_map(|(name, _)| parse_seq(name, SEGMENT_PREFIX))
+            .filter(|&f| f > first && f <= first + frames.len() as u64)
+            .collect();
+        let Some(&next) = starts.iter().max() else { return Ok(()) };
+        let frames = &frames[..(next - first) as usize];
+        let last = next - 1;
         let given_up: u64 = frames.iter().map(|f| 4 + f.len() as u64).sum();
+        self.backend.put(&segment_name(first), Bytes::copy_from_slice(&bytes[..given_up as usize]))?;
+        for f in starts.iter().filter(|&&f| f < next) {
+            self.backend.delete(&segment_name(*f))?;
+        }
+        for (name, _) in self.backend.list(CHECKPOINT_PREFIX)? {
+            if parse_seq(&name, CHECKPOINT_PREFIX).is_some_and(|l| l >= first && l < last) {
+                self.backend.delete(&name)?;
+            }
+        }
         let new = log::Resume {
             offset: base.offset + given_up,
-            seq: base.seq + frames.len() as u64,
-            head: Some(log::hash(last)),
+            seq: last,
+            head: Some(log::hash(frames.last().expect("at least one frame: next > first"))),
         };
         save_point(&base_path(&self.cache_dir), &new)?;
         // Whole pages below the base only: the page holding the base's first

@@ -185,7 +185,11 @@ pass "kill -9 during heavy access loses no record of a completed operation; the 
 # The fog node keeps only the newest uploaded records on its disk
 # (--audit-keep-local); older ones are read from the store, and the store's
 # copy is pinned to where the node's copy now begins.
+segs_before=$(store_ls "$d" audit/seg/ | wc -l)
+[ "$segs_before" -ge 3 ] || fail "only $segs_before audit segments in the store before the trim test"
+export FOGVAULT_LOG=warn,fogvault::audit=info   # the mount log counts the trim steps
 mount_vault "$d" --audit-keep-local 1K
+unset FOGVAULT_LOG
 python3 - "$m" <<'PY'
 import os, sys
 root = sys.argv[1]
@@ -199,6 +203,16 @@ unmount_vault "$d"
 used_kib=$(du -k "$log" | cut -f1)
 size_kib=$(( $(stat -c %s "$log") / 1024 ))
 [ $((used_kib * 2)) -lt "$size_kib" ] || fail "the audit log still uses $used_kib of $size_kib KiB on disk"
+# The store's segments and checkpoints below the base are merged: one per trim step.
+base_seq=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seq"])' "$d/cache/audit/base")
+below() { # below PREFIX → objects under PREFIX named by a sequence number <= the base's
+    local n=0 name
+    for name in $(store_ls "$d" "$1"); do [ $((16#${name##*/})) -le "$base_seq" ] && n=$((n + 1)); done
+    echo "$n"
+}
+trims=$(grep -c "gave back the disk space" "$d/mount.log")
+[ "$(below audit/seg/)" -le "$trims" ] || fail "$(below audit/seg/) segments below the base after $trims trims ($segs_before before)"
+[ "$(below audit/checkpoint/)" -le "$trims" ] || fail "$(below audit/checkpoint/) checkpoints below the base after $trims trims"
 fv audit --repo "$repo" --cache "$d/cache" --verify > "$FV_TMP/v.trim" || { cat "$FV_TMP/v.trim"; fail "verify of a trimmed trail"; }
 grep -q "older ones in the store only" "$FV_TMP/v.trim" || { cat "$FV_TMP/v.trim"; fail "verify does not say where the node's copy begins"; }
 fv audit --repo "$repo" --cache "$d/cache" --json > "$FV_TMP/trimmed.json"
@@ -213,4 +227,4 @@ for name in $(store_ls "$d" audit/); do store_rm "$d" "$name"; done
 expect_caught "every audit object deleted from the store"
 store_restore "$d" audit/ "$FV_TMP/audit-objects"
 fv audit --repo "$repo" --cache "$d/cache" --verify >/dev/null || fail "verify after restoring the store's audit objects"
-pass "uploaded audit records leave the node's disk ($used_kib of $size_kib KiB used) and are read back from the store; a store that drops them is caught"
+pass "uploaded audit records leave the node's disk ($used_kib of $size_kib KiB used; $segs_before store segments merged in $trims steps) and are read back from the store; a store that drops them is caught"
