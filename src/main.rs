@@ -638,8 +638,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let _ = std::fs::remove_file(control::socket_path(&mountpoint));
             }
             let _ = auditor.record(0, fogvault::audit::Op::Unmount, 0, None, None);
-            audit_upload.shutdown()?;
+            let uploaded = audit_upload.shutdown();
             auditor.log_handle().trim()?;
+            uploaded?;
             eprintln!("fogvault: unmounted cleanly");
             Ok(())
         }
@@ -787,6 +788,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             let r = unlock(&repo)?;
             let dir = cache_dir(&r, cache);
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            // The audit trail first (it leaves alone a cache that has a log):
+            // if this fails, nothing is in place yet and recover can run again.
+            let audit_keys = fogvault::audit::AuditKeys::new(&r.keys.audit, &r.repo_id);
+            let trail = fogvault::audit::read::continue_store_chain(&dir, &r.backend, &audit_keys, &audit_checker(&r))?;
             let report = fogvault::recover::recover(&r, &dir, min_generation, |done, total| {
                 if tty {
                     eprint!("\rreplaying metadata journal: {done}/{total}");
@@ -798,8 +803,6 @@ fn run(cli: Cli) -> Result<(), Error> {
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }
-            let audit_keys = fogvault::audit::AuditKeys::new(&r.keys.audit, &r.repo_id);
-            let trail = fogvault::audit::read::continue_store_chain(&dir, &r.backend, &audit_keys, &audit_checker(&r))?;
             for p in &trail.problems {
                 eprintln!("warning: audit trail in the store: {p}");
             }

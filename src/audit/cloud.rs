@@ -24,6 +24,8 @@ pub const SEGMENT_PREFIX: &str = "audit/seg/";
 pub const CHECKPOINT_PREFIX: &str = "audit/checkpoint/";
 /// How often new records go to the store (and the log file is fdatasynced).
 const TICK: Duration = Duration::from_secs(2);
+/// Most bytes of records one trim step gives back (and merges into one segment).
+const MAX_TRIM_STEP: u64 = 64 << 20;
 
 pub fn segment_name(first: u64) -> String {
     format!("{SEGMENT_PREFIX}{first:016x}")
@@ -276,13 +278,13 @@ impl Inner {
         let new = bytes.as_slice();
         let (frames, torn) = log::split_frames(new);
         if frames.is_empty() {
-            return Ok(());
+            return self.trim_or_warn(&done);
         }
         let first = done.seq + 1;
         let last = done.seq + frames.len() as u64;
         let complete = &new[..new.len() - torn];
         let head = log::hash(frames.last().expect("frames is not empty"));
-        self.backend.put(&segment_name(first), Bytes::copy_from_slice(complete))?;
+        self.put_segment(first, complete)?;
         let cp = Checkpoint {
             repo_id: self.repo_id.clone(),
             first,
@@ -296,7 +298,30 @@ impl Inner {
         done.offset += complete.len() as u64;
         done.head = Some(head);
         save_point(&self.state_path, &done)?;
-        if let Err(e) = self.trim_local(&done) {
+        self.trim_or_warn(&done)
+    }
+
+    /// Store `frames` (records from `first` on) as segment `first`. An
+    /// existing segment of that name is replaced only by one that extends
+    /// it (a crash between an upload and its state file, or a trim merging
+    /// segments): never by another chain's records, e.g. those of a node
+    /// that lost its audit state and started again at record 1.
+    fn put_segment(&self, first: u64, frames: &[u8]) -> Result<()> {
+        let name = segment_name(first);
+        // A read, not a conditional put: some S3 servers ignore If-None-Match.
+        let existing = self.backend.get(&name)?.unwrap_or_default();
+        if !frames.starts_with(&existing) {
+            return Err(Error::Integrity(format!(
+                "the store's audit segment {name} holds other records than this fog node's log \
+                 (another node's trail, or this node lost its audit state); not replacing it: \
+                 run `fogvault audit --verify`"
+            )));
+        }
+        self.backend.put(&name, Bytes::copy_from_slice(frames))
+    }
+
+    fn trim_or_warn(&self, done: &log::Resume) -> Result<()> {
+        if let Err(e) = self.trim_local(done) {
             tracing::warn!(error = %e, "cannot give back the disk space of uploaded audit records");
         }
         Ok(())
@@ -317,6 +342,9 @@ impl Inner {
         if upto < base.offset + (self.keep_local / 8).max(64 << 10) {
             return Ok(());
         }
+        // Bounded steps (memory, one PUT per merged segment); the next
+        // upload tick takes the next one.
+        let upto = upto.min(base.offset + MAX_TRIM_STEP);
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&self.log_path)?;
         let mut bytes = vec![0; (upto - base.offset) as usize];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, base.offset)?;
@@ -334,7 +362,7 @@ impl Inner {
         let frames = &frames[..(next - first) as usize];
         let last = next - 1;
         let given_up: u64 = frames.iter().map(|f| 4 + f.len() as u64).sum();
-        self.backend.put(&segment_name(first), Bytes::copy_from_slice(&bytes[..given_up as usize]))?;
+        self.put_segment(first, &bytes[..given_up as usize])?;
         for f in starts.iter().filter(|&&f| f < next) {
             self.backend.delete(&segment_name(*f))?;
         }

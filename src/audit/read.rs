@@ -40,10 +40,20 @@ pub fn read_local(cache_dir: &Path, keys: &AuditKeys) -> Result<Option<Local>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let base = cloud::local_base(cache_dir);
+    // A trim by the running daemon may move the base (and punch the bytes
+    // below it) while this reads: read again from the new base then.
+    let mut base = cloud::local_base(cache_dir);
     let mut bytes = Vec::new();
-    file.seek(SeekFrom::Start(base.offset))?;
-    file.read_to_end(&mut bytes)?;
+    for _ in 0..3 {
+        bytes.clear();
+        file.seek(SeekFrom::Start(base.offset))?;
+        file.read_to_end(&mut bytes)?;
+        let now = cloud::local_base(cache_dir);
+        if now.offset == base.offset {
+            break;
+        }
+        base = now;
+    }
     let (frames, _torn) = log::split_frames(&bytes);
     let (chain, problem) = log::check_chain(keys, &frames, base.seq + 1, base.head.unwrap_or([0; 32]));
     Ok(Some(Local { base, chain, problem }))
@@ -53,6 +63,8 @@ pub fn read_local(cache_dir: &Path, keys: &AuditKeys) -> Result<Option<Local>> {
 /// keeps, then the fog node's own (the store's alone if the node has none).
 pub fn read_all(cache_dir: &Path, backend: &Backend, keys: &AuditKeys) -> Result<Chain> {
     match read_local(cache_dir, keys)? {
+        // An empty copy (a new node, or one that lost its base) shows the store's.
+        Some(local) if local.chain.is_empty() => Ok(read_store(backend, keys)?.0),
         Some(local) if local.base.seq == 0 => Ok(local.chain),
         Some(local) => {
             let mut all = read_store(backend, keys)?.0;
@@ -178,6 +190,8 @@ pub struct AuditVerify {
 /// Check the fog node's copy, the store's copy and every checkpoint.
 pub fn verify(cache_dir: &Path, backend: &Backend, keys: &AuditKeys, checker: &Checker) -> Result<AuditVerify> {
     let mut v = AuditVerify::default();
+    // Taken before the store is read: a live mount keeps uploading meanwhile.
+    let uploaded = cloud::uploaded_point(cache_dir).seq;
     let local = read_local(cache_dir, keys)?;
     let (store, store_problems) = read_store(backend, keys)?;
     v.store_records = store.len() as u64;
@@ -191,7 +205,6 @@ pub fn verify(cache_dir: &Path, backend: &Backend, keys: &AuditKeys, checker: &C
         // The store must hold what the fog node uploaded (deleting every
         // audit object from the store leaves no chain and no checkpoint to
         // contradict, but the node knows how far its uploads went)...
-        let uploaded = cloud::uploaded_point(cache_dir).seq;
         if (store.len() as u64) < uploaded {
             v.problems.push(format!(
                 "store: the fog node uploaded records up to {uploaded} but the store's log ends at {} (records removed)",

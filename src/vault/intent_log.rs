@@ -42,7 +42,8 @@ const HEADER: usize = 4 + 8 + 4 + 16;
 /// Frame alignment: a page, which satisfies direct I/O on every common
 /// device (512-byte and 4 KiB sectors).
 const ALIGN: usize = 4096;
-/// Room for about ten seconds of small-file writes between checkpoints.
+/// 8,192 appends of small records (a frame takes at least 4 KiB) between
+/// checkpoints, which come about once a second; a full log checkpoints early.
 pub const CAPACITY: u64 = 32 << 20;
 /// Envelopes of at most this many bytes ride in a record; more are synced in
 /// their packs instead (one flush either way, and the log stays small).

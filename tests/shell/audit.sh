@@ -228,3 +228,18 @@ expect_caught "every audit object deleted from the store"
 store_restore "$d" audit/ "$FV_TMP/audit-objects"
 fv audit --repo "$repo" --cache "$d/cache" --verify >/dev/null || fail "verify after restoring the store's audit objects"
 pass "uploaded audit records leave the node's disk ($used_kib of $size_kib KiB used; $segs_before store segments merged in $trims steps) and are read back from the store; a store that drops them is caught"
+
+# A node that lost its audit state starts a new chain at record 1: its
+# uploads are refused rather than replacing the store's segments.
+first_seg=$(store_ls "$d" audit/seg/ | head -1)
+store_get "$d" "$first_seg" "$FV_TMP/first-seg.before"
+rm -f "$d/cache/audit/log" "$d/cache/audit/base" "$d/cache/audit/uploaded"
+mount_vault "$d"
+cat "$m/busy/f00001" >/dev/null
+umount "$m"
+rc=0; wait_exit "$MOUNT_PID" 120 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "the daemon's exit ($rc) does not report the refused audit upload"
+store_get "$d" "$first_seg" "$FV_TMP/first-seg.after"
+cmp -s "$FV_TMP/first-seg.before" "$FV_TMP/first-seg.after" || fail "a node without audit state overwrote the store's first segment"
+grep -q "holds other records" "$d/mount.log" || fail "the refused audit upload is not reported"
+pass "a node that lost its audit state cannot overwrite the store's trail"

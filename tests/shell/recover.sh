@@ -54,6 +54,9 @@ mkfifo "$m/pipe"
 setfattr -n user.tag -v cardiology "$m/imaging/ct.bin"
 rm "$m/patients/p001/r00260.txt"
 mv "$m/patients/p002" "$m/patients/moved"
+# A fast machine writes all of that in a few journal objects: add
+# $SNAPSHOT_EVERY more, each its own (commits reach the journal within ~2 s).
+for i in $(seq "$SNAPSHOT_EVERY"); do echo "$i" > "$m/patients/tick$i"; sleep 2.5; done
 listing "$m" "$FV_TMP/orig"
 unmount_vault "$d"
 gen1=$(generation "$d")
@@ -107,7 +110,14 @@ pass "a recovered node continues the journal; recovering again includes its writ
 # ---- two fog nodes: the first writes on; the second (recovered earlier) must not clobber it
 mount_vault "$d"
 echo "node one goes on" > "$m/patients/later.txt"
-unmount_vault "$d"
+# The second node's mount above appended its own audit records to the
+# store's trail after the first node's: the chains fork, and the first
+# node's uploads are refused (its records stay on its disk) rather than
+# overwriting the second node's; its unmount says so and exits non-zero.
+umount "$m"
+rc=0; wait_exit "$MOUNT_PID" 600 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "node one's unmount ($rc) does not report the forked audit trail"
+grep -q "holds other records" "$d/mount.log" || fail "node one's forked audit trail is not reported"
 if "$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache2" "$m" 2>"$FV_TMP/two.err"; then
     fail "a stale second fog node mounted a repository another node has written since"
 fi
