@@ -206,8 +206,10 @@ fi
 pass "node 3 restarted and rejoined; verify --deep clean; it fetched the $missed of $nblocks pack blocks it had missed in $(( $(date +%s) - start )) s"
 
 # With node 2 down now, node 3 is one of the two nodes every read needs.
+# The rebuilt fog node serves from here on: it continued the repository's
+# audit trail, so the old node's would now fork it (its uploads are refused).
 kill_node 2
-fv verify --repo "$(repo_of "$d")" --cache "$d/cache" --deep >/dev/null || fail "verify --deep with node 2 down after node 3's return"
-check_all "$d/cache" "node 2 down after node 3's return"
+fv verify --repo "$(repo_of "$d")" --cache "$d/cache-recovered" --deep >/dev/null || fail "verify --deep with node 2 down after node 3's return"
+check_all "$d/cache-recovered" "node 2 down after node 3's return"
 start_node 2
 pass "with node 2 killed after node 3's return, verify --deep is clean and every file reads back"
