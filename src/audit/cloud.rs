@@ -124,7 +124,8 @@ impl Checker {
 pub fn uploaded_point(cache_dir: &Path) -> log::Resume {
     let uploaded = load_point(&state_path(cache_dir));
     let base = local_base(cache_dir);
-    if uploaded.offset < base.offset { base } else { uploaded }
+    // Everything before the base is in the store (a trim, or `start_after`).
+    if uploaded.seq < base.seq { base } else { uploaded }
 }
 
 /// Where the fog node's copy of the log begins: the frames before it are
@@ -136,11 +137,11 @@ pub fn local_base(cache_dir: &Path) -> log::Resume {
 }
 
 /// Make a fog node without a log of its own continue the store's chain
-/// after record `after.seq` (its file starts empty, at offset 0).
+/// after record `after.seq` (its file starts empty, at offset 0): the base,
+/// which `uploaded_point` also reports as uploaded.
 pub fn start_after(cache_dir: &Path, after: &log::Resume) -> Result<()> {
     std::fs::create_dir_all(cache_dir.join("audit"))?;
-    save_point(&base_path(cache_dir), after)?;
-    save_point(&state_path(cache_dir), after)
+    save_point(&base_path(cache_dir), after)
 }
 
 fn state_path(cache_dir: &Path) -> PathBuf {
