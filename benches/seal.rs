@@ -2,7 +2,7 @@
 //! random-nonce XChaCha20-Poly1305), as every inode, directory entry, audit
 //! record and metadata object pays it. Run: `cargo bench --bench seal`.
 //! The sizes show the fixed cost per call (subkey, one-time MAC key, MAC
-//! setup and finish, the `getrandom` nonce) against the cost per byte.
+//! setup and finish, the nonce) against the cost per byte.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fogvault::crypto::{self, Key32};
@@ -17,6 +17,7 @@ fn bench(c: &mut Criterion) {
     }
     let mut nonce = [0u8; 24];
     c.bench_function("nonce/getrandom-24", |b| b.iter(|| crypto::random_bytes(&mut nonce)));
+    c.bench_function("nonce/thread-rng-24", |b| b.iter(crypto::random_nonce));
 }
 
 criterion_group!(benches, bench);

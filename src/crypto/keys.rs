@@ -38,6 +38,19 @@ pub fn random_bytes(buf: &mut [u8]) {
     getrandom::fill(buf).expect("operating system random number generator failed");
 }
 
+/// A fresh 192-bit nonce for a random-nonce seal, from this thread's CSPRNG
+/// (rand's `ThreadRng`: ChaCha12, seeded from the OS and reseeded from it
+/// every 64 KiB of output). Why not the OS directly: the `getrandom` system
+/// call was a third of the cost of sealing a small record (0.44 of ~1.2 µs),
+/// and every inode, directory entry and audit record is sealed. Keys and
+/// secrets still come from [`random_bytes`].
+pub fn random_nonce() -> [u8; 24] {
+    use rand::Rng;
+    let mut nonce = [0u8; 24];
+    rand::rng().fill_bytes(&mut nonce);
+    nonce
+}
+
 /// All keys the fog node derives from the repository's root secret `K_dd`.
 pub struct VaultKeys {
     /// `K_id`: keyed BLAKE3 for chunk ids (dedup identity).

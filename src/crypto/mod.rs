@@ -11,7 +11,7 @@ mod seal;
 pub use envelope::{
     ChunkId, ENVELOPE_OVERHEAD, open_chunk, open_chunk_checked, open_chunk_into, seal_chunk, seal_chunk_into,
 };
-pub use keys::{Key32, VaultKeys, random_bytes};
+pub use keys::{Key32, VaultKeys, random_bytes, random_nonce};
 pub use passphrase::{KdfParams, derive_kek};
 pub use seal::{SEAL_OVERHEAD, open, seal, seal_append};
 

@@ -4,7 +4,7 @@
 use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-use super::{AuthError, Key32, random_bytes};
+use super::{AuthError, Key32, random_nonce};
 
 pub const SEAL_OVERHEAD: usize = 24 + 16;
 
@@ -18,8 +18,7 @@ pub fn seal(key: &Key32, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 /// small records (the audit log) reuses one buffer instead of allocating.
 pub fn seal_append(key: &Key32, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
-    let mut nonce = [0u8; 24];
-    random_bytes(&mut nonce);
+    let nonce = random_nonce();
     out.extend_from_slice(&nonce);
     let start = out.len();
     out.extend_from_slice(plaintext);

@@ -33,7 +33,7 @@ pub fn release_spares() {
 
 /// An empty buffer for `len` bytes: a recycled one, with its capacity for
 /// more, when it is large.
-fn buffer_for(len: usize) -> Vec<u8> {
+pub fn buffer_for(len: usize) -> Vec<u8> {
     if len < SPARE_MIN { Vec::with_capacity(len) } else { SPARES.lock().pop().unwrap_or_default() }
 }
 

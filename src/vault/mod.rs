@@ -1078,7 +1078,7 @@ impl Vault {
                 Piece::Chunk { len, .. } => *len,
             })
             .sum();
-        let mut out = Vec::with_capacity(total);
+        let mut out = dirty::buffer_for(total);
         for p in plan {
             match p {
                 Piece::Zeros(n) => out.resize(out.len() + n, 0),
