@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# A/B of two fogvault builds on small-file work, alternating per round, a fresh
-# vault per run: 5,000 creates of 100 B (+ fsync of the directory) and an untar
-# of a synthetic 20,000-file tree (+ fsync). Prints files/s and the daemon's
-# CPU per file. Not part of CI.
+# A/B of two fogvault builds, alternating per round, a fresh vault per run.
+# Prints the measured rate and the daemon's CPU per file (or per MiB). Not
+# part of CI. Workloads ($WORKLOADS, default "create untar"):
+#   create   5,000 creates of 100 B (+ fsync of the directory)
+#   untar    a synthetic 20,000-file tree (+ fsync of the directory)
+#   reread   that tree read back with `tar c` after a remount, caches dropped
+#   seqread  a 1 GiB random file read with dd after a remount, caches dropped
 #
 #   scripts/bench_ab.sh OLD_BINARY NEW_BINARY [ROUNDS]
+#   WORKLOADS=reread scripts/bench_ab.sh NO_AUDIT_BUILD AUDIT_BUILD 3
 #
 # Build the old one from a worktree, e.g.
 #   git worktree add /var/tmp/base <commit> && (cd /var/tmp/base && cargo build --release)
+# and the trail-less one with
+#   CARGO_TARGET_DIR=/var/tmp/fv-noaudit cargo build --release --features bench-no-audit
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OLD_BINARY NEW_BINARY [ROUNDS]" >&2; exit 2; }
 OLD=$1 NEW=$2 ROUNDS=${3:-2}
-D=${BENCH_DIR:-/var/tmp/fvbench}/ab
-TAR=${BENCH_DIR:-/var/tmp/fvbench}/ab-src.tar
+BASE=${BENCH_DIR:-/var/tmp/fvbench}
+D=$BASE/ab
+TAR=$BASE/ab-src.tar
+BIG=$BASE/ab-rand-1g
 export FOGVAULT_PASSPHRASE=ab-passphrase
-mkdir -p "$(dirname "$TAR")"
+mkdir -p "$BASE"
 if [ ! -f "$TAR" ]; then
     python3 - "$TAR" <<'PY'
 import io, os, random, sys, tarfile
@@ -28,14 +36,32 @@ with tarfile.open(sys.argv[1], "w") as t:
 PY
 fi
 
+PID=
+mount_vault() { # mount_vault BINARY
+    "$1" mount --repo "$D/repo" --cache "$D/cache" "$D/mnt" >>"$D/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 100); do mountpoint -q "$D/mnt" && return; sleep 0.1; done
+    echo "mount failed (see $D/log)" >&2; exit 1
+}
+unmount_vault() { fusermount3 -u "$D/mnt"; wait "$PID" || true; }
+cold_remount() { # cold_remount BINARY
+    unmount_vault; sync; echo 3 >/proc/sys/vm/drop_caches; mount_vault "$1"
+}
+fsync_dir() { python3 -c "import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))" "$1"; }
+
 run() { # run BINARY WORKLOAD
-    local bin=$1 w=$2 n pid c0 c1 t0 t1
+    local bin=$1 w=$2 n unit=files pid c0 c1 t0 t1
     mountpoint -q "$D/mnt" && fusermount3 -u "$D/mnt"
     rm -rf "$D"; mkdir -p "$D/mnt"
     "$bin" init --repo "$D/repo" >/dev/null 2>&1
-    "$bin" mount --repo "$D/repo" --cache "$D/cache" "$D/mnt" >"$D/log" 2>&1 &
-    pid=$!
-    for _ in $(seq 100); do mountpoint -q "$D/mnt" && break; sleep 0.1; done
+    mount_vault "$bin"
+    # Unmeasured set-up.
+    case $w in
+        reread) mkdir "$D/mnt/t"; tar xf "$TAR" -C "$D/mnt/t"; cold_remount "$bin" ;;
+        seqread) [ -f "$BIG" ] || head -c 1073741824 /dev/urandom >"$BIG"
+            dd if="$BIG" of="$D/mnt/big" bs=1M conv=fsync status=none; cold_remount "$bin" ;;
+    esac
+    pid=$PID
     c0=$(awk '{print $14 + $15}' "/proc/$pid/stat"); t0=$(date +%s.%N)
     case $w in
         create) n=5000; python3 - "$D/mnt/c" "$n" <<'PY'
@@ -46,21 +72,24 @@ for i in range(n):
 fd = os.open(d, os.O_RDONLY); os.fsync(fd)
 PY
         ;;
-        untar) n=20000; mkdir "$D/mnt/t"; tar xf "$TAR" -C "$D/mnt/t"
-            python3 -c "import os,sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))" "$D/mnt/t" ;;
+        untar) n=20000; mkdir "$D/mnt/t"; tar xf "$TAR" -C "$D/mnt/t"; fsync_dir "$D/mnt/t" ;;
+        reread) n=20000; tar cf - -C "$D/mnt" t | cat >/dev/null ;;
+        seqread) n=1024 unit=MiB; dd if="$D/mnt/big" of=/dev/null bs=1M status=none ;;
+        *) echo "unknown workload $w" >&2; exit 2 ;;
     esac
     t1=$(date +%s.%N); c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    fusermount3 -u "$D/mnt"; wait "$pid" || true
-    python3 -c "import sys; n, t0, t1, c0, c1 = int(sys.argv[1]), *map(float, sys.argv[2:]); \
-print(f'{n / (t1 - t0):8.0f} files/s  {(c1 - c0) / 100 / n * 1e6:5.0f} us daemon CPU/file')" "$n" "$t0" "$t1" "$c0" "$c1"
+    unmount_vault
+    python3 -c "import sys; n, u, t0, t1, c0, c1 = int(sys.argv[1]), sys.argv[2], *map(float, sys.argv[3:]); \
+print(f'{n / (t1 - t0):8.0f} {u}/s  {(c1 - c0) / 100 / n * 1e6:5.0f} us daemon CPU per {u[:-1] if u == \"files\" else u}')" \
+        "$n" "$unit" "$t0" "$t1" "$c0" "$c1"
 }
 
-for w in create untar; do
+for w in ${WORKLOADS:-create untar}; do
     for r in $(seq "$ROUNDS"); do
         for side in old new; do
             if [ $((r % 2)) = 0 ]; then side=$([ $side = old ] && echo new || echo old); fi
             bin=$([ $side = old ] && echo "$OLD" || echo "$NEW")
-            printf '%-6s round %d %-3s ' "$w" "$r" "$side"; run "$bin" "$w"
+            printf '%-7s round %d %-3s ' "$w" "$r" "$side"; run "$bin" "$w"
         done
     done
 done
