@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::cloud::{self, Checker};
 use super::log::{self, AuditKeys, Hash, Record};
 use crate::chunk_store::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Records in chain order, each with the hash of its sealed bytes.
 pub type Chain = Vec<(Record, Hash)>;
@@ -41,7 +41,8 @@ pub fn read_local(cache_dir: &Path, keys: &AuditKeys) -> Result<Option<Local>> {
         Err(e) => return Err(e.into()),
     };
     // A trim by the running daemon may move the base (and punch the bytes
-    // below it) while this reads: read again from the new base then.
+    // below it) while this reads: read again from the new base then. The
+    // bytes are checked only against the base they were read from.
     let mut base = cloud::local_base(cache_dir);
     let mut bytes = Vec::new();
     for _ in 0..3 {
@@ -50,13 +51,13 @@ pub fn read_local(cache_dir: &Path, keys: &AuditKeys) -> Result<Option<Local>> {
         file.read_to_end(&mut bytes)?;
         let now = cloud::local_base(cache_dir);
         if now.offset == base.offset {
-            break;
+            let (frames, _torn) = log::split_frames(&bytes);
+            let (chain, problem) = log::check_chain(keys, &frames, base.seq + 1, base.head.unwrap_or([0; 32]));
+            return Ok(Some(Local { base, chain, problem }));
         }
         base = now;
     }
-    let (frames, _torn) = log::split_frames(&bytes);
-    let (chain, problem) = log::check_chain(keys, &frames, base.seq + 1, base.head.unwrap_or([0; 32]));
-    Ok(Some(Local { base, chain, problem }))
+    Err(Error::Repo("the fog node's audit log was trimmed three times while it was read; try again".into()))
 }
 
 /// The whole trail for showing: the store's records the fog node no longer
