@@ -36,7 +36,7 @@ pub enum Cmd {
     Mount(MountArgs),
     /// Reclaim the space of deleted data: drop dead chunks, delete or repack
     /// packs that are mostly dead. Runs inside the mount if one serves --cache.
-    Gc(GcArgs),
+    Gc(RepoArgs),
     /// The audit trail: who opened, read, wrote, deleted, renamed what, when,
     /// in which session; logins, break-glass, policy changes, alerts.
     Audit(AuditArgs),
@@ -46,7 +46,7 @@ pub enum Cmd {
     /// Rebuild a lost fog node's state from the store alone (into an empty --cache).
     Recover(RecoverArgs),
     /// Logical vs stored bytes, chunks, files.
-    Stats(StatsArgs),
+    Stats(RepoArgs),
     /// Restore full redundancy of a mirrored repository (copies what a store lacks).
     Repair(RepairArgs),
     /// Check that every object is present and authentic; exit 1 on any finding.
@@ -119,8 +119,9 @@ pub struct MountArgs {
     pub audit_keep_local: u64,
 }
 
+/// A repository, the fog node's cache for it, and JSON output (`gc`, `stats`).
 #[derive(clap::Args)]
-pub struct GcArgs {
+pub struct RepoArgs {
     #[arg(long)]
     pub repo: String,
     #[arg(long)]
@@ -170,16 +171,6 @@ pub struct RecoverArgs {
     /// you know of, from `stats`): catches a store rolled back as a whole.
     #[arg(long, default_value_t = 0)]
     pub min_generation: u64,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(clap::Args)]
-pub struct StatsArgs {
-    #[arg(long)]
-    pub repo: String,
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }

@@ -1,12 +1,12 @@
 //! Read-only looks at a repository: `stats`, `verify`, `audit`.
 
-use super::args::{AuditArgs, StatsArgs, VerifyArgs};
+use super::args::{AuditArgs, RepoArgs, VerifyArgs};
 use super::{audit_checker, cache_dir, iso_time, print_json, progress, unlock};
 use fogvault::error::Error;
 use fogvault::tools;
 
-pub fn stats(a: StatsArgs) -> Result<(), Error> {
-    let StatsArgs { repo, cache, json } = a;
+pub fn stats(a: RepoArgs) -> Result<(), Error> {
+    let RepoArgs { repo, cache, json } = a;
     let r = unlock(&repo)?;
     let s = tools::stats(&r, &cache_dir(&r, cache))?;
     if json {

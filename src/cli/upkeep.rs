@@ -1,13 +1,13 @@
 //! Keeping a repository whole: `gc`, `recover`, `repair`.
 
-use super::args::{GcArgs, RecoverArgs, RepairArgs};
+use super::args::{RecoverArgs, RepairArgs, RepoArgs};
 use super::{audit_checker, cache_dir, print_json, progress, unlock};
 use fogvault::error::Error;
 use fogvault::tools;
 use fogvault::vault::{Caller, Vault};
 
-pub fn gc(a: GcArgs) -> Result<(), Error> {
-    let GcArgs { repo, cache, json } = a;
+pub fn gc(a: RepoArgs) -> Result<(), Error> {
+    let RepoArgs { repo, cache, json } = a;
     let r = unlock(&repo)?;
     let dir = cache_dir(&r, cache);
     let report = match fogvault::maintenance::request_gc(&dir)? {
