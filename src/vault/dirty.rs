@@ -37,13 +37,6 @@ pub fn buffer_for(len: usize) -> Vec<u8> {
     if len < SPARE_MIN { Vec::with_capacity(len) } else { SPARES.lock().pop().unwrap_or_default() }
 }
 
-/// A zeroed buffer of `len` bytes, recycled when it is large.
-fn zeroed(len: usize) -> Vec<u8> {
-    let mut buf = buffer_for(len);
-    buf.resize(len, 0);
-    buf
-}
-
 #[derive(Default, Debug)]
 pub struct DirtyMap {
     map: BTreeMap<u64, Vec<u8>>,
@@ -77,7 +70,6 @@ impl DirtyMap {
         }
         // General case: merge every range that overlaps or touches [off, end).
         let mut new_start = off;
-        let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
         if let Some((&s, b)) = self.map.range(..off).next_back()
             && s + b.len() as u64 >= off
         {
@@ -93,20 +85,30 @@ impl DirtyMap {
             self.map.insert(off, buf);
             return;
         }
+        let mut pieces: Vec<(u64, Vec<u8>)> = Vec::with_capacity(keys.len());
         for k in keys {
             let b = self.map.remove(&k).expect("key just listed");
             self.bytes -= b.len();
             pieces.push((k, b));
         }
-        let new_end = pieces.iter().map(|(s, b)| s + b.len() as u64).max().unwrap_or(end).max(end);
-        let mut merged = zeroed((new_end - new_start) as usize);
-        for (s, b) in pieces {
-            let at = (s - new_start) as usize;
-            merged[at..at + b.len()].copy_from_slice(&b);
+        // Ranges are disjoint and never touch, so the merged range has no
+        // gap: the head of the first range, `data`, the tail of the last.
+        let new_end = pieces.last().map_or(end, |(s, b)| s + b.len() as u64).max(end);
+        let mut merged = buffer_for((new_end - new_start) as usize);
+        if let Some((s, b)) = pieces.first()
+            && *s < off
+        {
+            merged.extend_from_slice(&b[..(off - s) as usize]);
+        }
+        merged.extend_from_slice(data);
+        if let Some((s, b)) = pieces.last()
+            && s + b.len() as u64 > end
+        {
+            merged.extend_from_slice(&b[(end - s) as usize..]);
+        }
+        for (_, b) in pieces {
             recycle(b);
         }
-        let at = (off - new_start) as usize;
-        merged[at..at + data.len()].copy_from_slice(data);
         self.bytes += merged.len();
         self.map.insert(new_start, merged);
     }

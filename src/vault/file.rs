@@ -282,10 +282,16 @@ impl FileState {
             Ok(consumed)
         });
         let keep_from = *outcome.as_ref().unwrap_or(&0);
-        let mut tail = f.data[keep_from..].to_vec();
+        let tail = &f.data[keep_from..];
         let tail_start = f.start + keep_from as u64;
-        self.dirty.overlay(tail_start, &mut tail);
-        self.dirty.write(tail_start, &tail);
+        if self.dirty.overlaps(tail_start, tail_start + tail.len() as u64) {
+            // Bytes written there since the stream began win over the tail.
+            let mut tail = tail.to_vec();
+            self.dirty.overlay(tail_start, &mut tail);
+            self.dirty.write(tail_start, &tail);
+        } else {
+            self.dirty.write(tail_start, tail);
+        }
         f.done.set();
         outcome.map(|_| ())
     }
@@ -297,6 +303,19 @@ impl FileState {
         self.rec.mtime = now;
         self.rec.ctime = now;
         self.attrs_dirty = true;
+    }
+
+    /// What a write by a process without `CAP_FSETID` does to the mode, as
+    /// local filesystems do: set-user-ID goes, and set-group-ID too when the
+    /// group may execute (without it, the bit marks mandatory locking).
+    pub fn drop_setid(&mut self) {
+        let perm = self.rec.perm;
+        let setgid = if perm & 0o010 != 0 { 0o2000 } else { 0 };
+        let kept = perm & !(0o4000 | setgid);
+        if kept != perm {
+            self.rec.perm = kept;
+            self.attrs_dirty = true;
+        }
     }
 
     /// Change the logical size. Shrinking below committed data re-dirties the

@@ -139,7 +139,10 @@ impl Vault {
         Ok(ReadBuf::Owned(out))
     }
 
-    pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
+    /// Write `data` at `off`. `drop_setid`: the writer lacks `CAP_FSETID`, so
+    /// the write clears set-user-ID and set-group-ID (`FileState::drop_setid`);
+    /// the kernel leaves that to us on direct-I/O handles.
+    pub fn write(&self, ino: u64, off: u64, data: &[u8], drop_setid: bool) -> Result<usize> {
         if off.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(Error::TooBig);
         }
@@ -153,6 +156,9 @@ impl Vault {
             }
         };
         st.write(off, data);
+        if drop_setid {
+            st.drop_setid();
+        }
         if st.dirty.bytes() > self.dirty_limit {
             // A streaming writer hands its buffer to a background commit and
             // carries on; anything else (or a writer more than one buffer

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Handles opened write-only bypass the kernel's page cache (FOPEN_DIRECT_IO,
+# docs/SEMANTICS.md). What that must not change: readers holding cached
+# pages (read(2) and mmap) see every write, and an unprivileged write clears
+# set-user-ID / set-group-ID as on a local disk, while root's keeps them.
+source "$(dirname "$0")/lib.sh"
+
+user=fvsetid
+id "$user" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$user"
+as() { setpriv --reuid "$user" --regid "$user" --init-groups -- "$@"; }
+
+chmod 755 "$FV_TMP"
+d=$(new_repo coh)
+chmod 755 "$d"
+mount_vault "$d" --allow-other
+m="$d/mnt"
+chmod 1777 "$m"
+
+# Readers with cached pages, a write-only writer in between; each check
+# reads through the same descriptor and mapping as before the write.
+python3 - "$m/shared.bin" <<'PY'
+import mmap, os, sys
+p = sys.argv[1]
+old = os.urandom(3 << 20)
+with open(p, "wb") as f:
+    f.write(old)
+r = os.open(p, os.O_RDONLY)
+assert os.pread(r, len(old), 0) == old  # now in the page cache
+mm = mmap.mmap(r, len(old), prot=mmap.PROT_READ)
+assert mm[:] == old
+new = os.urandom(200_000)
+at = (1 << 20) + 12345  # inside a cached page range, not page aligned
+w = os.open(p, os.O_WRONLY)
+assert os.pwrite(w, new, at) == len(new)
+want = old[:at] + new + old[at + len(new):]
+assert os.pread(r, len(want), 0) == want, "read(2) after a write-only write returned stale bytes"
+assert mm[:] == want, "a read-only mapping kept stale bytes after a write-only write"
+grow = os.urandom(5000)
+assert os.pwrite(w, grow, len(want)) == len(grow)  # past the end
+os.close(w)
+assert os.fstat(r).st_size == len(want) + len(grow)
+assert os.pread(r, len(want) + len(grow) + 10, 0) == want + grow
+mm.close()
+os.close(r)
+PY
+pass "cached readers (read and mmap) see writes made through a write-only handle"
+
+# O_APPEND on a write-only handle, twice, from two processes.
+printf 'a' > "$m/log.txt"
+printf 'b' >> "$m/log.txt"
+chmod 666 "$m/log.txt"
+as sh -c "printf c >> '$m/log.txt'"
+[ "$(cat "$m/log.txt")" = abc ] || fail "appends through write-only handles: $(cat "$m/log.txt")"
+pass "O_APPEND through write-only handles"
+
+# Set-user-ID and set-group-ID: an unprivileged writer clears them, through
+# a write-only handle (the daemon does it) and a read-write one (the kernel
+# does); with group execute off, set-group-ID stays (POSIX); root keeps both.
+for how in wo rw; do
+    f="$m/setid-$how"
+    printf x > "$f"
+    chmod 6777 "$f"
+    if [ "$how" = wo ]; then
+        as sh -c "printf y >> '$f'"
+    else
+        as /usr/bin/python3 -c "import os, sys; fd = os.open(sys.argv[1], os.O_RDWR); os.pwrite(fd, b'y', 1); os.close(fd)" "$f"
+    fi
+    [ "$(stat -c %a "$f")" = 777 ] || fail "$how write by $user left mode $(stat -c %a "$f")"
+    [ "$(cat "$f")" = xy ] || fail "$how write by $user: content $(cat "$f")"
+done
+f="$m/setgid-noexec"
+printf x > "$f"
+chmod 2666 "$f"
+as sh -c "printf y >> '$f'"
+[ "$(stat -c %a "$f")" = 2666 ] || fail "set-group-ID without group execute changed to $(stat -c %a "$f")"
+f="$m/setid-root"
+printf x > "$f"
+chmod 6777 "$f"
+printf y >> "$f"
+[ "$(stat -c %a "$f")" = 6777 ] || fail "root's write changed mode to $(stat -c %a "$f")"
+pass "unprivileged writes clear set-user-ID/set-group-ID (write-only and read-write); root's keep them"
+
+# All of it after a remount: the cleared bits and the bytes were committed.
+unmount_vault "$d"
+mount_vault "$d" --allow-other
+[ "$(stat -c %a "$m/setid-wo")" = 777 ] && [ "$(stat -c %a "$m/setid-root")" = 6777 ] ||
+    fail "modes after remount: $(stat -c %a "$m/setid-wo") $(stat -c %a "$m/setid-root")"
+[ "$(cat "$m/log.txt")" = abc ] || fail "append lost across remount"
+unmount_vault "$d"
+"$FOGVAULT" verify --repo "$(repo_of "$d")" --cache "$d/cache" --deep >"$FV_TMP/verify.out" 2>&1 ||
+    { cat "$FV_TMP/verify.out"; fail "verify --deep after the coherence checks"; }
+pass "modes and bytes survive a remount; verify --deep clean"
