@@ -7,6 +7,7 @@
 #   reread   that tree read back with `tar c` after a remount, caches dropped
 #   seqread  a 1 GiB random file read with dd after a remount, caches dropped
 #   seqwrite that file written with dd bs=1M conv=fsync (new data: a fresh vault per run)
+#   seqcopy  the same, into a vault that already holds it (a second copy: deduplicated)
 #
 #   scripts/bench_ab.sh OLD_BINARY NEW_BINARY [ROUNDS]
 #   WORKLOADS=reread scripts/bench_ab.sh NO_AUDIT_BUILD AUDIT_BUILD 3
@@ -60,6 +61,8 @@ run() { # run BINARY WORKLOAD
     case $w in
         reread) mkdir "$D/mnt/t"; tar xf "$TAR" -C "$D/mnt/t"; cold_remount "$bin" ;;
         seqwrite) [ -f "$BIG" ] || head -c 1073741824 /dev/urandom >"$BIG"; cat "$BIG" >/dev/null ;;
+        seqcopy) [ -f "$BIG" ] || head -c 1073741824 /dev/urandom >"$BIG"
+            dd if="$BIG" of="$D/mnt/first" bs=1M conv=fsync status=none ;;
         seqread) [ -f "$BIG" ] || head -c 1073741824 /dev/urandom >"$BIG"
             dd if="$BIG" of="$D/mnt/big" bs=1M conv=fsync status=none; cold_remount "$bin" ;;
     esac
@@ -77,7 +80,7 @@ PY
         untar) n=20000; mkdir "$D/mnt/t"; tar xf "$TAR" -C "$D/mnt/t"; fsync_dir "$D/mnt/t" ;;
         reread) n=20000; tar cf - -C "$D/mnt" t | cat >/dev/null ;;
         seqread) n=1024 unit=MiB; dd if="$D/mnt/big" of=/dev/null bs=1M status=none ;;
-        seqwrite) n=1024 unit=MiB; dd if="$BIG" of="$D/mnt/big" bs=1M conv=fsync status=none ;;
+        seqwrite | seqcopy) n=1024 unit=MiB; dd if="$BIG" of="$D/mnt/big" bs=1M conv=fsync status=none ;;
         *) echo "unknown workload $w" >&2; exit 2 ;;
     esac
     t1=$(date +%s.%N); c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")

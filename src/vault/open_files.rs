@@ -161,19 +161,21 @@ impl Vault {
         }
         if st.dirty.bytes() > self.dirty_limit {
             // A streaming writer hands its buffer to a background commit and
-            // carries on; anything else (or a writer more than one buffer
-            // ahead of its background commit) commits here.
+            // carries on. One more than a buffer ahead, it waits for that
+            // commit and hands over the next buffer: committing here instead
+            // would stop the writer and leave the background idle. Anything
+            // else (writes out of order) commits here.
+            if st.inflight_done().is_some() {
+                if st.dirty.bytes() <= 2 * self.dirty_limit {
+                    return Ok(data.len());
+                }
+                drop(st);
+                st = Self::settled(&s);
+            }
             if let Some((_, buf)) = st.begin_stream() {
                 drop(st);
                 self.spawn_stream_commit(ino, s, buf);
             } else {
-                if st.inflight_done().is_some() {
-                    if st.dirty.bytes() <= 2 * self.dirty_limit {
-                        return Ok(data.len());
-                    }
-                    drop(st);
-                    st = Self::settled(&s);
-                }
                 st.commit(ino, &self.ctx(), true, |_| Ok(()))?;
             }
         }
