@@ -15,9 +15,7 @@ pub const MAC_LEN: usize = 16;
 
 /// MAC of block `index` of `pack`'s stored object.
 pub fn block_mac(key: &Key32, pack: &PackId, index: u64, block: &[u8]) -> [u8; MAC_LEN] {
-    let mut h = blake3::Hasher::new_keyed(key.as_bytes());
-    h.update(pack.hex().as_bytes());
-    h.update(&index.to_le_bytes());
+    let mut h = block_hasher(key, &pack.hex(), index);
     h.update(block);
     let mut out = [0u8; MAC_LEN];
     out.copy_from_slice(&h.finalize().as_bytes()[..MAC_LEN]);
@@ -52,6 +50,64 @@ pub fn file_macs(key: &Key32, pack: &PackId, file: &mut impl Read) -> std::io::R
     Ok(out)
 }
 
+/// The same MACs, computed from the object's bytes as they are produced (a
+/// pack's envelopes as they are appended, then its header and trailer), so
+/// that nobody reads a finished pack back to take them.
+#[derive(Clone)]
+pub struct MacStream {
+    key: Key32,
+    pack_hex: String,
+    block: blake3::Hasher,
+    filled: usize,
+    index: u64,
+    macs: Vec<u8>,
+}
+
+impl MacStream {
+    pub fn new(key: &Key32, pack: &PackId) -> Self {
+        let pack_hex = pack.hex();
+        let block = block_hasher(key, &pack_hex, 0);
+        MacStream { key: key.clone(), pack_hex, block, filled: 0, index: 0, macs: Vec::new() }
+    }
+
+    /// The object's next bytes.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = (SAMPLE_BLOCK as usize - self.filled).min(bytes.len());
+            self.block.update(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled == SAMPLE_BLOCK as usize {
+                self.end_block();
+            }
+        }
+    }
+
+    /// The MACs of every block, the last one possibly short.
+    pub fn finish(mut self) -> Vec<u8> {
+        if self.filled > 0 {
+            self.end_block();
+        }
+        self.macs
+    }
+
+    fn end_block(&mut self) {
+        let next = block_hasher(&self.key, &self.pack_hex, self.index + 1);
+        let done = std::mem::replace(&mut self.block, next);
+        self.macs.extend_from_slice(&done.finalize().as_bytes()[..MAC_LEN]);
+        self.index += 1;
+        self.filled = 0;
+    }
+}
+
+/// The keyed hasher of block `index`, before the block's bytes ([`block_mac`]).
+fn block_hasher(key: &Key32, pack_hex: &str, index: u64) -> blake3::Hasher {
+    let mut h = blake3::Hasher::new_keyed(key.as_bytes());
+    h.update(pack_hex.as_bytes());
+    h.update(&index.to_le_bytes());
+    h
+}
+
 pub fn samples_path(dir: &Path, pack: &PackId) -> PathBuf {
     dir.join(pack.hex())
 }
@@ -83,5 +139,24 @@ mod tests {
             let streamed = file_macs(&key, &pack, &mut &object[..]).unwrap();
             assert_eq!(streamed, object_macs(&key, &pack, &object), "object of {len} bytes");
         }
+    }
+
+    #[test]
+    fn macs_fed_piece_by_piece_match_the_whole_object() {
+        let key = Key32::from_bytes([9; 32]);
+        let pack = PackId::random();
+        let block = SAMPLE_BLOCK as usize;
+        let object: Vec<u8> = (0..5 * block + 333).map(|i| (i * 7 % 253) as u8).collect();
+        // Pieces that end inside blocks, on block boundaries and span several.
+        for cuts in [vec![], vec![1], vec![block], vec![block - 1, block + 1], vec![17, 2 * block, 4 * block + 5]] {
+            let mut m = MacStream::new(&key, &pack);
+            let mut at = 0;
+            for c in cuts.iter().copied().chain([object.len()]) {
+                m.feed(&object[at..c]);
+                at = c;
+            }
+            assert_eq!(m.finish(), object_macs(&key, &pack, &object), "cuts {cuts:?}");
+        }
+        assert!(MacStream::new(&key, &pack).finish().is_empty());
     }
 }

@@ -68,11 +68,16 @@ struct OpenPack {
     idx: File,
     len: u64,
     entries: Vec<PackEntry>,
+    /// Sample MACs of the bytes appended so far (taken while they are in memory).
+    macs: samples::MacStream,
 }
 
 struct UploadJob {
     id: PackId,
     entries: Vec<PackEntry>,
+    /// The MACs of the pack's data; `None` for a pack found in staging after
+    /// a restart (its MACs are then read from the finished object).
+    macs: Option<samples::MacStream>,
 }
 
 #[derive(Default)]
@@ -123,6 +128,8 @@ pub struct StagedBytes {
 struct Shared {
     backend: Arc<Backend>,
     pack_key: Key32,
+    /// Keys the proof-of-storage sample MACs (`samples`).
+    sample_key: Key32,
     dir: PathBuf,
     journal_limit: u64,
     state: Mutex<State>,
@@ -158,6 +165,7 @@ impl ChunkStore {
         std::fs::create_dir_all(&staging_dir).map_err(Error::from_io)?;
         let shared = Arc::new(Shared {
             backend,
+            sample_key: pack_key.derive("sample mac"),
             pack_key,
             dir: staging_dir,
             journal_limit,
@@ -236,17 +244,17 @@ impl ChunkStore {
                 st.staged.insert(id, Arc::new(data));
                 st.staged_bytes += data_len;
             }
-            self.enqueue(id, entries)?;
+            self.enqueue(UploadJob { id, entries, macs: None })?;
         }
         Ok(())
     }
 
-    fn enqueue(&self, id: PackId, entries: Vec<PackEntry>) -> Result<()> {
+    fn enqueue(&self, job: UploadJob) -> Result<()> {
         self.shared.state.lock().queued += 1;
         let tx = self.tx.lock();
         tx.as_ref()
             .ok_or_else(|| Error::Store("chunk store is shut down".into()))?
-            .send(UploadJob { id, entries })
+            .send(job)
             .map_err(|_| Error::Store("upload worker stopped".into()))
     }
 
@@ -289,7 +297,8 @@ impl ChunkStore {
             File::open(&self.shared.dir)?.sync_all().map_err(Error::from_io)?;
             let data = Arc::new(data);
             st.staged.insert(pid, Arc::clone(&data));
-            st.current = Some(OpenPack { id: pid, data, idx, len: 0, entries: Vec::new() });
+            let macs = samples::MacStream::new(&self.shared.sample_key, &pid);
+            st.current = Some(OpenPack { id: pid, data, idx, len: 0, entries: Vec::new(), macs });
         }
         let cur = st.current.as_mut().expect("current pack exists");
         let offset = cur.len;
@@ -305,6 +314,7 @@ impl ChunkStore {
         }
         cur.len += envelope.len() as u64;
         cur.entries.push(entry);
+        cur.macs.feed(envelope);
         let loc = Location { pack: cur.id, offset: entry.offset, len: entry.len };
         let full = cur.len >= TARGET_PACK_SIZE;
         st.appends += 1;
@@ -316,7 +326,7 @@ impl ChunkStore {
         if full {
             let full = st.current.take().expect("current pack exists");
             drop(st);
-            self.enqueue(full.id, full.entries)?;
+            self.enqueue(UploadJob { id: full.id, entries: full.entries, macs: Some(full.macs) })?;
         }
         Ok(loc)
     }
@@ -397,7 +407,7 @@ impl ChunkStore {
                 let _ = std::fs::remove_file(data_path(&self.shared.dir, &p.id));
                 let _ = std::fs::remove_file(idx_path(&self.shared.dir, &p.id));
             } else {
-                self.enqueue(p.id, p.entries)?;
+                self.enqueue(UploadJob { id: p.id, entries: p.entries, macs: Some(p.macs) })?;
             }
         }
         Ok(())
@@ -544,13 +554,13 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
     let tail = encode_header_and_trailer(&shared.pack_key, &job.id, &job.entries);
     let staged = data_path(&shared.dir, &job.id);
     let name = job.id.object_name();
+    let data_end = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
     if let Some(dest) = shared.backend.local_object_path(&name)
         && same_filesystem(&shared.dir, shared.backend.local_root().unwrap_or(&shared.dir))
     {
         // Local store on the same filesystem: the staging file already holds
         // the pack's bytes, so finish it in place and rename it into the
         // store instead of writing every byte a second time.
-        let data_end = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
         let f = OpenOptions::new().write(true).open(&staged)?;
         // Drop a torn tail (or a header from a failed earlier attempt) first.
         f.set_len(data_end).map_err(Error::from_io)?;
@@ -560,29 +570,36 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
         std::fs::create_dir_all(parent).map_err(Error::from_io)?;
         std::fs::rename(&staged, &dest).map_err(Error::from_io)?;
         File::open(parent)?.sync_all().map_err(Error::from_io)?;
-        // Streamed: a pack-sized buffer per pack would cost a page fault per 4 KiB.
-        let macs = File::open(&dest).and_then(|mut f| {
-            let macs = samples::file_macs(&sample_key(shared), &job.id, &mut f);
-            // The pack's pages are clean now and nobody reads them through
-            // the page cache (large reads bypass it): hand them back at once,
-            // so that the next pack is written into recently used memory
-            // rather than into pages the hypervisor has to fault in again.
-            let _ = nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-            macs
-        });
+        // The pack's pages are clean now and nobody reads them through the
+        // page cache (large reads bypass it): hand them back at once, so
+        // that the next pack is written into recently used memory rather
+        // than into pages the hypervisor has to fault in again.
+        let _ = nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        let macs = match finish_macs(job, &tail) {
+            Some(macs) => Ok(macs),
+            // Streamed: a pack-sized buffer would cost a page fault per 4 KiB.
+            None => File::open(&dest).and_then(|mut f| samples::file_macs(&shared.sample_key, &job.id, &mut f)),
+        };
         keep_samples(shared, &job.id, macs);
         return Ok(());
     }
     let mut obj = std::fs::read(&staged)?;
+    // A torn tail past the last envelope (a failed append) is not the pack's.
+    obj.truncate(data_end as usize);
     obj.extend_from_slice(&tail);
     let obj = Bytes::from(obj);
     shared.backend.put(&name, obj.clone())?;
-    keep_samples(shared, &job.id, Ok(samples::object_macs(&sample_key(shared), &job.id, &obj)));
+    let macs = finish_macs(job, &tail).unwrap_or_else(|| samples::object_macs(&shared.sample_key, &job.id, &obj));
+    keep_samples(shared, &job.id, Ok(macs));
     Ok(())
 }
 
-fn sample_key(shared: &Shared) -> crate::crypto::Key32 {
-    shared.pack_key.derive("sample mac")
+/// The sample MACs of a finished pack from those taken while its data was
+/// appended, plus its header and trailer (`tail`).
+fn finish_macs(job: &UploadJob, tail: &[u8]) -> Option<Vec<u8>> {
+    let mut macs = job.macs.clone()?;
+    macs.feed(tail);
+    Some(macs.finish())
 }
 
 /// Record the proof-of-storage MACs of an uploaded pack (see `samples`).
