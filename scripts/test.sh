@@ -2,7 +2,7 @@
 # Runs every test: formatting, lints, layering, Rust unit/property tests, and
 # the real-mount shell suites (cp/rsync/tar, crash, tampering, errors, large
 # and sparse files, concurrency, 100k-entry dirs, mmap, DICOM/Orthanc, pjdfstest, page-cache
-# coherence with write-only handles and set-user-ID clearing),
+# coherence between handles and set-user-ID clearing),
 # all of them again on a real S3 server (Garage on loopback), and
 # the vault on a three-node Garage cluster that loses a node (garage3).
 # Installs what it needs (idempotent). Run as root on Debian 12.

@@ -21,7 +21,7 @@ const FOLDER: u32 = 1;
 fn write_file(v: &Vault, parent: u64, name: &str, data: &[u8]) -> u64 {
     let a = v.create_node(ME, parent, name.as_bytes(), FileKind::File, 0o644, 0, b"").unwrap();
     v.open_file(a.ino, false).unwrap();
-    v.write(a.ino, 0, data, false).unwrap();
+    v.write(a.ino, 0, data).unwrap();
     v.release(a.ino).unwrap();
     a.ino
 }

@@ -151,7 +151,7 @@ impl Harness {
             Op::Write { name, off, len, seed } => {
                 let ino = self.ensure(name);
                 let data = pattern(len as usize, seed);
-                assert_eq!(self.v().write(ino, off as u64, &data, false).unwrap(), data.len());
+                assert_eq!(self.v().write(ino, off as u64, &data).unwrap(), data.len());
                 let f = &mut self.files.get_mut(&ino).unwrap().0;
                 let end = off as usize + data.len();
                 if f.len() < end {
@@ -286,7 +286,7 @@ fn sequential_write_matches_whole_file_chunking() {
     for name in [0, 1] {
         let ino = h.ensure(name);
         for (i, piece) in data.chunks(4096 * 3 + 17).enumerate() {
-            h.v().write(ino, (i * (4096 * 3 + 17)) as u64, piece, false).unwrap();
+            h.v().write(ino, (i * (4096 * 3 + 17)) as u64, piece).unwrap();
         }
         h.v().release(ino).unwrap();
         h.files.get_mut(&ino).unwrap().1 = false;
@@ -383,7 +383,7 @@ proptest! {
                     let a = v.create_node(ME, ROOT_INO, name(n), FileKind::File, 0o640, 0, b"").unwrap();
                     v.open_file(a.ino, false).unwrap();
                     let data = pattern(100 + tag as usize, tag | 1);
-                    v.write(a.ino, 0, &data, false).unwrap();
+                    v.write(a.ino, 0, &data).unwrap();
                     v.flush(a.ino, true).unwrap();
                     v.release(a.ino).unwrap();
                     names.insert(n, a.ino);
@@ -468,7 +468,7 @@ fn closed_files_survive_losing_the_unsynced_pack_pages() {
         let a = v.create_node(ME, ROOT_INO, name.as_bytes(), FileKind::File, 0o640, 0, b"").unwrap();
         v.open_file(a.ino, false).unwrap();
         let data = pattern(300 + 97 * i as usize, i | 1);
-        v.write(a.ino, 0, &data, false).unwrap();
+        v.write(a.ino, 0, &data).unwrap();
         v.flush(a.ino, true).unwrap();
         v.release(a.ino).unwrap();
         written.push((name, data));
@@ -504,25 +504,4 @@ fn closed_files_survive_losing_the_unsynced_pack_pages() {
     assert!(report.findings.is_empty(), "verify after the crash: {:?}", report.findings);
     assert_eq!(report.unapplied_transactions, 0, "the remount applied and cleared the log");
     assert_eq!(fogvault::tools::stats(&repo, &cache).unwrap().files, 40);
-}
-
-/// A write by a process without CAP_FSETID (the kernel says so on direct-I/O
-/// handles) clears set-user-ID, and set-group-ID only with group execute;
-/// the new mode is committed with the bytes.
-#[test]
-fn unprivileged_writes_drop_set_id_bits() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness::new(dir.path());
-    let v = h.v();
-    for (perm, privileged, want) in
-        [(0o6755, false, 0o755), (0o2644, false, 0o2644), (0o4700, false, 0o700), (0o6755, true, 0o6755)]
-    {
-        let name = format!("s{perm:o}{privileged}");
-        let a = v.create_node(ME, ROOT_INO, name.as_bytes(), FileKind::File, perm, 0, b"").unwrap();
-        v.open_file(a.ino, false).unwrap();
-        v.write(a.ino, 0, b"payload", !privileged).unwrap();
-        v.flush(a.ino, true).unwrap();
-        v.release(a.ino).unwrap();
-        assert_eq!(v.getattr(a.ino).unwrap().perm, want, "{name}");
-    }
 }

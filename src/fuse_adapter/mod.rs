@@ -28,14 +28,6 @@ use crate::vault::{Access, Attr, Caller, RenameFlags, SetAttr, TimeSet, Touch, V
 const TTL: Duration = Duration::from_secs(10);
 const BLOCK: u32 = 4096;
 
-/// How long the kernel may cache `a`'s attributes. Not at all for set-user-ID
-/// and set-group-ID files: an unprivileged write through a write-only handle
-/// clears those bits here (`write_only`), where the kernel would keep showing
-/// its cached mode; such files are rare, so the extra GETATTRs cost nothing.
-fn attr_ttl(a: &Attr) -> Duration {
-    if a.kind == FileKind::File && a.perm & 0o6000 != 0 { Duration::ZERO } else { TTL }
-}
-
 pub struct FogFs {
     vault: Arc<Vault>,
     /// Numbers open handles (see `handle_for`).
@@ -194,7 +186,7 @@ impl FogFs {
         match r {
             // Attributes may be cached everywhere: reaching an inode by path
             // needs a lookup (gated at the folder's first level), and by fd an open.
-            Ok(a) => reply.entry_with_ttls(&attr_ttl(&a), &self.entry_ttl(parent, &a), &fuse_attr(&a), Generation(0)),
+            Ok(a) => reply.entry_with_ttls(&TTL, &self.entry_ttl(parent, &a), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -242,18 +234,6 @@ impl FogFs {
 /// The uid that opened handle `fh` (see `FogFs::handle_for`).
 fn opener(fh: FileHandle, req: &Request) -> u32 {
     if fh.0 >> 32 & 1 == 1 { fh.0 as u32 } else { req.uid() }
-}
-
-/// Handles opened write-only (cp, tar, dd, rsync, PACS imports) bypass the
-/// kernel's page cache: the bytes go from the writer's buffer to the daemon
-/// in one copy instead of two, and the kernel no longer asks for
-/// `security.capability` before every write. Such a handle cannot read or
-/// map the file, so nothing is lost; the kernel drops any cached pages of
-/// the ranges written, so readers on other handles stay coherent. In return
-/// the kernel leaves clearing set-user-ID on write to us
-/// (`FUSE_WRITE_KILL_SUIDGID`, see `write`).
-fn write_only(open_flags: i32) -> FopenFlags {
-    if open_flags & libc::O_ACCMODE == libc::O_WRONLY { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() }
 }
 
 fn keep_cache(keep: bool) -> FopenFlags {
@@ -308,7 +288,7 @@ impl Filesystem for FogFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.getattr(ino.0)) {
-            Ok(a) => reply.attr(&attr_ttl(&a), &fuse_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -352,7 +332,7 @@ impl Filesystem for FogFs {
         match self.allow(req.uid(), ino, Access::Write, false).and_then(|()| self.vault.setattr(ino.0, &set)) {
             Ok(a) => {
                 let _ = self.observe(req.uid(), Touch::Permission { ino: ino.0, what });
-                reply.attr(&attr_ttl(&a), &fuse_attr(&a))
+                reply.attr(&TTL, &fuse_attr(&a))
             }
             Err(e) => {
                 log_err("setattr", &e);
@@ -490,7 +470,7 @@ impl Filesystem for FogFs {
                 // the kernel skips its FLUSH round trip (one of four requests
                 // per file when a tree is read).
                 let no_flush = if writes { FopenFlags::empty() } else { FopenFlags::FOPEN_NOFLUSH };
-                reply.opened(fh, self.page_cache(uid, a.ino, a.domain) | no_flush | write_only(flags.0))
+                reply.opened(fh, self.page_cache(uid, a.ino, a.domain) | no_flush)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -528,7 +508,7 @@ impl Filesystem for FogFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        write_flags: WriteFlags,
+        _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -536,9 +516,7 @@ impl Filesystem for FogFs {
         let r = self.allow(opener(fh, req), ino, Access::Write, false);
         let uid = opener(fh, req);
         let r = r
-            .and_then(|()| {
-                self.vault.write(ino.0, offset, data, write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID))
-            })
+            .and_then(|()| self.vault.write(ino.0, offset, data))
             .and_then(|n| self.observe(uid, Touch::Write { ino: ino.0, handle: fh.0, bytes: n as u64 }).map(|()| n));
         match r {
             Ok(n) => reply.written(n as u32),
@@ -639,7 +617,7 @@ impl Filesystem for FogFs {
                 offset = d.offset;
                 self.observe_name(req.uid(), ino, &d.name, &attr);
                 let name = OsStr::from_bytes(&d.name);
-                let ttl = self.entry_ttl(ino, &attr).min(attr_ttl(&attr));
+                let ttl = self.entry_ttl(ino, &attr);
                 if reply.add(INodeNo(d.ino), d.offset, name, &ttl, &fuse_attr(&attr), Generation(0)) {
                     return reply.ok();
                 }
@@ -750,9 +728,8 @@ impl Filesystem for FogFs {
         let r = r.and_then(|a| self.opened(req.uid(), a.ino, true, true).map(|(fh, _)| (fh, a)));
         match r {
             Ok((fh, a)) => {
-                let flags = self.page_cache(req.uid(), a.ino, a.domain) | write_only(flags);
-                let ttl = self.entry_ttl(parent, &a).min(attr_ttl(&a));
-                reply.created(&ttl, &fuse_attr(&a), Generation(0), fh, flags)
+                let flags = self.page_cache(req.uid(), a.ino, a.domain);
+                reply.created(&self.entry_ttl(parent, &a), &fuse_attr(&a), Generation(0), fh, flags)
             }
             Err(e) => reply.error(errno(&e)),
         }

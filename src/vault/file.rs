@@ -36,6 +36,10 @@ pub struct FileState {
     tail_natural: bool,
     /// A streamed buffer being chunked in the background (see `begin_stream`).
     inflight: Option<Inflight>,
+    /// The last background commit failed (its bytes went back to the dirty
+    /// map): the writer commits in the foreground until one succeeds, so
+    /// that the error (e.g. `ENOSPC`) reaches it.
+    pub stream_failed: bool,
 }
 
 /// Bytes `[start, start + data.len())` of a streaming writer, taken out of the
@@ -127,6 +131,7 @@ impl FileState {
             last_read_end: 0,
             tail_natural: false,
             inflight: None,
+            stream_failed: false,
         };
         st.recompute_starts();
         st
@@ -281,6 +286,7 @@ impl FileState {
             self.tail_natural = true;
             Ok(consumed)
         });
+        self.stream_failed = outcome.is_err();
         let keep_from = *outcome.as_ref().unwrap_or(&0);
         let tail = &f.data[keep_from..];
         let tail_start = f.start + keep_from as u64;
@@ -303,19 +309,6 @@ impl FileState {
         self.rec.mtime = now;
         self.rec.ctime = now;
         self.attrs_dirty = true;
-    }
-
-    /// What a write by a process without `CAP_FSETID` does to the mode, as
-    /// local filesystems do: set-user-ID goes, and set-group-ID too when the
-    /// group may execute (without it, the bit marks mandatory locking).
-    pub fn drop_setid(&mut self) {
-        let perm = self.rec.perm;
-        let setgid = if perm & 0o010 != 0 { 0o2000 } else { 0 };
-        let kept = perm & !(0o4000 | setgid);
-        if kept != perm {
-            self.rec.perm = kept;
-            self.attrs_dirty = true;
-        }
     }
 
     /// Change the logical size. Shrinking below committed data re-dirties the

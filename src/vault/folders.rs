@@ -16,7 +16,7 @@ impl Vault {
         let ino = self.create_node(owner, parent, name, kind, attrs.perm, 0, b"")?.ino;
         if kind == FileKind::File && !data.is_empty() {
             self.open_file(ino, false)?;
-            let written = self.write(ino, 0, data, false).and_then(|_| self.flush(ino, true));
+            let written = self.write(ino, 0, data).and_then(|_| self.flush(ino, true));
             let released = self.release(ino);
             written?;
             released?;

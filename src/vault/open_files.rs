@@ -139,10 +139,7 @@ impl Vault {
         Ok(ReadBuf::Owned(out))
     }
 
-    /// Write `data` at `off`. `drop_setid`: the writer lacks `CAP_FSETID`, so
-    /// the write clears set-user-ID and set-group-ID (`FileState::drop_setid`);
-    /// the kernel leaves that to us on direct-I/O handles.
-    pub fn write(&self, ino: u64, off: u64, data: &[u8], drop_setid: bool) -> Result<usize> {
+    pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
         if off.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(Error::TooBig);
         }
@@ -156,15 +153,13 @@ impl Vault {
             }
         };
         st.write(off, data);
-        if drop_setid {
-            st.drop_setid();
-        }
         if st.dirty.bytes() > self.dirty_limit {
             // A streaming writer hands its buffer to a background commit and
             // carries on. One more than a buffer ahead, it waits for that
             // commit and hands over the next buffer: committing here instead
             // would stop the writer and leave the background idle. Anything
-            // else (writes out of order) commits here.
+            // else (writes out of order), and any write after a background
+            // commit failed, commits here: its error must reach the writer.
             if st.inflight_done().is_some() {
                 if st.dirty.bytes() <= 2 * self.dirty_limit {
                     return Ok(data.len());
@@ -172,11 +167,12 @@ impl Vault {
                 drop(st);
                 st = Self::settled(&s);
             }
-            if let Some((_, buf)) = st.begin_stream() {
+            if let Some((_, buf)) = if st.stream_failed { None } else { st.begin_stream() } {
                 drop(st);
                 self.spawn_stream_commit(ino, s, buf);
             } else {
                 st.commit(ino, &self.ctx(), true, |_| Ok(()))?;
+                st.stream_failed = false;
             }
         }
         Ok(data.len())

@@ -49,7 +49,25 @@ finally:
         pass
 PY
 rm -f "$m/too-much.bin"
-pass "writes past the journal limit get ENOSPC"
+# A streaming writer that never fsyncs hears it from write(2) too, not only
+# at close (its background commits fail; the next buffer commits in front).
+timeout 120 python3 - "$m/stream.bin" <<'PY' || fail "a streaming writer past the journal limit did not get ENOSPC from write(2)"
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+try:
+    for _ in range(64):
+        os.write(fd, os.urandom(4 << 20))
+    sys.exit("wrote 256 MB into a 96 MB journal without an error from write(2)")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+finally:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+PY
+rm -f "$m/stream.bin"
+pass "writes past the journal limit get ENOSPC (with fsync, and from write(2) when streaming)"
 
 # Crash during the outage, then the cloud comes back.
 kill9_vault "$d"
