@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -289,9 +289,11 @@ impl ChunkStore {
         }
         if st.current.is_none() {
             let pid = PackId::random();
+            // Written at explicit offsets, not O_APPEND: bytes a failed append
+            // left behind are overwritten by the next one, whatever the rollback did.
             let data =
-                OpenOptions::new().create_new(true).append(true).read(true).open(data_path(&self.shared.dir, &pid))?;
-            let idx = OpenOptions::new().create_new(true).append(true).open(idx_path(&self.shared.dir, &pid))?;
+                OpenOptions::new().create_new(true).write(true).read(true).open(data_path(&self.shared.dir, &pid))?;
+            let idx = OpenOptions::new().create_new(true).write(true).open(idx_path(&self.shared.dir, &pid))?;
             // Make the files' existence durable: an intent-log record may
             // hold this pack's envelopes, and replay finds the pack by name.
             File::open(&self.shared.dir)?.sync_all().map_err(Error::from_io)?;
@@ -307,9 +309,12 @@ impl ChunkStore {
         rec[..32].copy_from_slice(&id.0);
         rec[32..36].copy_from_slice(&entry.offset.to_le_bytes());
         rec[36..40].copy_from_slice(&entry.len.to_le_bytes());
-        if let Err(e) = (&*cur.data).write_all(envelope).and_then(|_| cur.idx.write_all(&rec)) {
-            // Roll the pack back to its last good length so a later append starts clean.
+        let idx_at = (cur.entries.len() * IDX_RECORD) as u64;
+        if let Err(e) = cur.data.write_all_at(envelope, offset).and_then(|_| cur.idx.write_all_at(&rec, idx_at)) {
+            // Roll the files back to their last good length (best effort: the
+            // next append writes at the same offsets anyway).
             let _ = cur.data.set_len(offset);
+            let _ = cur.idx.set_len(idx_at);
             return Err(Error::from_io(e));
         }
         cur.len += envelope.len() as u64;
