@@ -39,7 +39,7 @@ pub struct FileState {
     /// The last background commit failed (its bytes went back to the dirty
     /// map): the writer commits in the foreground until one succeeds, so
     /// that the error (e.g. `ENOSPC`) reaches it.
-    pub stream_failed: bool,
+    stream_failed: bool,
 }
 
 /// Bytes `[start, start + data.len())` of a streaming writer, taken out of the
@@ -223,10 +223,12 @@ impl FileState {
 
     /// Streaming writer over the dirty limit: if everything dirty is one
     /// buffer appended right after a natural cut, take it out for chunking
-    /// off the request path. Returns what the background job needs.
+    /// off the request path. Returns what the background job needs. Not
+    /// after a failed background commit until a commit succeeds: the writer
+    /// then commits in the foreground, so that the error reaches it.
     pub fn begin_stream(&mut self) -> Option<(u64, Arc<Vec<u8>>)> {
         let start = self.rec.size;
-        if self.inflight.is_some() || !(start == 0 || self.tail_natural) {
+        if self.inflight.is_some() || self.stream_failed || !(start == 0 || self.tail_natural) {
             return None;
         }
         let data = Arc::new(self.dirty.take_exact(start, self.size)?);
@@ -378,6 +380,7 @@ impl FileState {
                 for (_, b) in taken {
                     super::dirty::recycle(b);
                 }
+                self.stream_failed = false;
                 Ok(())
             }
             Err(e) => {

@@ -167,12 +167,11 @@ impl Vault {
                 drop(st);
                 st = Self::settled(&s);
             }
-            if let Some((_, buf)) = if st.stream_failed { None } else { st.begin_stream() } {
+            if let Some((_, buf)) = st.begin_stream() {
                 drop(st);
                 self.spawn_stream_commit(ino, s, buf);
             } else {
                 st.commit(ino, &self.ctx(), true, |_| Ok(()))?;
-                st.stream_failed = false;
             }
         }
         Ok(data.len())
