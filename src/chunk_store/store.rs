@@ -566,21 +566,17 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
         // Local store on the same filesystem: the staging file already holds
         // the pack's bytes, so finish it in place and rename it into the
         // store instead of writing every byte a second time.
-        let f = OpenOptions::new().write(true).open(&staged)?;
-        // Drop a torn tail (or a header from a failed earlier attempt) first.
-        f.set_len(data_end).map_err(Error::from_io)?;
-        f.write_all_at(&tail, data_end).map_err(Error::from_io)?;
-        f.sync_data().map_err(Error::from_io)?;
-        let parent = dest.parent().expect("object path has a parent");
-        std::fs::create_dir_all(parent).map_err(Error::from_io)?;
-        std::fs::rename(&staged, &dest).map_err(Error::from_io)?;
-        File::open(parent)?.sync_all().map_err(Error::from_io)?;
+        let fresh = finish_in_place(&staged, &dest, data_end, &tail)?;
         // The pack's pages are clean now and nobody reads them through the
         // page cache (large reads bypass it): hand them back at once, so
         // that the next pack is written into recently used memory rather
         // than into pages the hypervisor has to fault in again.
-        let _ = nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-        let macs = match finish_macs(job, &tail) {
+        if let Ok(f) = File::open(&dest) {
+            let _ = nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        }
+        // A retry after the rename finds the object with an earlier attempt's
+        // header (sealed under another nonce): take its MACs from the file.
+        let macs = match finish_macs(job, &tail).filter(|_| fresh) {
             Some(macs) => Ok(macs),
             // Streamed: a pack-sized buffer would cost a page fault per 4 KiB.
             None => File::open(&dest).and_then(|mut f| samples::file_macs(&shared.sample_key, &job.id, &mut f)),
@@ -597,6 +593,28 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
     let macs = finish_macs(job, &tail).unwrap_or_else(|| samples::object_macs(&shared.sample_key, &job.id, &obj));
     keep_samples(shared, &job.id, Ok(macs));
     Ok(())
+}
+
+/// Finish a staged pack in place (`data_end` bytes of envelopes, then `tail`)
+/// and rename it to `dest` in the local store, durably. Returns false when
+/// an earlier attempt got as far as the rename (its directory fsync failed):
+/// the staging file is gone and `dest` is the whole pack, so only the fsync
+/// is repeated rather than retrying a rename that can never succeed.
+fn finish_in_place(staged: &Path, dest: &Path, data_end: u64, tail: &[u8]) -> Result<bool> {
+    let parent = dest.parent().expect("object path has a parent");
+    let renamed_before = matches!(std::fs::metadata(staged), Err(e) if e.kind() == io::ErrorKind::NotFound)
+        && std::fs::metadata(dest).is_ok_and(|m| m.len() == data_end + tail.len() as u64);
+    if !renamed_before {
+        let f = OpenOptions::new().write(true).open(staged)?;
+        // Drop a torn tail (or a header from a failed earlier attempt) first.
+        f.set_len(data_end).map_err(Error::from_io)?;
+        f.write_all_at(tail, data_end).map_err(Error::from_io)?;
+        f.sync_data().map_err(Error::from_io)?;
+        std::fs::create_dir_all(parent).map_err(Error::from_io)?;
+        std::fs::rename(staged, dest).map_err(Error::from_io)?;
+    }
+    File::open(parent)?.sync_all().map_err(Error::from_io)?;
+    Ok(!renamed_before)
 }
 
 /// The sample MACs of a finished pack from those taken while its data was
@@ -711,4 +729,28 @@ pub fn staged_packs(staging_dir: &Path) -> Result<Vec<(PackId, u64)>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_after_the_rename_only_repeats_the_directory_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("staging/p.data");
+        let dest = dir.path().join("store/packs/p");
+        std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+        // Envelopes, then a torn append the pack does not own.
+        std::fs::write(&staged, b"envelopes+torn").unwrap();
+        assert!(finish_in_place(&staged, &dest, 9, b"TAIL").unwrap());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"envelopesTAIL");
+        assert!(!staged.exists());
+        // The uploader retries (say the directory fsync failed): done, not stuck.
+        assert!(!finish_in_place(&staged, &dest, 9, b"tail").unwrap());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"envelopesTAIL");
+        // Neither staged nor a whole pack in the store: an error, not success.
+        std::fs::write(&dest, b"short").unwrap();
+        assert!(finish_in_place(&staged, &dest, 9, b"tail").is_err());
+    }
 }
