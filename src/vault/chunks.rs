@@ -46,8 +46,10 @@ pub struct ReadAhead {
 impl ReadAhead {
     /// A local directory: a few chunks ahead, each read is cheap, so the
     /// window is cut into jobs of a few chunks that the threads decrypt side
-    /// by side.
-    pub const LOCAL: ReadAhead = ReadAhead { window: 8 << 20, horizon: 0, threads: 2, job_bytes: 4 << 20 };
+    /// by side. Three threads on a two-core fog node: while one waits for
+    /// its (`O_DIRECT`) read, the others decrypt, so the disk and both cores
+    /// stay busy (two threads and 8 MiB read ~15% slower; docs/BENCHMARKS.md).
+    pub const LOCAL: ReadAhead = ReadAhead { window: 16 << 20, horizon: 0, threads: 3, job_bytes: 4 << 20 };
     /// A remote store: a pack or two ahead, each fetched with one GET, a few
     /// in flight. RAM: at most `window + horizon` (48 MiB) ahead, which fits
     /// the LRU (`CACHE_BYTES`), plus one read buffer (at most a pack) per thread.
