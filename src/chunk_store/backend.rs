@@ -396,6 +396,17 @@ impl Backend {
         })
     }
 
+    /// Whether every store holds `name`: a mirrored put succeeds when one
+    /// store took the object, so whoever deletes the only other copy of its
+    /// data (gc) checks first. A store that cannot be asked counts as lacking it.
+    pub fn on_every_store(&self, name: &str) -> bool {
+        if self.members.len() == 1 {
+            return true;
+        }
+        let path = Path::from(name);
+        self.members.iter().all(|m| self.rt.block_on(m.store.head(&path)).is_ok())
+    }
+
     /// All objects under `prefix`, as `(name, size)` (the union over a mirror).
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let per = self.on_all("list", prefix, |m| self.list_member(m, prefix))?;

@@ -38,6 +38,15 @@ pub fn gc(a: RepoArgs) -> Result<(), Error> {
             report.bytes_after
         );
     }
+    for problem in &report.problems {
+        eprintln!("gc: {problem}");
+    }
+    if report.packs_kept > 0 {
+        return Err(Error::Store(format!(
+            "{} pack(s) could not be repacked and were kept; the rest was collected",
+            report.packs_kept
+        )));
+    }
     Ok(())
 }
 

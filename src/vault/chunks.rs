@@ -462,7 +462,13 @@ impl ChunkIo {
                     ChunkEntry { loc, plain_len, refs: 0 }
                 }
             };
-        let refs = (entry.refs as i64 + delta).max(0) as u64;
+        let refs = entry.refs as i64 + delta;
+        if refs < 0 {
+            // A reference dropped twice: gc would delete a chunk some file may
+            // still name. Keep the count at zero, but make it visible.
+            tracing::error!(chunk = %&id.hex()[..16], refs, "reference count went below zero");
+        }
+        let refs = refs.max(0) as u64;
         tx.put_chunk(id, &ChunkEntry { refs, ..entry })
     }
 

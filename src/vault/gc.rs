@@ -8,11 +8,17 @@
 //!    transaction, drop the entries of dead chunks in the packs to be
 //!    deleted or repacked. A writer that later stores the same bytes finds
 //!    no entry and stores a new copy.
-//! 2. copy live envelopes of sparse packs, unchanged, into new packs, upload
-//!    them, then point their index entries at the copies.
-//! 3. wait until the metadata journal in the cloud holds steps 1–2 (so a
-//!    recovered node never names a deleted pack), give readers that looked
-//!    up an old location a moment, then delete the old packs.
+//! 2. once the metadata journal in the cloud holds the plan (so a recovered
+//!    node never names a deleted pack), delete the packs with nothing live:
+//!    they need no copying and free the space a repack needs.
+//! 3. copy the live envelopes of sparse packs, unchanged, into new packs,
+//!    upload them (to every store of a mirror), then point their index
+//!    entries at the copies; once the cloud's journal holds that too, delete
+//!    the old packs. A pack whose chunks cannot all be copied (a damaged
+//!    envelope, a full disk, a store down) is kept as it is and reported;
+//!    the others are still collected.
+//!
+//! Before each delete, readers that looked up an old location get a moment.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -20,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::Vault;
-use crate::chunk_store::PackId;
+use crate::chunk_store::{Location, PackId};
 use crate::crypto::ChunkId;
 use crate::error::{Error, Result};
 use crate::metadata::ChunkEntry;
@@ -41,7 +47,16 @@ pub struct GcReport {
     pub chunks_moved: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Packs that should have been repacked but were kept this time.
+    #[serde(default)]
+    pub packs_kept: u64,
+    /// Why (no file names: pack ids and store errors only).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
+
+/// A live chunk copied out of a sparse pack: `(chunk, old location, new location)`.
+type Move = (ChunkId, Location, Location);
 
 struct Plan {
     /// Packs to delete after their live chunks (if any) moved.
@@ -51,7 +66,8 @@ struct Plan {
 }
 
 impl Vault {
-    /// Collect garbage now (see the module comment).
+    /// Collect garbage now (see the module comment). Packs that could not
+    /// be repacked are kept and named in `GcReport::problems`.
     pub fn gc(&self) -> Result<GcReport> {
         let Some(_one) = self.gc_running.try_lock() else {
             return Err(Error::Repo("garbage collection is already running on this vault".into()));
@@ -66,33 +82,99 @@ impl Vault {
         report.packs_before = sizes.len() as u64;
         report.bytes_before = sizes.values().sum();
         let plan = self.plan(&sizes, &mut report)?;
-        if plan.condemned.is_empty() {
-            report.bytes_after = report.bytes_before;
-            return Ok(report);
+        let mut sparse: HashMap<PackId, Vec<(ChunkId, ChunkEntry)>> = HashMap::new();
+        for (id, entry) in plan.moves {
+            sparse.entry(entry.loc.pack).or_default().push((id, entry));
         }
-        // 2. Move the live chunks (envelopes are position-independent).
+        // 2. Packs with nothing live.
+        let dead: Vec<PackId> = plan.condemned.iter().filter(|p| !sparse.contains_key(p)).copied().collect();
+        if !dead.is_empty() {
+            self.wait_until_journal_uploaded()?;
+            self.delete_packs(&dead, &mut report)?;
+        }
+        // 3. Sparse packs.
+        let moved = self.copy_live_chunks(sparse, &mut report);
+        if !moved.is_empty() {
+            self.meta.write(|tx| {
+                for (id, old, new) in moved.iter().flat_map(|(_, m)| m) {
+                    // Re-read: references may have changed meanwhile; only the location moves.
+                    if let Some(e) = tx.chunk(id)?
+                        && e.loc == *old
+                    {
+                        tx.put_chunk(id, &ChunkEntry { loc: *new, ..e })?;
+                    }
+                }
+                Ok(())
+            })?;
+            report.chunks_moved = moved.iter().map(|(_, m)| m.len() as u64).sum();
+            self.wait_until_journal_uploaded()?;
+            let repacked: Vec<PackId> = moved.iter().map(|(p, _)| *p).collect();
+            self.delete_packs(&repacked, &mut report)?;
+            report.packs_repacked = repacked.len() as u64;
+        }
+        report.bytes_after = backend.list("packs")?.iter().map(|(_, s)| s).sum();
+        Ok(report)
+    }
+
+    /// Copy the live chunks of each sparse pack into new packs and upload
+    /// them. Returns, per pack whose every live chunk was copied, the moves
+    /// `(chunk, old location, new location)`; the other packs stay as they
+    /// are (their copies so far become garbage in the new packs).
+    fn copy_live_chunks(
+        &self,
+        sparse: HashMap<PackId, Vec<(ChunkId, ChunkEntry)>>,
+        report: &mut GcReport,
+    ) -> Vec<(PackId, Vec<Move>)> {
         let store = self.chunks.store();
-        let mut moved = Vec::with_capacity(plan.moves.len());
-        for (id, entry) in &plan.moves {
-            let env = self.chunks.read_verified_envelope(id, &entry.loc)?;
-            moved.push((*id, entry.loc, store.store_chunk(*id, &env)?));
-        }
-        store.sync()?;
-        store.flush_uploads()?;
-        self.meta.write(|tx| {
-            for (id, old, new) in &moved {
-                // Re-read: references may have changed meanwhile; only the location moves.
-                if let Some(e) = tx.chunk(id)?
-                    && e.loc == *old
-                {
-                    tx.put_chunk(id, &ChunkEntry { loc: *new, ..e })?;
+        let mut moved = Vec::new();
+        let mut stopped = false;
+        for (pack, entries) in sparse {
+            if stopped {
+                report.packs_kept += 1;
+                continue;
+            }
+            let mut copies = Vec::with_capacity(entries.len());
+            let copied = entries.iter().try_for_each(|(id, e)| {
+                let env = self.chunks.read_verified_envelope(id, &e.loc)?;
+                copies.push((*id, e.loc, store.store_chunk(*id, &env)?));
+                Ok(())
+            });
+            match copied {
+                Ok(()) => moved.push((pack, copies)),
+                Err(e) => {
+                    // A damaged envelope concerns its pack only (`verify`
+                    // names it); anything else (no space, the store) would
+                    // fail the next pack too.
+                    stopped = !matches!(e, Error::Integrity(_));
+                    report.packs_kept += 1;
+                    report.problems.push(format!("pack {} kept: {e}", pack.hex()));
                 }
             }
-            Ok(())
-        })?;
+        }
+        if moved.is_empty() {
+            return moved;
+        }
+        let uploaded = store.sync().and_then(|()| store.flush_uploads());
+        let new_packs: HashSet<PackId> = moved.iter().flat_map(|(_, m)| m.iter().map(|(_, _, l)| l.pack)).collect();
+        let problem = match uploaded {
+            Err(e) => Some(format!("the repacked data did not upload: {e}")),
+            Ok(()) if !new_packs.iter().all(|p| store.backend().on_every_store(&p.object_name())) => {
+                Some("a store of the mirror lacks a repacked pack (run `fogvault repair`)".to_string())
+            }
+            Ok(()) => None,
+        };
+        if let Some(p) = problem {
+            report.packs_kept += moved.len() as u64;
+            report.problems.push(format!("{} sparse pack(s) kept: {p}", moved.len()));
+            moved.clear();
+        }
+        moved
+    }
+
+    /// Make the metadata durable and wait until the cloud's journal holds
+    /// every transaction committed so far.
+    fn wait_until_journal_uploaded(&self) -> Result<()> {
         self.checkpoint()?;
-        report.chunks_moved = moved.len() as u64;
-        // 3. The cloud's journal must hold all of this before a pack goes.
         let (target, _) = self.meta.journal_position()?;
         let start = Instant::now();
         while self.meta.journal_position()?.1 < target {
@@ -103,15 +185,16 @@ impl Vault {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
+    }
+
+    fn delete_packs(&self, packs: &[PackId], report: &mut GcReport) -> Result<()> {
         std::thread::sleep(READER_GRACE);
-        let repacked: HashSet<PackId> = plan.moves.iter().map(|(_, e)| e.loc.pack).collect();
-        for pack in &plan.condemned {
-            store.delete_pack(pack)?;
+        for pack in packs {
+            self.chunks.store().delete_pack(pack)?;
             report.packs_deleted += 1;
         }
-        report.packs_repacked = repacked.len() as u64;
-        report.bytes_after = backend.list("packs")?.iter().map(|(_, s)| s).sum();
-        Ok(report)
+        Ok(())
     }
 
     /// Step 1: choose the packs to delete or repack and drop their dead chunks.

@@ -100,3 +100,60 @@ for _ in $(seq 100); do mountpoint -q "$m" && break; sleep 0.1; done
 check_manifest "$FV_TMP/live" "$m" "files read by a node recovered after gc"
 unmount_vault "$d"
 pass "a node recovered from the store after gc reads every live file"
+
+# A damaged live envelope in a sparse pack: gc keeps that pack (and says so,
+# exit non-zero) but still deletes the dead pack and repacks the sound one.
+d=$(new_repo gcdamaged)
+m="$d/mnt"
+mount_vault "$d"
+packs=()
+for group in "a 1000000 3000000" "b 1000000 3000000" "c 2000000"; do
+    # One group per pack: an unmount seals it.
+    set -- $group
+    g=$1; shift
+    i=1
+    for size in "$@"; do
+        head -c "$size" /dev/urandom > "$FV_TMP/$g$i"
+        cp "$FV_TMP/$g$i" "$m/$g$i"
+        i=$((i + 1))
+    done
+    store_ls "$d" packs/ > "$FV_TMP/packs.before"
+    unmount_vault "$d"
+    mapfile -t new < <(store_ls "$d" packs/ | comm -13 "$FV_TMP/packs.before" -)
+    [ "${#new[@]}" -eq 1 ] || fail "group $g added ${#new[@]} packs, want 1"
+    packs+=("${new[0]}")
+    mount_vault "$d"
+done
+rm "$m/a2" "$m/b2" "$m/c1"    # a and b keep a quarter of their bytes, c nothing
+sync
+# The first envelope of pack a is a1's.
+store_get "$d" "${packs[0]}" "$FV_TMP/pack-a"
+cp "$FV_TMP/pack-a" "$FV_TMP/pack-a.damaged"
+python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(1000); b = f.read(1); f.seek(1000); f.write(bytes([b[0] ^ 1]))' "$FV_TMP/pack-a.damaged"
+store_put "$d" "${packs[0]}" "$FV_TMP/pack-a.damaged"
+unmount_vault "$d"; mount_vault "$d"
+cat "$m/a1" >/dev/null 2>&1 && fail "the damage did not hit a1"
+if fv gc --repo "$(repo_of "$d")" --cache "$d/cache" > "$FV_TMP/gc3.out" 2> "$FV_TMP/gc3.err"; then
+    fail "gc exited 0 although it could not repack a damaged pack"
+fi
+cat "$FV_TMP/gc3.out" "$FV_TMP/gc3.err"
+grep -q "pack ${packs[0]##*/} kept" "$FV_TMP/gc3.err" || fail "gc did not name the pack it kept"
+store_ls "$d" packs/ > "$FV_TMP/packs.after"
+grep -qx "${packs[0]}" "$FV_TMP/packs.after" || fail "gc deleted the damaged pack"
+grep -qx "${packs[1]}" "$FV_TMP/packs.after" && fail "gc kept the sound sparse pack"
+grep -qx "${packs[2]}" "$FV_TMP/packs.after" && fail "gc kept the dead pack"
+cmp "$m/b1" "$FV_TMP/b1" || fail "b1 differs after gc"
+out=$(cat "$m/a1" 2>&1 >/dev/null) && fail "a1 reads after gc although its envelope is damaged"
+grep -q "Input/output error" <<<"$out" || fail "a1: expected EIO, got: $out"
+pass "gc keeps a sparse pack with a damaged envelope (named, exit non-zero) and still collects the others"
+
+# Once the pack is whole again, the next gc repacks it.
+store_put "$d" "${packs[0]}" "$FV_TMP/pack-a"
+unmount_vault "$d"; mount_vault "$d"
+fv gc --repo "$(repo_of "$d")" --cache "$d/cache" > "$FV_TMP/gc4.out" || fail "gc after the repair failed"
+store_ls "$d" packs/ | grep -qx "${packs[0]}" && fail "gc kept pack a after it was repaired"
+cmp "$m/a1" "$FV_TMP/a1" || fail "a1 differs after the repack"
+cmp "$m/b1" "$FV_TMP/b1" || fail "b1 differs after the second gc"
+unmount_vault "$d"
+fv verify --repo "$(repo_of "$d")" --cache "$d/cache" --deep >/dev/null || fail "verify --deep after the second gc"
+pass "after the pack is restored, gc repacks it and everything verifies"

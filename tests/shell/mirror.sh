@@ -84,3 +84,34 @@ fv repair --repo "$repo" >/dev/null || fail "repair of the vanished local store"
 fv verify --repo "$repo" --cache "$d/cache" --deep >/dev/null || fail "verify --deep after restoring the local store"
 [ "$(s3_keys "$prefix/" | wc -l)" = "$(cd "$d/local-cloud" && find . -type f | wc -l)" ] || fail "object counts differ after the local repair"
 pass "with the local store gone the vault reads from S3 and writes on; repair restores it"
+
+# gc on a degraded mirror: a repacked pack that reached one store only must
+# not replace a pack both stores hold. The local store's packs/ becomes a
+# file, so new packs land on S3 alone.
+mountm
+head -c 1000000 /dev/urandom > "$FV_TMP/x1.bin"; cp "$FV_TMP/x1.bin" "$m/x1.bin"
+head -c 3000000 /dev/urandom > "$m/x2.bin"
+s3_keys "$prefix/packs/" | sort > "$FV_TMP/packs.before"
+unmount_vault "$d"   # seals x1 and x2 into one pack
+sparse=$(s3_keys "$prefix/packs/" | sort | comm -13 "$FV_TMP/packs.before" -)
+[ "$(echo "$sparse" | wc -l)" -eq 1 ] || fail "x1 and x2 went into more than one pack: $sparse"
+mountm
+rm "$m/x2.bin"; sync
+mv "$d/local-cloud/packs" "$d/local-packs-off"; touch "$d/local-cloud/packs"
+if fv gc --repo "$repo" --cache "$d/cache" > "$FV_TMP/gcm.out" 2> "$FV_TMP/gcm.err"; then
+    cat "$FV_TMP/gcm.out"; fail "gc on a degraded mirror exited 0 although it kept a sparse pack"
+fi
+grep -q "lacks a repacked pack" "$FV_TMP/gcm.err" || { cat "$FV_TMP/gcm.out" "$FV_TMP/gcm.err"; fail "gc did not say why it kept the pack"; }
+s3_keys "$prefix/packs/" | grep -qx "$sparse" || fail "gc deleted a pack whose data now has one copy only"
+cmp "$FV_TMP/x1.bin" "$m/x1.bin" || fail "x1.bin after gc on the degraded mirror"
+unmount_vault "$d"
+rm "$d/local-cloud/packs"; mv "$d/local-packs-off" "$d/local-cloud/packs"
+fv repair --repo "$repo" >/dev/null || fail "repair after the degraded gc"
+fv gc --repo "$repo" --cache "$d/cache" > "$FV_TMP/gcm2.out" || { cat "$FV_TMP/gcm2.out"; fail "gc on the repaired mirror"; }
+s3_keys "$prefix/packs/" | grep -qx "$sparse" && fail "gc on the repaired mirror kept the sparse pack"
+[ -e "$d/local-cloud/${sparse#"$prefix/"}" ] && fail "the sparse pack is still in the local store"
+fv verify --repo "$repo" --cache "$d/cache" --deep >/dev/null || fail "verify --deep after gc on the mirror"
+mountm
+cmp "$FV_TMP/x1.bin" "$m/x1.bin" || fail "x1.bin after the repack"
+unmount_vault "$d"
+pass "gc on a degraded mirror keeps sparse packs until both stores hold their new copies; after repair it repacks them"
