@@ -2,7 +2,7 @@
 # Runs every test: formatting, lints, layering, Rust unit/property tests, and
 # the real-mount shell suites (cp/rsync/tar, crash, tampering, errors, large
 # and sparse files, concurrency, 100k-entry dirs, mmap, DICOM/Orthanc, pjdfstest, page-cache
-# coherence between handles and set-user-ID clearing),
+# coherence between handles and set-user-ID clearing, a failing fdatasync and a bind-mounted cache),
 # all of them again on a real S3 server (Garage on loopback), and
 # the vault on a three-node Garage cluster that loses a node (garage3).
 # Installs what it needs (idempotent). Run as root on Debian 12.
@@ -26,7 +26,7 @@ cargo build --release --locked
 export FOGVAULT="$PWD/target/release/fogvault"
 
 # Suites prefixed "s3:" run with FV_STORE=s3: the repository is a bucket prefix on Garage.
-suites=(roundtrip integrity durability errors shutdown sessions folders large concurrency dicom pjdfstest coherence
+suites=(roundtrip integrity durability disk_faults errors shutdown sessions folders large concurrency dicom pjdfstest coherence
     recover gc audit insider s3 s3_outage mirror garage3
     s3:roundtrip s3:integrity s3:durability s3:errors s3:shutdown s3:sessions s3:folders s3:large
     s3:concurrency s3:dicom s3:pjdfstest s3:recover s3:gc s3:audit s3:insider)

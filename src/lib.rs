@@ -5,6 +5,7 @@ pub mod audit;
 pub mod chunk_store;
 pub mod chunking;
 pub mod crypto;
+pub mod durable_fs;
 pub mod error;
 pub mod fuse_adapter;
 pub mod maintenance;

@@ -75,7 +75,7 @@ pub fn recover(
             cache_dir.display()
         )));
     }
-    std::fs::create_dir_all(cache_dir)
+    crate::durable_fs::create_dir_all(cache_dir)
         .map_err(|e| Error::Repo(format!("cannot create cache directory {}: {e}", cache_dir.display())))?;
     let keys = MetaKeys::new(&repo.keys.metadata, &repo.repo_id);
     let mut report = RecoverReport::default();

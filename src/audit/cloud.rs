@@ -140,7 +140,7 @@ pub fn local_base(cache_dir: &Path) -> log::Resume {
 /// after record `after.seq` (its file starts empty, at offset 0): the base,
 /// which `uploaded_point` also reports as uploaded.
 pub fn start_after(cache_dir: &Path, after: &log::Resume) -> Result<()> {
-    std::fs::create_dir_all(cache_dir.join("audit"))?;
+    crate::durable_fs::create_dir_all(&cache_dir.join("audit"))?;
     save_point(&base_path(cache_dir), after)
 }
 

@@ -276,7 +276,7 @@ impl AuditLog {
     /// names what was cut.
     pub fn open(cache_dir: &Path, keys: AuditKeys, from: Resume) -> Result<Self> {
         let path = log_path(cache_dir);
-        std::fs::create_dir_all(path.parent().expect("log path has a parent"))?;
+        crate::durable_fs::create_dir_all(path.parent().expect("log path has a parent"))?;
         let mut file =
             OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600).open(&path)?;
         let damaged = |p: &str| {

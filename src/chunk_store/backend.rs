@@ -148,7 +148,7 @@ fn open_member(repo: &str, create: bool) -> Result<Member> {
     }
     let dir = PathBuf::from(repo.strip_prefix("file://").unwrap_or(repo));
     if create {
-        std::fs::create_dir_all(&dir).map_err(Error::from_io)?;
+        crate::durable_fs::create_dir_all(&dir).map_err(Error::from_io)?;
     } else if !dir.is_dir() {
         return Err(Error::Repo(format!("repository {} does not exist (run `fogvault init` first)", dir.display())));
     }
@@ -157,12 +157,22 @@ fn open_member(repo: &str, create: bool) -> Result<Member> {
     Ok(Member { store: Arc::new(store), description: dir.display().to_string(), local_root: Some(dir) })
 }
 
+/// Before a local store writes an object: create its directory (e.g.
+/// `packs/<h2>/`) durably, which the store would create without an fsync.
+fn prepare_local(m: &Member, name: &str) -> Result<()> {
+    if let Some(dir) = m.local_root.as_ref().and_then(|root| root.join(name).parent().map(FsPath::to_path_buf)) {
+        crate::durable_fs::create_dir_all(&dir).map_err(Error::from_io)?;
+    }
+    Ok(())
+}
+
+/// Make an object a local store just wrote durable: the file and its entry.
 fn sync_local(m: &Member, name: &str) -> Result<()> {
     if let Some(root) = &m.local_root {
         let path = root.join(name);
         std::fs::File::open(&path)?.sync_all().map_err(Error::from_io)?;
         if let Some(parent) = path.parent() {
-            std::fs::File::open(parent)?.sync_all().map_err(Error::from_io)?;
+            crate::durable_fs::sync_dir(parent).map_err(Error::from_io)?;
         }
     }
     Ok(())
@@ -327,6 +337,7 @@ impl Backend {
     pub fn put(&self, name: &str, data: Bytes) -> Result<()> {
         let path = Path::from(name);
         self.on_all("put", name, |m| {
+            prepare_local(m, name)?;
             self.rt.block_on(m.store.put(&path, PutPayload::from(data.clone()))).map_err(map_err)?;
             sync_local(m, name)
         })?;
@@ -342,6 +353,7 @@ impl Backend {
             return Ok(false);
         }
         let created = self.on_all("put", name, |m| {
+            prepare_local(m, name)?;
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
             match self.rt.block_on(m.store.put_opts(&path, PutPayload::from(data.clone()), opts)) {
                 Ok(_) => {
@@ -495,6 +507,7 @@ impl Backend {
             .find_map(|(_, m)| self.rt.block_on(async { m.store.get(&path).await?.bytes().await }).ok())
             .ok_or_else(|| Error::Integrity(format!("no store holds {name}")))?;
         let m = &self.members[i];
+        prepare_local(m, name)?;
         self.rt.block_on(m.store.put(&path, PutPayload::from(data))).map_err(map_err)?;
         sync_local(m, name)
     }

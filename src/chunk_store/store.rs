@@ -104,6 +104,11 @@ struct State {
     /// intent-log record must carry to make them durable without a sync.
     unlogged: Vec<Appended>,
     unlogged_bytes: u64,
+    /// An fdatasync of a staged pack failed. Linux marks the pages clean
+    /// after a failed writeback and a second fsync reports success, so the
+    /// failure is kept: every later sync fails and no pack is uploaded until
+    /// the vault is remounted (the intent log is then replayed).
+    sync_failed: Option<String>,
 }
 
 /// One envelope's place in a staged pack, and the append that put it there.
@@ -136,6 +141,30 @@ struct Shared {
     changed: Condvar,
 }
 
+impl State {
+    fn check_sync_failed(&self) -> Result<()> {
+        match &self.sync_failed {
+            None => Ok(()),
+            Some(cause) => Err(Error::Io(io::Error::other(format!(
+                "a staged pack could not be made durable on the cache disk ({cause}); writes fail until the vault is remounted"
+            )))),
+        }
+    }
+}
+
+impl Shared {
+    /// Record a failed fdatasync of a staged pack (see `State::sync_failed`)
+    /// and return the error for the caller.
+    fn sync_failed(&self, e: io::Error) -> Error {
+        let mut st = self.state.lock();
+        if st.sync_failed.is_none() {
+            tracing::error!(error = %e, "fdatasync of a staged pack failed; writes fail until the vault is remounted");
+            st.sync_failed = Some(e.to_string());
+        }
+        Error::from_io(e)
+    }
+}
+
 pub struct ChunkStore {
     shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<UploadJob>>>,
@@ -162,7 +191,7 @@ impl ChunkStore {
         journal_limit: u64,
         indexed: &IndexedEntries<'_>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(&staging_dir).map_err(Error::from_io)?;
+        crate::durable_fs::create_dir_all(&staging_dir).map_err(Error::from_io)?;
         let shared = Arc::new(Shared {
             backend,
             sample_key: pack_key.derive("sample mac"),
@@ -341,13 +370,14 @@ impl ChunkStore {
     pub fn sync(&self) -> Result<()> {
         let todo: Vec<(PackId, u64, Arc<File>)> = {
             let mut st = self.shared.state.lock();
+            st.check_sync_failed()?;
             let State { dirty, staged, .. } = &mut *st;
             // A pack no longer staged was uploaded, and is durable in the store.
             dirty.retain(|p, _| staged.contains_key(p));
             dirty.iter().map(|(p, seq)| (*p, *seq, Arc::clone(&staged[p]))).collect()
         };
         for (_, _, f) in &todo {
-            f.sync_data().map_err(Error::from_io)?;
+            f.sync_data().map_err(|e| self.shared.sync_failed(e))?;
         }
         let mut st = self.shared.state.lock();
         for (pack, seq, _) in &todo {
@@ -556,6 +586,7 @@ impl Drop for ChunkStore {
 }
 
 fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
+    shared.state.lock().check_sync_failed()?;
     let tail = encode_header_and_trailer(&shared.pack_key, &job.id, &job.entries);
     let staged = data_path(&shared.dir, &job.id);
     let name = job.id.object_name();
@@ -566,7 +597,12 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
         // Local store on the same filesystem: the staging file already holds
         // the pack's bytes, so finish it in place and rename it into the
         // store instead of writing every byte a second time.
-        let fresh = finish_in_place(&staged, &dest, data_end, &tail)?;
+        let fresh = match finish_in_place(&staged, &dest, data_end, &tail, &|e| shared.sync_failed(e)) {
+            // The cache and the store are one file system reached through
+            // different mounts (a bind mount): no rename, upload instead.
+            Err(Error::Io(e)) if e.raw_os_error() == Some(libc::EXDEV) => return upload_copy(shared, job, &tail),
+            r => r?,
+        };
         // The pack's pages are clean now and nobody reads them through the
         // page cache (large reads bypass it): hand them back at once, so
         // that the next pack is written into recently used memory rather
@@ -584,13 +620,21 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
         keep_samples(shared, &job.id, macs);
         return Ok(());
     }
-    let mut obj = std::fs::read(&staged)?;
+    upload_copy(shared, job, &tail)
+}
+
+/// Upload a staged pack by writing its bytes to the store (a remote store,
+/// or a local one on another file system).
+fn upload_copy(shared: &Shared, job: &UploadJob, tail: &[u8]) -> Result<()> {
+    let name = job.id.object_name();
+    let data_end = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
+    let mut obj = std::fs::read(data_path(&shared.dir, &job.id))?;
     // A torn tail past the last envelope (a failed append) is not the pack's.
     obj.truncate(data_end as usize);
-    obj.extend_from_slice(&tail);
+    obj.extend_from_slice(tail);
     let obj = Bytes::from(obj);
     shared.backend.put(&name, obj.clone())?;
-    let macs = finish_macs(job, &tail).unwrap_or_else(|| samples::object_macs(&shared.sample_key, &job.id, &obj));
+    let macs = finish_macs(job, tail).unwrap_or_else(|| samples::object_macs(&shared.sample_key, &job.id, &obj));
     keep_samples(shared, &job.id, Ok(macs));
     Ok(())
 }
@@ -600,7 +644,14 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
 /// an earlier attempt got as far as the rename (its directory fsync failed):
 /// the staging file is gone and `dest` is the whole pack, so only the fsync
 /// is repeated rather than retrying a rename that can never succeed.
-fn finish_in_place(staged: &Path, dest: &Path, data_end: u64, tail: &[u8]) -> Result<bool> {
+/// `sync_failed` turns a failed fdatasync into the error to return.
+fn finish_in_place(
+    staged: &Path,
+    dest: &Path,
+    data_end: u64,
+    tail: &[u8],
+    sync_failed: &dyn Fn(io::Error) -> Error,
+) -> Result<bool> {
     let parent = dest.parent().expect("object path has a parent");
     let renamed_before = matches!(std::fs::metadata(staged), Err(e) if e.kind() == io::ErrorKind::NotFound)
         && std::fs::metadata(dest).is_ok_and(|m| m.len() == data_end + tail.len() as u64);
@@ -609,11 +660,11 @@ fn finish_in_place(staged: &Path, dest: &Path, data_end: u64, tail: &[u8]) -> Re
         // Drop a torn tail (or a header from a failed earlier attempt) first.
         f.set_len(data_end).map_err(Error::from_io)?;
         f.write_all_at(tail, data_end).map_err(Error::from_io)?;
-        f.sync_data().map_err(Error::from_io)?;
-        std::fs::create_dir_all(parent).map_err(Error::from_io)?;
+        f.sync_data().map_err(sync_failed)?;
+        crate::durable_fs::create_dir_all(parent).map_err(Error::from_io)?;
         std::fs::rename(staged, dest).map_err(Error::from_io)?;
     }
-    File::open(parent)?.sync_all().map_err(Error::from_io)?;
+    crate::durable_fs::sync_dir(parent).map_err(Error::from_io)?;
     Ok(!renamed_before)
 }
 
@@ -693,14 +744,23 @@ fn uploader_loop(shared: Arc<Shared>, rx: &Mutex<mpsc::Receiver<UploadJob>>) {
 
 /// Write envelopes an intent-log record carried back into their staged packs
 /// (crash recovery, before `ChunkStore::open`), and make them durable. A pack
-/// no longer staged was uploaded, so its bytes are in the store already.
+/// no longer staged was uploaded, so its bytes are in the store already; a
+/// pack that cannot be opened for another reason is an error (the log stays,
+/// so the next mount tries again).
 pub fn restore_staged(staging_dir: &Path, blobs: &[StagedBytes]) -> Result<usize> {
     let mut files: HashMap<PackId, Option<File>> = HashMap::new();
     let mut restored = 0;
     for b in blobs {
-        let slot = files
-            .entry(b.pack)
-            .or_insert_with(|| OpenOptions::new().write(true).open(data_path(staging_dir, &b.pack)).ok());
+        let slot = match files.entry(b.pack) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                match OpenOptions::new().write(true).open(data_path(staging_dir, &b.pack)) {
+                    Ok(f) => e.insert(Some(f)),
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => e.insert(None),
+                    Err(err) => return Err(Error::from_io(err)),
+                }
+            }
+        };
         if let Some(f) = slot {
             f.write_all_at(&b.bytes, b.offset as u64).map_err(Error::from_io)?;
             restored += 1;
@@ -743,14 +803,14 @@ mod tests {
         std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
         // Envelopes, then a torn append the pack does not own.
         std::fs::write(&staged, b"envelopes+torn").unwrap();
-        assert!(finish_in_place(&staged, &dest, 9, b"TAIL").unwrap());
+        assert!(finish_in_place(&staged, &dest, 9, b"TAIL", &Error::from_io).unwrap());
         assert_eq!(std::fs::read(&dest).unwrap(), b"envelopesTAIL");
         assert!(!staged.exists());
         // The uploader retries (say the directory fsync failed): done, not stuck.
-        assert!(!finish_in_place(&staged, &dest, 9, b"tail").unwrap());
+        assert!(!finish_in_place(&staged, &dest, 9, b"tail", &Error::from_io).unwrap());
         assert_eq!(std::fs::read(&dest).unwrap(), b"envelopesTAIL");
         // Neither staged nor a whole pack in the store: an error, not success.
         std::fs::write(&dest, b"short").unwrap();
-        assert!(finish_in_place(&staged, &dest, 9, b"tail").is_err());
+        assert!(finish_in_place(&staged, &dest, 9, b"tail", &Error::from_io).is_err());
     }
 }

@@ -180,6 +180,10 @@ pub struct Metadata {
     /// Newest transaction number committed to LMDB, and the newest known durable.
     committed_txn: AtomicU64,
     synced_txn: AtomicU64,
+    /// An `mdb_env_sync` failed. A retried fsync would report success for
+    /// pages whose writeback failed, so nothing counts as synced any more
+    /// until the vault is reopened.
+    sync_failed: std::sync::atomic::AtomicBool,
     barrier: OnceLock<CommitBarrier>,
 }
 
@@ -200,7 +204,7 @@ pub type WriteTx<'e> = Tx<'e, RwTransaction<'e>>;
 impl Metadata {
     /// Open (or create) the index in `dir`. One environment per process (lmdb-rkv rule).
     pub fn open(dir: &Path, keys: &VaultKeys) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(Error::from_io)?;
+        crate::durable_fs::create_dir_all(dir).map_err(Error::from_io)?;
         // NO_META_SYNC: every commit fdatasyncs its data pages but defers the
         // meta-page flush to the next commit or `sync()`. LMDB keeps its
         // integrity across a machine crash (at worst the last transaction is
@@ -233,6 +237,7 @@ impl Metadata {
             txns: Mutex::new(Txns::default()),
             committed_txn: AtomicU64::new(0),
             synced_txn: AtomicU64::new(0),
+            sync_failed: std::sync::atomic::AtomicBool::new(false),
             barrier: OnceLock::new(),
         };
         let stored = m.stored_txn()?;
@@ -610,7 +615,16 @@ impl Metadata {
     pub fn sync_committed(&self) -> Result<()> {
         // What is committed now: a commit during the sync may not be covered.
         let committed = self.committed_txn.load(AtomicOrdering::Acquire);
-        self.env.sync(true).map_err(map_lmdb)?;
+        if self.sync_failed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Metadata(
+                "an earlier sync of the index failed; writes fail until the vault is remounted".into(),
+            ));
+        }
+        if let Err(e) = self.env.sync(true) {
+            self.sync_failed.store(true, AtomicOrdering::Release);
+            tracing::error!(error = %e, "sync of the metadata index failed; writes fail until the vault is remounted");
+            return Err(map_lmdb(e));
+        }
         self.synced_txn.fetch_max(committed, AtomicOrdering::AcqRel);
         // Durable in LMDB: the intent log need not carry them.
         self.txns.lock().unlogged.retain(|(no, _)| *no > committed);

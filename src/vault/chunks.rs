@@ -329,11 +329,32 @@ impl ChunkIo {
                 Err(e) => claims.fill(&id, Err(e)),
             }
         }
+        self.read_located(&mut claims, &found);
+    }
+
+    /// Read, authenticate and hand out claimed chunks at the locations looked up.
+    fn read_located(&self, claims: &mut Claims<'_>, found: &[(ChunkId, Location, u32)]) {
         let locs: Vec<Location> = found.iter().map(|f| f.1).collect();
+        let mut failed = Vec::new();
         self.store.read_envelopes(&locs, |i, env| {
             let (id, loc, plain_len) = &found[i];
-            claims.fill(id, env.and_then(|env| self.open(id, loc, *plain_len, env)));
+            match env.and_then(|env| self.open(id, loc, *plain_len, env)) {
+                Err(e @ Error::Integrity(_)) => failed.push((i, e)),
+                r => claims.fill(id, r),
+            }
         });
+        // Garbage collection may have moved a chunk and deleted its old pack
+        // after this reader looked it up: read it again where it is now.
+        for (i, e) in failed {
+            let (id, loc, _) = &found[i];
+            let r = match self.locate(id) {
+                Ok(Some((now, plain_len))) if now != *loc => {
+                    self.store.read_envelope(&now).and_then(|env| self.open(id, &now, plain_len, &env))
+                }
+                _ => Err(e),
+            };
+            claims.fill(id, r);
+        }
     }
 
     /// A read-ahead job: load what nobody else has (claimed first, so the
@@ -618,6 +639,32 @@ mod tests {
         assert!([0, 1, 3].iter().all(|&i| cache.lru.contains(&ids[i])), "neighbours cached by the one read");
         assert!(!cache.lru.contains(&ids[2]));
         assert!(f.io.inflight.lock().is_empty() && f.io.queued.lock().is_empty());
+    }
+
+    #[test]
+    fn a_chunk_moved_by_gc_after_its_lookup_is_read_where_it_is_now() {
+        let f = fixture();
+        let (data, ids, locs) = stored_chunks(&f);
+        let store = f.io.store();
+        // gc copies chunk 1 to a new pack, moves its index entry, deletes the old pack.
+        let env = f.io.read_verified_envelope(&ids[1], &locs[1]).unwrap();
+        let moved = store.store_chunk(ids[1], &env).unwrap();
+        store.flush_uploads().unwrap();
+        let plain_len = data[1].len() as u32;
+        f.io.meta.write(|tx| tx.put_chunk(&ids[1], &ChunkEntry { loc: moved, plain_len, refs: 1 })).unwrap();
+        f.io.forget_pending(&ids[1..2]);
+        store.delete_pack(&locs[1].pack).unwrap();
+        // A reader that looked the four up before the move.
+        let found: Vec<(ChunkId, Location, u32)> =
+            ids.iter().zip(&locs).zip(&data).map(|((id, loc), d)| (*id, *loc, d.len() as u32)).collect();
+        let mut claims = f.io.claim(&ids);
+        f.io.read_located(&mut claims, &found);
+        drop(claims);
+        let cached = f.io.cache.lock().lru.get(&ids[1]).cloned();
+        assert_eq!(cached.as_deref(), Some(&data[1]), "read from its new pack by that same load");
+        for i in [0, 2, 3] {
+            assert!(matches!(f.io.fetch(&ids[i]), Err(Error::Integrity(_))), "chunk {i}: its pack is gone");
+        }
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl Vault {
     }
 
     pub fn open_with(repo: &Repo, cache_dir: &Path, root_owner: Caller, opts: VaultOptions) -> Result<Self> {
-        std::fs::create_dir_all(cache_dir)
+        crate::durable_fs::create_dir_all(cache_dir)
             .map_err(|e| Error::Repo(format!("cannot create cache directory {}: {e}", cache_dir.display())))?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
