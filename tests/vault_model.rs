@@ -505,3 +505,67 @@ fn closed_files_survive_losing_the_unsynced_pack_pages() {
     assert_eq!(report.unapplied_transactions, 0, "the remount applied and cleared the log");
     assert_eq!(fogvault::tools::stats(&repo, &cache).unwrap().files, 40);
 }
+
+/// A commit under memory pressure keeps the piece after the last cut in RAM.
+/// It must never install a record that ends before bytes an earlier fsync
+/// made durable: another file's fsync makes that record durable, and a crash
+/// would then cut the file short.
+#[test]
+fn a_pressure_commit_never_shortens_what_was_fsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(dir.path());
+    let v = h.v();
+    let a = v.create_node(ME, ROOT_INO, b"study.dcm", FileKind::File, 0o640, 0, b"").unwrap();
+    v.open_file(a.ino, false).unwrap();
+    let old = pattern(100_000, 7);
+    v.write(a.ino, 0, &old).unwrap();
+    v.fsync(a.ino).unwrap();
+    // Rewrite the end and append a little, then scattered overwrites until
+    // the dirty bytes pass the limit (64 KiB) and force a commit.
+    v.write(a.ino, 99_000, &pattern(1_010, 9)).unwrap();
+    for k in 0..20u64 {
+        v.write(a.ino, k * 4_500, &pattern(4_000, k as u8 + 11)).unwrap();
+    }
+    let b = v.create_node(ME, ROOT_INO, b"other.txt", FileKind::File, 0o640, 0, b"").unwrap();
+    v.open_file(b.ino, false).unwrap();
+    v.write(b.ino, 0, b"x").unwrap();
+    v.fsync(b.ino).unwrap();
+    let Harness { repo, cache, vault, .. } = h;
+    drop(vault); // the crash
+    let v = Vault::open_with(&repo, &cache, ME, opts()).unwrap();
+    let a = v.lookup(ROOT_INO, b"study.dcm").unwrap();
+    assert!(a.size >= 100_000, "the file came back {} bytes long; 100,000 were fsynced", a.size);
+    v.shutdown().unwrap();
+}
+
+/// An in-memory truncate (deferred: the file is open with uncommitted bytes)
+/// followed by a long sequential write that streams: the chunks the truncate
+/// dropped lose their references, so deleting the file leaves no live chunk.
+#[test]
+fn a_truncate_before_a_streamed_write_drops_the_old_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(dir.path());
+    let v = h.v();
+    let a = v.create_node(ME, ROOT_INO, b"series.dcm", FileKind::File, 0o640, 0, b"").unwrap();
+    v.open_file(a.ino, false).unwrap();
+    v.write(a.ino, 0, &pattern(300_000, 3)).unwrap();
+    v.fsync(a.ino).unwrap();
+    v.write(a.ino, 0, b"dirty").unwrap();
+    v.setattr(a.ino, &SetAttr { size: Some(0), ..SetAttr::default() }).unwrap();
+    let new = pattern(400_000, 5);
+    for (i, piece) in new.chunks(4096).enumerate() {
+        v.write(a.ino, (i * 4096) as u64, piece).unwrap();
+    }
+    v.flush(a.ino, true).unwrap();
+    v.release(a.ino).unwrap();
+    v.open_file(a.ino, false).unwrap();
+    assert_eq!(&v.read(a.ino, 0, 500_000).unwrap()[..], &new[..]);
+    v.release(a.ino).unwrap();
+    v.unlink(ROOT_INO, b"series.dcm").unwrap();
+    let Harness { repo, cache, vault, .. } = h;
+    let vault = vault.unwrap();
+    vault.shutdown().unwrap();
+    drop(vault);
+    let stats = fogvault::tools::stats(&repo, &cache).unwrap();
+    assert_eq!(stats.chunks, 0, "chunks still referenced after the only file was deleted");
+}

@@ -40,6 +40,11 @@ pub struct FileState {
     /// map): the writer commits in the foreground until one succeeds, so
     /// that the error (e.g. `ENOSPC`) reaches it.
     stream_failed: bool,
+    /// The inode was freed (its last link went while nobody had it open, or
+    /// the last close of an unlinked file): a holder of a stale reference
+    /// (the idle flusher) must not commit it again, which would decrement
+    /// its chunks' references a second time and write a dead inode back.
+    pub freed: bool,
 }
 
 /// Bytes `[start, start + data.len())` of a streaming writer, taken out of the
@@ -132,6 +137,7 @@ impl FileState {
             tail_natural: false,
             inflight: None,
             stream_failed: false,
+            freed: false,
         };
         st.recompute_starts();
         st
@@ -228,7 +234,14 @@ impl FileState {
     /// then commits in the foreground, so that the error reaches it.
     pub fn begin_stream(&mut self) -> Option<(u64, Arc<Vec<u8>>)> {
         let start = self.rec.size;
-        if self.inflight.is_some() || self.stream_failed || !(start == 0 || self.tail_natural) {
+        // A truncate since the last commit changed the extents in memory only:
+        // a foreground commit must diff the references against `base` first
+        // (a stream adds references for its own chunks and nothing else).
+        if self.inflight.is_some()
+            || self.stream_failed
+            || !(start == 0 || self.tail_natural)
+            || self.base != self.rec.extents
+        {
             return None;
         }
         let data = Arc::new(self.dirty.take_exact(start, self.size)?);
@@ -364,6 +377,9 @@ impl FileState {
         // Work on the dirty map out of `self`; buffers handed to the chunker
         // without a copy are collected in `taken` and put back if anything
         // fails, so a failed commit (e.g. ENOSPC) loses no written byte.
+        if self.freed {
+            return Ok(());
+        }
         if self.inflight.is_some() {
             // Callers wait for in-flight streams first (`Vault::settled`);
             // committing now would treat the streamed bytes as a hole.
@@ -469,7 +485,11 @@ impl FileState {
                 }
             };
             let mut cuts = cx.chunker.cut(buf);
-            if pressure && we == size {
+            // Under pressure the piece after the last cut stays in RAM, but
+            // only if it lies wholly past the committed size: the installed
+            // record must never end before bytes an earlier fsync made durable.
+            let last_start = ws + cuts.last().map_or(0, |&(o, _)| o as u64);
+            if pressure && we == size && last_start >= committed {
                 if cuts.len() <= 1 {
                     leftover = Some((ws, buf.to_vec()));
                     pos = we;

@@ -162,6 +162,7 @@ impl Vault {
             if st.opens == 0 && st.rec.nlink <= 1 {
                 // Last link of a file nobody has open: its uncommitted bytes die
                 // with it, so a full store cannot stop the delete.
+                st.freed = true;
                 drop(st);
                 self.files.lock().remove(&ino);
                 return self.drop_link(ino, now, extra);

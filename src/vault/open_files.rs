@@ -72,6 +72,7 @@ impl Vault {
             let mut st = Self::settled(&s);
             st.opens = st.opens.saturating_sub(1);
             if st.opens == 0 && st.rec.nlink == 0 {
+                st.freed = true;
                 let rec = st.rec.clone();
                 let r = self.meta.write(|tx| {
                     // Free what LMDB holds (the committed extents).
@@ -226,17 +227,66 @@ impl Vault {
         {
             dirty::release_spares(); // nobody is writing
         }
+        // One file that cannot commit (a locked folder, a damaged chunk) must
+        // not keep the others' bytes in RAM: carry on, report the first error.
+        let mut first_err = None;
         for (ino, s) in idle {
             {
                 let mut st = s.lock();
-                if st.opens > 0 || !st.needs_commit() || st.inflight_done().is_some() {
+                if st.freed || st.opens > 0 || !st.needs_commit() || st.inflight_done().is_some() {
                     continue;
                 }
-                st.commit(ino, &self.ctx(), false, |_| Ok(()))?;
+                if let Err(e) = st.commit(ino, &self.ctx(), false, |_| Ok(())) {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
             }
             let _ns = self.ns.lock();
             self.maybe_evict(ino);
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::FileKind;
+    use crate::vault::{Caller, ROOT_INO};
+
+    const ME: Caller = Caller { uid: 0, gid: 0 };
+
+    /// The idle flusher takes its list of files, then an unlink frees one of
+    /// them (last link, no handle, uncommitted bytes from a write without a
+    /// handle, as mmap writeback does): committing that stale state must not
+    /// write the dead inode back or drop its chunks' references again.
+    #[test]
+    fn a_state_freed_by_unlink_is_never_committed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repo::init(dir.path().join("repo").to_str().unwrap(), b"pw").unwrap();
+        let cache = dir.path().join("cache");
+        let v = Vault::open(&repo, &cache, ME).unwrap();
+        let keep = v.create_node(ME, ROOT_INO, b"keep", FileKind::File, 0o600, 0, b"").unwrap();
+        let gone = v.create_node(ME, ROOT_INO, b"gone", FileKind::File, 0o600, 0, b"").unwrap();
+        let data = vec![7u8; 50_000];
+        for a in [&keep, &gone] {
+            v.open_file(a.ino, false).unwrap();
+            v.write(a.ino, 0, &data).unwrap(); // the same bytes: shared chunks
+            v.release(a.ino).unwrap();
+        }
+        v.write(gone.ino, 50_000, b"late").unwrap(); // no handle open
+        let stale = v.files.lock().get(&gone.ino).cloned().expect("state of a file with dirty bytes");
+        v.unlink(ROOT_INO, b"gone").unwrap();
+        stale.lock().commit(gone.ino, &v.ctx(), false, |_| Ok(())).unwrap();
+        v.shutdown().unwrap();
+        drop(v);
+        let stats = crate::tools::stats(&repo, &cache).unwrap();
+        assert_eq!(stats.files, 1, "the freed inode was written back");
+        assert_eq!((stats.chunks, stats.unique_bytes), (1, 50_000), "only keep's chunk is live");
+        let v = Vault::open(&repo, &cache, ME).unwrap();
+        v.open_file(keep.ino, false).unwrap();
+        assert_eq!(&v.read(keep.ino, 0, 60_000).unwrap()[..], &data[..]);
+        v.release(keep.ino).unwrap();
+        v.shutdown().unwrap();
     }
 }
