@@ -96,6 +96,17 @@ pub fn check_root(meta: &Metadata, backend: &Backend, keys: &MetaKeys) -> Result
                     r.generation, l.generation
                 )));
             }
+            // A node rebuilt by `recover` holds the journal objects past the
+            // root's head that the lost node uploaded before it could put the
+            // root naming them: continue the chain from there.
+            if let Some(l) = &local
+                && l.generation == r.generation
+                && l.snapshot == r.snapshot
+                && l.head_seq > r.head_seq
+                && l.head_seq <= commit_seq
+            {
+                return Ok(l.clone());
+            }
             if r.head_seq > commit_seq {
                 return Err(Error::Repo(format!(
                     "the store's metadata journal (transaction {}) is ahead of this fog node's index \

@@ -217,3 +217,32 @@ listing "$d3/mnt" "$FV_TMP/k-rec"
 same_listing "$FV_TMP/k-orig" "$FV_TMP/k-rec" "recovery after kill -9"
 unmount_vault "$d3"
 pass "after kill -9 and restart every fsynced file is recoverable from the store"
+
+# ---- the lost node uploaded journal objects but died before the root naming them
+backlog() { fv stats --repo "$(repo_of "$1")" --cache "$2" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata_backlog"])'; }
+uploaded() { # uploaded DIR CACHE → waits (30 s at most) until the metadata journal is in the store
+    for _ in $(seq 300); do [ "$(backlog "$1" "$2")" = 0 ] && return 0; sleep 0.1; done
+    fail "the metadata journal did not reach the store within 30 s (backlog $(backlog "$1" "$2"))"
+}
+d4=$(new_repo node4)
+mount_vault "$d4"
+mkdir "$d4/mnt/a"; echo one > "$d4/mnt/a/one"; sync
+uploaded "$d4" "$d4/cache"
+store_get "$d4" meta/root "$FV_TMP/root-early"
+echo two > "$d4/mnt/a/two"; sync
+uploaded "$d4" "$d4/cache"
+unmount_vault "$d4"
+store_put "$d4" meta/root "$FV_TMP/root-early"
+fv recover --repo "$(repo_of "$d4")" --cache "$d4/cacheR" >/dev/null || fail "recover with journal objects past the root"
+"$FOGVAULT" mount --repo "$(repo_of "$d4")" --cache "$d4/cacheR" "$d4/mnt" >>"$d4/mount.log" 2>&1 & MOUNT_PID=$!; FV_PIDS+=("$MOUNT_PID")
+for _ in $(seq 100); do mountpoint -q "$d4/mnt" && break; sleep 0.1; done
+[ "$(cat "$d4/mnt/a/two")" = two ] || fail "recover dropped the journal objects past the root"
+echo three > "$d4/mnt/a/three"; sync
+uploaded "$d4" "$d4/cacheR"
+unmount_vault "$d4"
+fv recover --repo "$(repo_of "$d4")" --cache "$d4/cacheR2" >/dev/null || fail "second recover"
+"$FOGVAULT" mount --repo "$(repo_of "$d4")" --cache "$d4/cacheR2" "$d4/mnt" >>"$d4/mount.log" 2>&1 & MOUNT_PID=$!; FV_PIDS+=("$MOUNT_PID")
+for _ in $(seq 100); do mountpoint -q "$d4/mnt" && break; sleep 0.1; done
+[ "$(cat "$d4/mnt/a/three")" = three ] || fail "a write after the recovery never reached the store"
+unmount_vault "$d4"
+pass "a node recovered past a root the lost node never put continues the store's journal"
