@@ -369,7 +369,7 @@ impl ControlServer {
             s.retain(|l| l.info.expires > now && p.admit(&l.info.user, now).is_ok());
             for l in s.iter_mut() {
                 l.rights = Self::rights_of(&p, &l.info.user, &l.supplied, &l.glass, now);
-                l.info.folders = Self::listing(&p, &l.rights);
+                l.info.folders = self.listing(&p, &l.rights);
             }
         }
         self.release_unneeded();
@@ -394,9 +394,13 @@ impl ControlServer {
             .collect()
     }
 
-    fn listing(p: &Policy, rights: &HashMap<u32, Rights>) -> Vec<FolderAccess> {
+    /// The folders a session may use, by path: only those whose root exists
+    /// in the vault (a path squatted by a symlink or a file before the folder
+    /// was created is not offered: it leads outside the vault).
+    fn listing(&self, p: &Policy, rights: &HashMap<u32, Rights>) -> Vec<FolderAccess> {
         let mut v: Vec<FolderAccess> = rights
             .iter()
+            .filter(|(f, _)| self.vault.folder_root(**f).ok().flatten().is_some())
             .filter_map(|(f, r)| p.folder(*f).map(|e| FolderAccess { path: e.path.clone(), rights: r.to_string() }))
             .collect();
         v.sort_by(|a, b| a.path.cmp(&b.path));
@@ -553,7 +557,7 @@ impl ControlServer {
             uid,
             started,
             expires,
-            folders: Self::listing(p, &rights),
+            folders: self.listing(p, &rights),
             break_glass: d.break_glass.is_some(),
             reason: d.break_glass.clone(),
             locked: false,

@@ -158,6 +158,12 @@ impl Vault {
             if rec.content_domain() != ROOT_DOMAIN || !tx.dir_is_empty(ino)? {
                 return Err(Error::NotEmpty);
             }
+            // An adopted directory belongs to the vault from now on: whoever
+            // made it must not lock the others out with chmod (the policy
+            // decides who gets in).
+            rec.uid = owner.uid;
+            rec.gid = owner.gid;
+            rec.perm = 0o777;
             rec.folder_root = domain;
             tx.put_inode(ino, &rec)?;
             tx.set_folder_root(domain, ino)

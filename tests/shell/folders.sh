@@ -130,6 +130,25 @@ except OSError as e:
 as alice mv "$m/cardiology/move-me.txt" "$m/wards/oncology/moved.txt" || fail "mv falls back to copy"
 pass "rename and link across vault folders give EXDEV (mv copies instead)"
 
+# A folder path squatted before the folder is created: a symlink out of the
+# vault is not followed (no folder there, and no session is offered it); an
+# empty directory is adopted but becomes root's, so its maker cannot lock
+# the others out.
+as carol ln -s /tmp "$m/public/radiology"
+as carol mkdir "$m/public/pathology"
+adm folder create public/radiology >/dev/null
+adm folder create public/pathology >/dev/null
+adm grant --user alice --folder public/radiology --rights rw >/dev/null
+adm grant --user alice --folder public/pathology --rights rw >/dev/null
+for _ in $(seq 40); do [ "$(stat -c %U "$m/public/pathology")" = root ] && break; sleep 0.25; done
+[ "$(stat -c %U "$m/public/pathology")" = root ] || fail "the adopted folder root still belongs to its maker"
+if as carol chmod 000 "$m/public/pathology" 2>/dev/null; then fail "carol changed the mode of a folder root"; fi
+[ -L "$m/public/radiology" ] || fail "the squatted path changed"
+login alice > "$FV_TMP/alice-folders.out"
+grep -q "public/pathology" "$FV_TMP/alice-folders.out" || { cat "$FV_TMP/alice-folders.out"; fail "alice is not offered the adopted folder"; }
+if grep -q "public/radiology" "$FV_TMP/alice-folders.out"; then fail "alice is offered a folder path that leads out of the vault"; fi
+pass "a squatted folder path is never offered; an adopted directory becomes root's"
+
 # Dedup across folders and users, with the first writer logged out.
 before=$(fv stats --repo "$repo" --cache "$d/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
 as alice "$FOGVAULT" logout --mount "$m" >/dev/null
