@@ -366,7 +366,10 @@ impl ControlServer {
         let now = now_secs();
         {
             let mut s = self.sessions.write();
-            s.retain(|l| l.info.expires > now && p.admit(&l.info.user, now).is_ok());
+            // A break-glass session also ends when the policy's limit, as it
+            // stands now, has run out since it started.
+            let glass_ok = |l: &Live| l.glass.is_empty() || l.info.started + p.break_glass_minutes as u64 * 60 > now;
+            s.retain(|l| l.info.expires > now && p.admit(&l.info.user, now).is_ok() && glass_ok(l));
             for l in s.iter_mut() {
                 l.rights = Self::rights_of(&p, &l.info.user, &l.supplied, &l.glass, now);
                 l.info.folders = self.listing(&p, &l.rights);
@@ -386,7 +389,9 @@ impl ControlServer {
             .iter()
             .filter_map(|&f| {
                 let mut r = p.rights(user, f, now);
-                if glass.contains(&f) && p.admit(user, now).is_ok() {
+                // Re-checked on every tick: a user taken out of the emergency
+                // roles loses what break-glass gave at once.
+                if glass.contains(&f) && p.may_break_glass(user, now) {
                     r = Rights::READ_WRITE;
                 }
                 r.read.then_some((f, r))
