@@ -296,27 +296,65 @@ struct Looks {
     gid: u32,
     dir_perm: u32,
     file_perm: u32,
-    /// (atime, mtime, ctime) ranges of patient directories and of their files.
-    dirs: [Range; 3],
+    /// (atime, mtime, ctime) ranges of the real patients' files.
     files: [Range; 3],
+    /// Per real patient, (atime, mtime, ctime): how far its files' times lie
+    /// apart, and where its directory's time lies from its oldest file's
+    /// (medians over patients). One patient's records are imported together,
+    /// so a decoy's times must cluster the same way.
+    file_spread: [i128; 3],
+    dir_offset: [i128; 3],
+}
+
+/// The files of a patient directory and of its subdirectories (a study's
+/// slices), at most a few hundred.
+fn patient_files(vault: &Vault, dir: u64) -> Result<Vec<crate::vault::Attr>> {
+    let mut out = Vec::new();
+    for (e, a) in vault.readdir_plus(dir, 0, 256)? {
+        match e.kind {
+            FileKind::File => out.push(a),
+            FileKind::Dir if e.name != b"." && e.name != b".." => out.extend(
+                vault
+                    .readdir_plus(e.ino, 0, 256)?
+                    .into_iter()
+                    .filter(|(s, _)| s.kind == FileKind::File)
+                    .map(|(_, f)| f),
+            ),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn looks_of(vault: &Vault, root: u64) -> Result<Looks> {
     let mut dirs = Vec::new();
     let mut files = Vec::new();
+    let (mut spreads, mut offsets): (Vec<[i128; 3]>, Vec<[i128; 3]>) = (Vec::new(), Vec::new());
     for (d, a) in vault.readdir_plus(root, 0, 100_000)? {
         if d.kind != FileKind::Dir || a.decoy || d.name == b"." || d.name == b".." {
             continue;
         }
-        if files.len() < 256 {
-            for (e, f) in vault.readdir_plus(d.ino, 0, 64)? {
-                if e.kind == FileKind::File {
-                    files.push(f);
-                }
+        if spreads.len() < 64 {
+            let mine = patient_files(vault, d.ino)?;
+            if !mine.is_empty() {
+                let times = |f: &crate::vault::Attr| [nanos(f.atime), nanos(f.mtime), nanos(f.ctime)];
+                let dir_times = [nanos(a.atime), nanos(a.mtime), nanos(a.ctime)];
+                let lo: [i128; 3] = std::array::from_fn(|k| mine.iter().map(|f| times(f)[k]).min().unwrap_or(0));
+                let hi: [i128; 3] = std::array::from_fn(|k| mine.iter().map(|f| times(f)[k]).max().unwrap_or(0));
+                spreads.push(std::array::from_fn(|k| hi[k] - lo[k]));
+                offsets.push(std::array::from_fn(|k| dir_times[k] - lo[k]));
+            }
+            if files.len() < 256 {
+                files.extend(mine);
             }
         }
         dirs.push(a);
     }
+    let median = |v: &[[i128; 3]], k: usize| {
+        let mut x: Vec<i128> = v.iter().map(|t| t[k]).collect();
+        x.sort_unstable();
+        x.get(x.len() / 2).copied().unwrap_or(0)
+    };
     let month_ago = nanos(Timespec::now()) - 86_400 * 30 * 1_000_000_000;
     let fallback = Range { lo: month_ago, hi: month_ago };
     let ranges = |v: &[crate::vault::Attr]| {
@@ -332,9 +370,25 @@ fn looks_of(vault: &Vault, root: u64) -> Result<Looks> {
         gid: first.map_or(0, |a| a.gid),
         dir_perm: first.map_or(0o755, |a| a.perm),
         file_perm: files.first().map_or(0o644, |a| a.perm),
-        dirs: ranges(&dirs),
         files: ranges(&files),
+        file_spread: std::array::from_fn(|k| median(&spreads, k).max(0)),
+        dir_offset: std::array::from_fn(|k| median(&offsets, k)),
     })
+}
+
+/// `base` moved later by up to `spread` (per timestamp), plus `offset`;
+/// never changed before it was written (ctime ≥ mtime).
+fn near(rng: &mut StdRng, base: &PlantAttrs, offset: [i128; 3], spread: [i128; 3], perm: u32) -> PlantAttrs {
+    let t = |rng: &mut StdRng, at: Timespec, k: usize| {
+        let n = nanos(at) + offset[k] + rng.random_range(0..=spread[k].max(0));
+        Timespec { secs: n.div_euclid(1_000_000_000) as i64, nanos: n.rem_euclid(1_000_000_000) as u32 }
+    };
+    let (atime, mtime) = (t(rng, base.atime, 0), t(rng, base.mtime, 1));
+    let mut ctime = t(rng, base.ctime, 2);
+    if (ctime.secs, ctime.nanos) < (mtime.secs, mtime.nanos) {
+        ctime = mtime;
+    }
+    PlantAttrs { uid: base.uid, gid: base.gid, perm, atime, mtime, ctime }
 }
 
 fn attrs(rng: &mut StdRng, uid: u32, gid: u32, perm: u32, r: &[Range; 3]) -> PlantAttrs {
@@ -347,9 +401,11 @@ fn attrs(rng: &mut StdRng, uid: u32, gid: u32, perm: u32, r: &[Range; 3]) -> Pla
 }
 
 /// Plant `count` decoy patients in vault folder `domain` (its key must be
-/// unlocked). Owners and modes copy the real patients of the folder, and
-/// every timestamp is drawn from the range the real ones span, so neither
-/// `ls -l` nor `stat` sets them apart. Returns their directory names.
+/// unlocked). Owners and modes copy the real patients of the folder; each
+/// decoy's import instant is drawn from the range the real files' times
+/// span, and its files and directories cluster around it as a real
+/// patient's do, so neither `ls -l` nor `stat` sets them apart. Returns
+/// their directory names.
 pub fn plant(vault: &Vault, domain: u32, count: u32, request: u64) -> Result<Vec<String>> {
     let root = vault.folder_root(domain)?.ok_or(Error::NotFound)?;
     let root_attrs = vault.getattr(root)?;
@@ -359,8 +415,12 @@ pub fn plant(vault: &Vault, domain: u32, count: u32, request: u64) -> Result<Vec
     let mut rng = StdRng::seed_from_u64(u64::from_le_bytes(seed) ^ request);
     let mut names = Vec::new();
     for p in synth_patients(count, rng.random())? {
-        let dir_attrs = attrs(&mut rng, looks.uid, looks.gid, looks.dir_perm, &looks.dirs);
-        let file_attrs = |rng: &mut StdRng| attrs(rng, looks.uid, looks.gid, looks.file_perm, &looks.files);
+        // One import per patient: its files' times cluster around one
+        // instant drawn from the real range, and its directories sit where
+        // real patients' directories sit relative to their files.
+        let base = attrs(&mut rng, looks.uid, looks.gid, looks.file_perm, &looks.files);
+        let dir_attrs = near(&mut rng, &base, looks.dir_offset, looks.file_spread, looks.dir_perm);
+        let file_attrs = |rng: &mut StdRng| near(rng, &base, [0; 3], looks.file_spread, looks.file_perm);
         let dir = vault.plant(root, p.dir.as_bytes(), FileKind::Dir, &[], &dir_attrs)?;
         let mut subdirs = std::collections::HashMap::new();
         for f in &p.files {
@@ -371,10 +431,11 @@ pub fn plant(vault: &Vault, domain: u32, count: u32, request: u64) -> Result<Vec
             let parent = match sub {
                 None => dir,
                 Some(s) => match subdirs.get(s) {
-                    Some(&ino) => ino,
+                    Some(&(ino, _)) => ino,
                     None => {
-                        let ino = vault.plant(dir, s.as_bytes(), FileKind::Dir, &[], &dir_attrs)?;
-                        subdirs.insert(s.to_string(), ino);
+                        let sub_attrs = near(&mut rng, &base, looks.dir_offset, looks.file_spread, looks.dir_perm);
+                        let ino = vault.plant(dir, s.as_bytes(), FileKind::Dir, &[], &sub_attrs)?;
+                        subdirs.insert(s.to_string(), (ino, sub_attrs));
                         ino
                     }
                 },
@@ -382,8 +443,8 @@ pub fn plant(vault: &Vault, domain: u32, count: u32, request: u64) -> Result<Vec
             vault.plant(parent, leaf.as_bytes(), FileKind::File, &f.data, &file_attrs(&mut rng))?;
         }
         // Children changed the directories' times: set them last.
-        for ino in subdirs.values().copied().chain([dir]) {
-            vault.disguise(ino, &dir_attrs)?;
+        for (ino, a) in subdirs.values().chain([&(dir, dir_attrs)]) {
+            vault.disguise(*ino, a)?;
         }
         names.push(p.dir);
     }

@@ -94,10 +94,15 @@ impl Auditor {
         Ok(())
     }
 
+    /// Start `uid` with a clean profile: an admin has lifted its lock.
+    pub fn forget_profile(&self, uid: u32) {
+        self.monitor.forget(uid);
+    }
+
     /// Record a session event whose user and session are known (login, logout, break-glass).
     pub fn record_session(&self, uid: u32, user: &str, session: &str, op: Op, detail: Option<String>) -> Result<()> {
         if matches!(op, Op::Login | Op::BreakGlass) {
-            self.monitor.reset(uid);
+            self.monitor.rearm(uid);
         }
         let e = Entry { user: Some(user), session: Some(session), detail: detail.as_deref(), ..Entry::new(uid, op) };
         self.log.append(e)?;

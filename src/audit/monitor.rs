@@ -159,8 +159,17 @@ impl Monitor {
         Vec::new()
     }
 
-    /// A new session for `uid` starts with a clean profile.
-    pub fn reset(&self, uid: u32) {
+    /// A new session for `uid` may raise each alert again. Its access
+    /// windows carry on: logging in again must not wipe the count of a bulk
+    /// copy in progress.
+    pub fn rearm(&self, uid: u32) {
+        if let Some(p) = self.profiles.lock().get_mut(&uid) {
+            p.fired.clear();
+        }
+    }
+
+    /// Forget `uid`'s profile (an admin lifted the lock an alert set).
+    pub fn forget(&self, uid: u32) {
         self.profiles.lock().remove(&uid);
     }
 
@@ -223,6 +232,21 @@ mod tests {
         let small = InsiderRules { max_mib_per_min: 1, ..rules.clone() };
         assert!(m.on_read(3, 600 << 10, &small).is_empty());
         assert_eq!(m.on_read(3, 600 << 10, &small)[0].0, "bytes");
+    }
+
+    #[test]
+    fn logging_in_again_keeps_the_count_an_admin_unlock_clears_it() {
+        let m = Monitor::new(std::env::temp_dir().join("fogvault-test-alerts"));
+        let rules = InsiderRules { bulk_patients: 5, bulk_secs: 60, ..InsiderRules::default() };
+        for p in ["a", "b", "c", "d"] {
+            assert!(m.on_open(1, p, &rules).is_empty());
+        }
+        m.rearm(1); // a new login
+        assert_eq!(m.on_open(1, "e", &rules)[0].0, "bulk-copy", "five patients across two sessions");
+        m.rearm(1);
+        assert_eq!(m.on_open(1, "f", &rules)[0].0, "bulk-copy", "a new session may alert again");
+        m.forget(1); // the admin unlocked the user
+        assert!(m.on_open(1, "g", &rules).is_empty(), "a fresh profile after the unlock");
     }
 
     #[test]

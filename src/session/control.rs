@@ -101,8 +101,10 @@ pub struct ControlServer {
     /// user → when an insider alert locked them (kept in `locks_path`).
     locks: Mutex<HashMap<String, u64>>,
     locks_path: PathBuf,
-    /// Decoy requests already planted (their records are in the store).
+    /// Decoy requests planted (or tried) by this mount, or whose records the store holds.
     decoys_done: Mutex<HashSet<u64>>,
+    /// Sealed decoy records whose upload failed: retried every tick.
+    decoy_records_unsent: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
@@ -202,6 +204,7 @@ impl ControlServer {
             locks: Mutex::new(read_locks(&cache_dir.join("locked-users.json"))),
             locks_path: cache_dir.join("locked-users.json"),
             decoys_done: Mutex::new(HashSet::new()),
+            decoy_records_unsent: Mutex::new(Vec::new()),
         });
         server.load_decoys_done();
         server.create_folders();
@@ -280,12 +283,23 @@ impl ControlServer {
 
     /// Plant the decoys the policy asks for in folders that are unlocked now.
     fn plant_decoys(&self) {
+        self.decoy_records_unsent.lock().retain(|(name, sealed)| match self.backend.put(name, sealed.clone().into()) {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store a decoy record yet; will retry");
+                true
+            }
+        });
         let p = self.policy();
         for req in &p.decoy_requests {
             if self.decoys_done.lock().contains(&req.id) || !self.vault.folder_unlocked(req.folder) {
                 continue;
             }
             let Some(folder) = p.folder(req.folder) else { continue };
+            // One attempt per request and mount: planting again after a
+            // failed upload of the record (the store down) would add another
+            // set of decoys every tick.
+            self.decoys_done.lock().insert(req.id);
             let patients = match crate::audit::decoys::plant(&self.vault, req.folder, req.count, req.id) {
                 Ok(p) => p,
                 Err(e) => {
@@ -301,12 +315,11 @@ impl ControlServer {
                 policy::DECOYS,
                 &serde_json::to_vec(&rec).expect("serializes"),
             );
-            match self.backend.put(&policy::decoy_record_name(req.id), sealed.into()) {
-                Ok(()) => {
-                    self.decoys_done.lock().insert(req.id);
-                    tracing::info!(folder = req.folder, count = req.count, "planted decoy patients");
-                }
-                Err(e) => tracing::error!(error = %e, "cannot store the decoy record"),
+            tracing::info!(folder = req.folder, count = req.count, "planted decoy patients");
+            let name = policy::decoy_record_name(req.id);
+            if let Err(e) = self.backend.put(&name, sealed.clone().into()) {
+                tracing::warn!(error = %e, "cannot store the decoy record yet; will retry");
+                self.decoy_records_unsent.lock().push((name, sealed));
             }
         }
     }
@@ -518,6 +531,15 @@ impl ControlServer {
             return Err(Error::Repo(format!(
                 "{user} is locked after an insider alert; an admin must unlock them (fogvault admin unlock)"
             )));
+        }
+        // Locked once, unlocked by the admin since: the alert's profile is
+        // settled, so the user starts afresh (otherwise the windows that
+        // raised it would raise it again at the next open).
+        if self.locks.lock().remove(&user).is_some() {
+            self.save_locks();
+            if let Some(a) = self.auditor.read().as_ref() {
+                a.forget_profile(uid);
+            }
         }
         if let Some(r) = &d.break_glass {
             if r.trim().is_empty() || r.len() > MAX_REASON {

@@ -13,7 +13,7 @@ DECOYS=10
 BULK=5                     # patients within 60 s that count as a bulk copy
 MAX_FRACTION_PCT=30        # a thief may not get more than this share of real patients
 
-users="importer phys thief1 thief2 curious"
+users="importer phys thief1 thief2 curious relogger"
 for u in $users; do id "$u" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$u"; done
 chmod 755 "$FV_TMP"
 as() { local who="$1"; shift; setpriv --reuid "$who" --regid "$who" --init-groups -- "$@"; }
@@ -27,7 +27,7 @@ for u in $users; do
 done
 adm folder create cardiology >/dev/null
 adm grant --user importer --folder cardiology --rights rw >/dev/null
-for u in phys thief1 thief2 curious; do adm grant --user "$u" --folder cardiology --rights r >/dev/null; done
+for u in phys thief1 thief2 curious relogger; do adm grant --user "$u" --folder cardiology --rights r >/dev/null; done
 
 # A webhook receiver on loopback records every alert it is sent.
 port=$(free_ports 1)
@@ -141,6 +141,18 @@ as curious cat "$m/$decoy/report.txt" >/dev/null 2>&1 || true
 line=$(alerts | grep '"user":"curious"' | head -1)
 echo "$line" | grep -c '"rule":"decoy"' >/dev/null || { alerts; fail "opening a decoy raised no decoy alert"; }
 pass "opening one decoy raises a decoy alert"
+
+# Logging in again does not start the count afresh: four patients, a new
+# login, four more (all real, within the bulk window) are a bulk copy.
+login relogger >/dev/null
+for p in $(ls "$FV_TMP/real" | sed -n 10,13p); do as relogger cat "$m/cardiology/$p/report.txt" >/dev/null; done
+[ -z "$(alerts | grep '"user":"relogger"')" ] || fail "four patients alerted"
+as relogger "$FOGVAULT" logout --mount "$m" >/dev/null
+login relogger >/dev/null
+for p in $(ls "$FV_TMP/real" | sed -n 14,17p); do as relogger cat "$m/cardiology/$p/report.txt" >/dev/null 2>&1 || true; done
+for _ in $(seq 20); do alerts | grep -q '"user":"relogger"' && break; sleep 0.25; done
+alerts | grep '"user":"relogger"' | grep -q '"rule":"bulk-copy"' || { alerts; fail "a new login reset the bulk-copy count"; }
+pass "logging in again between bursts does not reset the insider profile"
 
 # Every alert also went to the webhook, and the audit trail has them.
 for _ in $(seq 50); do [ "$(wc -l < "$FV_TMP/webhook.jsonl" 2>/dev/null || echo 0)" -ge 3 ] && break; sleep 0.2; done

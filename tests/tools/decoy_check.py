@@ -4,8 +4,8 @@
     decoy_check.py FOLDER DECOY_NAMES_FILE
 
 For every patient directory of FOLDER, gathers what a user of the mount sees:
-the name's shape, listing position, inode number, owner, mode, times, file
-count, file names, sizes. Categorical features must take the same values for
+the name's shape, listing position, inode number, owner, mode, times (and how
+one patient's times cluster), file count, file names, sizes. Categorical features must take the same values for
 decoys as for real patients; for every numeric feature, no threshold may
 separate all decoys from all real patients. Exit 1 naming each feature that
 distinguishes them.
@@ -23,7 +23,11 @@ def features(name):
     p = os.path.join(folder, name)
     st = os.lstat(p)
     files, sizes, modes, times = [], [], set(), []
+    same_times_as_dir = False
     for dp, dns, fns in os.walk(p):
+        for dn in dns:
+            s = os.lstat(os.path.join(dp, dn))
+            same_times_as_dir |= (s.st_mtime_ns, s.st_ctime_ns) == (st.st_mtime_ns, st.st_ctime_ns)
         for f in fns:
             s = os.lstat(os.path.join(dp, f))
             files.append(os.path.relpath(os.path.join(dp, f), p).split("/")[0] + "/" + re.sub(r"\d", "9", f))
@@ -47,6 +51,12 @@ def features(name):
         "num:smallest file": min(sizes),
         "num:oldest file mtime": min(t[0] for t in times),
         "num:newest file ctime": max(t[1] for t in times),
+        # One patient's records are imported together: how its times cluster.
+        "num:file mtime spread": max(t[0] for t in times) - min(t[0] for t in times),
+        "num:file ctime spread": max(t[1] for t in times) - min(t[1] for t in times),
+        "num:dir mtime - oldest file mtime": st.st_mtime - min(t[0] for t in times),
+        "num:dir ctime - oldest file ctime": st.st_ctime - min(t[1] for t in times),
+        "cat:a subdirectory has the patient directory's exact times": same_times_as_dir,
     }
 
 
