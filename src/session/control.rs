@@ -377,16 +377,38 @@ impl ControlServer {
     fn refresh_sessions(&self) {
         let p = self.policy();
         let now = now_secs();
-        {
+        let ended: Vec<(SessionInfo, &'static str)> = {
             let mut s = self.sessions.write();
-            // A break-glass session also ends when the policy's limit, as it
-            // stands now, has run out since it started.
-            let glass_ok = |l: &Live| l.glass.is_empty() || l.info.started + p.break_glass_minutes as u64 * 60 > now;
-            s.retain(|l| l.info.expires > now && p.admit(&l.info.user, now).is_ok() && glass_ok(l));
+            // Why a session ends now, if it does. A break-glass session also
+            // ends when the policy's limit, as it stands now, has run out.
+            let end = |l: &Live| {
+                if l.info.expires <= now {
+                    Some("expired")
+                } else if p.admit(&l.info.user, now).is_err() {
+                    Some("no longer admitted by the policy")
+                } else if !l.glass.is_empty() && l.info.started + p.break_glass_minutes as u64 * 60 <= now {
+                    Some("break-glass limit reached")
+                } else {
+                    None
+                }
+            };
+            let mut ended = Vec::new();
+            s.retain(|l| match end(l) {
+                Some(why) => {
+                    ended.push((l.info.clone(), why));
+                    false
+                }
+                None => true,
+            });
             for l in s.iter_mut() {
                 l.rights = Self::rights_of(&p, &l.info.user, &l.supplied, &l.glass, now);
                 l.info.folders = self.listing(&p, &l.rights);
             }
+            ended
+        };
+        // Every end of a session is in the trail, not only `logout`.
+        for (i, why) in ended {
+            self.audit_session(i.uid, &i.user, &i.session[..16], Op::Logout, Some(why.to_string()));
         }
         self.release_unneeded();
     }

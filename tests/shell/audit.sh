@@ -47,6 +47,13 @@ as alice cat "$m/oncology/DOE_JANE_1234567/note.txt" >/dev/null
 as alice cat "$m/oncology/DOE_JANE_1234567/note.txt" >/dev/null
 as bob cat "$m/oncology/DOE_JANE_1234567/note.txt" >/dev/null
 as alice "$FOGVAULT" logout --mount "$m" >/dev/null
+# A session that expires ends in the trail too.
+bobs() { fv sessions --mount "$m" | grep -c "user=bob" || true; }
+before=$(bobs)
+login bob --ttl 1 >/dev/null
+for _ in $(seq 40); do [ "$(bobs)" -le "$before" ] && break; sleep 0.25; done
+[ "$(bobs)" -le "$before" ] || { fv sessions --mount "$m"; fail "bob's 1-second session did not expire"; }
+sleep 1.5   # the daemon drops expired sessions (and records it) every 0.5 s
 unmount_vault "$d"
 
 fv audit --repo "$repo" --cache "$d/cache" --json > "$FV_TMP/audit.json"
@@ -76,6 +83,7 @@ has("denied", None, "/oncology")
 has("break-glass", "dave", None, "code blue")
 has("policy-change", None, None, "policy v")
 has("logout", "alice")
+has("logout", "bob", None, "expired")
 has("mount"); has("unmount")
 seqs = [r["seq"] for r in recs]
 assert seqs == list(range(1, len(seqs) + 1)), "sequence numbers are not 1..n"
