@@ -166,7 +166,7 @@ fn save_point(path: &Path, p: &log::Resume) -> Result<()> {
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+        crate::durable_fs::sync_dir(dir)?;
     }
     Ok(())
 }

@@ -80,6 +80,14 @@ struct UploadJob {
     macs: Option<samples::MacStream>,
 }
 
+impl UploadJob {
+    /// Where the pack's envelopes end in its staging file (bytes past it
+    /// are a torn append, not the pack's).
+    fn data_end(&self) -> u64 {
+        self.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0)
+    }
+}
+
 #[derive(Default)]
 struct State {
     current: Option<OpenPack>,
@@ -325,7 +333,7 @@ impl ChunkStore {
             let idx = OpenOptions::new().create_new(true).write(true).open(idx_path(&self.shared.dir, &pid))?;
             // Make the files' existence durable: an intent-log record may
             // hold this pack's envelopes, and replay finds the pack by name.
-            File::open(&self.shared.dir)?.sync_all().map_err(Error::from_io)?;
+            crate::durable_fs::sync_dir(&self.shared.dir).map_err(Error::from_io)?;
             let data = Arc::new(data);
             st.staged.insert(pid, Arc::clone(&data));
             let macs = samples::MacStream::new(&self.shared.sample_key, &pid);
@@ -590,7 +598,7 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
     let tail = encode_header_and_trailer(&shared.pack_key, &job.id, &job.entries);
     let staged = data_path(&shared.dir, &job.id);
     let name = job.id.object_name();
-    let data_end = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
+    let data_end = job.data_end();
     if let Some(dest) = shared.backend.local_object_path(&name)
         && same_filesystem(&shared.dir, shared.backend.local_root().unwrap_or(&shared.dir))
     {
@@ -627,7 +635,7 @@ fn upload_one(shared: &Shared, job: &UploadJob) -> Result<()> {
 /// or a local one on another file system).
 fn upload_copy(shared: &Shared, job: &UploadJob, tail: &[u8]) -> Result<()> {
     let name = job.id.object_name();
-    let data_end = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
+    let data_end = job.data_end();
     let mut obj = std::fs::read(data_path(&shared.dir, &job.id))?;
     // A torn tail past the last envelope (a failed append) is not the pack's.
     obj.truncate(data_end as usize);
@@ -728,7 +736,7 @@ fn uploader_loop(shared: Arc<Shared>, rx: &Mutex<mpsc::Receiver<UploadJob>>) {
                 }
             }
         }
-        let data_len = job.entries.iter().map(|e| e.offset as u64 + e.len as u64).max().unwrap_or(0);
+        let data_len = job.data_end();
         let mut st = shared.state.lock();
         st.staged.remove(&job.id);
         st.staged_bytes = st.staged_bytes.saturating_sub(data_len);

@@ -118,7 +118,7 @@ impl IntentLog {
             }
             file.sync_all()?;
             if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
+                crate::durable_fs::sync_dir(dir)?;
             }
         }
         let direct_file =

@@ -233,7 +233,7 @@ impl Vault {
         for (ino, s) in idle {
             {
                 let mut st = s.lock();
-                if st.freed || st.opens > 0 || !st.needs_commit() || st.inflight_done().is_some() {
+                if st.opens > 0 || !st.needs_commit() || st.inflight_done().is_some() {
                     continue;
                 }
                 if let Err(e) = st.commit(ino, &self.ctx(), false, |_| Ok(())) {

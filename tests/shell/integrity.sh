@@ -16,13 +16,9 @@ for f in flip trunc del; do
     # One file per pack: unmount between files seals each pack separately.
     head -c 2000000 /dev/urandom > "$FV_TMP/$f.bin"
     cp "$FV_TMP/$f.bin" "$m/ward/$f.bin"
-    store_ls "$d" packs/ > "$FV_TMP/packs.before"
-    unmount_vault "$d"
-    # The file's pack is the one its unmount added.
-    mapfile -t new < <(store_ls "$d" packs/ | comm -13 "$FV_TMP/packs.before" -)
-    [ "${#new[@]}" -eq 1 ] || fail "writing $f.bin added ${#new[@]} packs, want 1: ${new[*]}"
-    packs+=("${new[0]}")
-    mount_vault "$d"
+    # The file's pack is the one its unmount adds.
+    seal_pack "$d" "writing $f.bin"
+    packs+=("$SEALED_PACK")
 done
 unmount_vault "$d"
 [ "$(store_ls "$d" packs/ | wc -l)" -eq 3 ] || fail "expected 3 packs, found $(store_ls "$d" packs/ | wc -l)"

@@ -181,6 +181,18 @@ unmount_vault() {
     [ "$rc" -eq 0 ] || { cat "$d/mount.log" >&2; fail "daemon exited with $rc after unmount"; }
 }
 
+# seal_pack DIR WHAT → unmounts DIR (which seals its open pack), sets SEALED_PACK to
+# the one pack that adds to the store (fails naming WHAT otherwise), and mounts DIR again
+seal_pack() {
+    local d="$1" new
+    store_ls "$d" packs/ > "$FV_TMP/packs.before"
+    unmount_vault "$d"
+    mapfile -t new < <(store_ls "$d" packs/ | comm -13 "$FV_TMP/packs.before" -)
+    [ "${#new[@]}" -eq 1 ] || fail "$2 added ${#new[@]} packs, want 1: ${new[*]}"
+    SEALED_PACK=${new[0]}
+    mount_vault "$d"
+}
+
 # kill9_vault DIR → simulate a crash of the daemon, then detach the dead mount
 kill9_vault() {
     local d="$1"
