@@ -278,6 +278,15 @@ fn nanos(t: Timespec) -> i128 {
     i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos)
 }
 
+fn from_nanos(n: i128) -> Timespec {
+    Timespec { secs: n.div_euclid(1_000_000_000) as i64, nanos: n.rem_euclid(1_000_000_000) as u32 }
+}
+
+/// A ctime no earlier than the mtime: real records never change before they were written.
+fn changed_after(ctime: Timespec, mtime: Timespec) -> Timespec {
+    if nanos(ctime) < nanos(mtime) { mtime } else { ctime }
+}
+
 impl Range {
     fn of(v: impl Iterator<Item = Timespec>) -> Option<Range> {
         v.map(nanos).fold(None, |r: Option<Range>, x| {
@@ -285,8 +294,7 @@ impl Range {
         })
     }
     fn draw(&self, rng: &mut StdRng) -> Timespec {
-        let n = rng.random_range(self.lo..=self.hi);
-        Timespec { secs: n.div_euclid(1_000_000_000) as i64, nanos: n.rem_euclid(1_000_000_000) as u32 }
+        from_nanos(rng.random_range(self.lo..=self.hi))
     }
 }
 
@@ -296,7 +304,8 @@ struct Looks {
     gid: u32,
     dir_perm: u32,
     file_perm: u32,
-    /// (atime, mtime, ctime) ranges of the real patients' files.
+    /// (atime, mtime, ctime) ranges of the real patients' directories and files.
+    dirs: [Range; 3],
     files: [Range; 3],
     /// Per real patient, (atime, mtime, ctime): how far its files' times lie
     /// apart, and where its directory's time lies from its oldest file's
@@ -370,6 +379,7 @@ fn looks_of(vault: &Vault, root: u64) -> Result<Looks> {
         gid: first.map_or(0, |a| a.gid),
         dir_perm: first.map_or(0o755, |a| a.perm),
         file_perm: files.first().map_or(0o644, |a| a.perm),
+        dirs: ranges(&dirs),
         files: ranges(&files),
         file_spread: std::array::from_fn(|k| median(&spreads, k).max(0)),
         dir_offset: std::array::from_fn(|k| median(&offsets, k)),
@@ -377,26 +387,29 @@ fn looks_of(vault: &Vault, root: u64) -> Result<Looks> {
 }
 
 /// `base` moved later by up to `spread` (per timestamp), plus `offset`;
-/// never changed before it was written (ctime ≥ mtime).
-fn near(rng: &mut StdRng, base: &PlantAttrs, offset: [i128; 3], spread: [i128; 3], perm: u32) -> PlantAttrs {
+/// a time outside the range real records of this kind span (`within`) is
+/// drawn from that range instead; never changed before it was written
+/// (ctime ≥ mtime).
+fn near(
+    rng: &mut StdRng,
+    base: &PlantAttrs,
+    offset: [i128; 3],
+    spread: [i128; 3],
+    within: &[Range; 3],
+    perm: u32,
+) -> PlantAttrs {
     let t = |rng: &mut StdRng, at: Timespec, k: usize| {
         let n = nanos(at) + offset[k] + rng.random_range(0..=spread[k].max(0));
-        Timespec { secs: n.div_euclid(1_000_000_000) as i64, nanos: n.rem_euclid(1_000_000_000) as u32 }
+        if (within[k].lo..=within[k].hi).contains(&n) { from_nanos(n) } else { within[k].draw(rng) }
     };
     let (atime, mtime) = (t(rng, base.atime, 0), t(rng, base.mtime, 1));
-    let mut ctime = t(rng, base.ctime, 2);
-    if (ctime.secs, ctime.nanos) < (mtime.secs, mtime.nanos) {
-        ctime = mtime;
-    }
+    let ctime = changed_after(t(rng, base.ctime, 2), mtime);
     PlantAttrs { uid: base.uid, gid: base.gid, perm, atime, mtime, ctime }
 }
 
 fn attrs(rng: &mut StdRng, uid: u32, gid: u32, perm: u32, r: &[Range; 3]) -> PlantAttrs {
     let mtime = r[1].draw(rng);
-    let mut ctime = r[2].draw(rng);
-    if (ctime.secs, ctime.nanos) < (mtime.secs, mtime.nanos) {
-        ctime = mtime; // real records never change before they were written
-    }
+    let ctime = changed_after(r[2].draw(rng), mtime);
     PlantAttrs { uid, gid, perm, atime: r[0].draw(rng), mtime, ctime }
 }
 
@@ -419,8 +432,8 @@ pub fn plant(vault: &Vault, domain: u32, count: u32, request: u64) -> Result<Vec
         // instant drawn from the real range, and its directories sit where
         // real patients' directories sit relative to their files.
         let base = attrs(&mut rng, looks.uid, looks.gid, looks.file_perm, &looks.files);
-        let dir_attrs = near(&mut rng, &base, looks.dir_offset, looks.file_spread, looks.dir_perm);
-        let file_attrs = |rng: &mut StdRng| near(rng, &base, [0; 3], looks.file_spread, looks.file_perm);
+        let dir_attrs = near(&mut rng, &base, looks.dir_offset, looks.file_spread, &looks.dirs, looks.dir_perm);
+        let file_attrs = |rng: &mut StdRng| near(rng, &base, [0; 3], looks.file_spread, &looks.files, looks.file_perm);
         let dir = vault.plant(root, p.dir.as_bytes(), FileKind::Dir, &[], &dir_attrs)?;
         let mut subdirs = std::collections::HashMap::new();
         for f in &p.files {
@@ -433,7 +446,8 @@ pub fn plant(vault: &Vault, domain: u32, count: u32, request: u64) -> Result<Vec
                 Some(s) => match subdirs.get(s) {
                     Some(&(ino, _)) => ino,
                     None => {
-                        let sub_attrs = near(&mut rng, &base, looks.dir_offset, looks.file_spread, looks.dir_perm);
+                        let sub_attrs =
+                            near(&mut rng, &base, looks.dir_offset, looks.file_spread, &looks.dirs, looks.dir_perm);
                         let ino = vault.plant(dir, s.as_bytes(), FileKind::Dir, &[], &sub_attrs)?;
                         subdirs.insert(s.to_string(), (ino, sub_attrs));
                         ino
