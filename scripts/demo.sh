@@ -56,7 +56,7 @@ fi
 "$FV" mount --repo "$DEMO/repo" --cache "$DEMO/cache" --allow-other "$MNT" >"$DEMO/mount.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do mountpoint -q "$MNT" && break; kill -0 "$pid" || { cat "$DEMO/mount.log"; exit 1; }; sleep 0.1; done
-for _ in $(seq 1 50); do [ -d "$MNT/cardiology" ] && break; sleep 0.1; done
+for _ in $(seq 1 50); do ls "$MNT" 2>/dev/null | grep -qx cardiology && break; sleep 0.1; done
 echo "== vault mounted at $MNT (daemon pid $pid, log $DEMO/mount.log)"
 login() { as "$1" env FOGVAULT_KEY_PASSPHRASE="$1-demo" "$FV" login --mount "$MNT" --key "$DEMO/keys/$1.key"; }
 

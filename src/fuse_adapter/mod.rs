@@ -193,13 +193,18 @@ impl FogFs {
 
     /// How long the kernel may keep the dentry of `a` under `parent`. The
     /// dentry cache is shared by all uids, so a path walk into a vault folder
-    /// must reach the session gate: every walk from outside passes one of the
-    /// folder root's own entries, which are therefore never cached (TTL 0).
-    /// Deeper entries are cached as anywhere else: only a process whose walk
-    /// was let in (a cwd or a directory fd inside) can start below that level,
-    /// and `open`, `read`, `readdir` and the rest are still gated per call.
+    /// must reach the session gate: every walk from outside passes the folder
+    /// root and one of its own entries, which are therefore never cached
+    /// (TTL 0). The root itself, because a process that reaches it without
+    /// the gate may watch it with inotify, which needs no permission the
+    /// kernel asks the daemon about and reports the names of the entries
+    /// others create, open and delete in it. Deeper entries are cached as
+    /// anywhere else: only a process whose walk was let in (a cwd or a
+    /// directory fd inside) can start below that level, and `open`, `read`,
+    /// `readdir` and the rest are still gated per call.
     fn entry_ttl(&self, parent: INodeNo, a: &Attr) -> Duration {
-        if a.domain == 0 || !self.is_gated_level(parent) { TTL } else { Duration::ZERO }
+        let gated = a.folder_root || (a.domain != 0 && self.is_gated_level(parent));
+        if gated { Duration::ZERO } else { TTL }
     }
 
     /// Are the entries of `parent` a vault folder's first level (`parent` is
@@ -279,7 +284,15 @@ impl Filesystem for FogFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let r = self
             .allow(req.uid(), parent, Access::Read, true)
-            .and_then(|()| self.vault.lookup(parent.0, name.as_bytes()));
+            .and_then(|()| self.vault.lookup(parent.0, name.as_bytes()))
+            // A folder root is reached only by those who may list it (see `entry_ttl`).
+            .and_then(|a| {
+                if a.folder_root {
+                    self.allow(req.uid(), INodeNo(a.ino), Access::Read, true).map(|()| a)
+                } else {
+                    Ok(a)
+                }
+            });
         if let Ok(a) = &r {
             self.observe_name(req.uid(), parent, name.as_bytes(), a);
         }
@@ -785,11 +798,15 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8) * 2;
     let cfg = mount_config(allow_other, threads);
-    let fs = FogFs::new(vault);
+    let fs = FogFs::new(Arc::clone(&vault));
     let stale_entries = Arc::clone(&fs.stale_entries);
     let mut session = fuser::Session::new(fs, mountpoint, &cfg)?;
     let notifier = session.notifier();
     let (tx, rx) = std::sync::mpsc::channel::<(INodeNo, std::ffi::OsString)>();
+    let hook_tx = tx.clone();
+    vault.set_entry_hook(Some(Box::new(move |parent, name| {
+        let _ = hook_tx.send((INodeNo(parent), OsStr::from_bytes(name).to_os_string()));
+    })));
     let _ = stale_entries.set(tx);
     // Ends when the session (and with it the sender) is dropped.
     std::thread::Builder::new().name("fogvault-inval".into()).spawn(move || {
@@ -805,7 +822,9 @@ pub fn serve(
     on_ready(Box::new(move || {
         let _ = unmounter.unmount();
     }));
-    session.run()
+    let served = session.run();
+    vault.set_entry_hook(None);
+    served
 }
 
 /// The kernel offers FUSE mounts 128 KiB of readahead; sequential readers of

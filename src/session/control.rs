@@ -46,6 +46,24 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
     PathBuf::from("/run/fogvault").join(format!("{}.sock", &h.to_hex()[..16]))
 }
 
+/// Create the control socket's directory (mode 0755), or check the one that
+/// exists: whoever else may write in it could swap the socket for their own
+/// and make logins fail, so it must be this user's and closed to others.
+fn prepare_socket_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(Error::Repo(format!(
+            "{} must be a directory owned by uid {me} and writable by nobody else; \
+             refusing to put the control socket there",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// A vault folder a session may enter, as listed (no secrets).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FolderAccess {
@@ -181,7 +199,7 @@ impl ControlServer {
         }
         write_high_water(&high_water, policy.version)?;
         let path = socket_path(mountpoint);
-        std::fs::create_dir_all(path.parent().expect("socket path has a parent"))?;
+        prepare_socket_dir(path.parent().expect("socket path has a parent"))?;
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)
             .map_err(|e| Error::Repo(format!("cannot create control socket {}: {e}", path.display())))?;

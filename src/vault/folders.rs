@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{Access, AccessGate, Caller, DOMAIN_CACHE_ENTRIES, FileRef, Observer, PlantAttrs, ROOT_INO, Touch, Vault};
+use super::{
+    Access, AccessGate, Caller, DOMAIN_CACHE_ENTRIES, EntryHook, FileRef, Observer, PlantAttrs, ROOT_INO, Touch, Vault,
+};
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::metadata::{DomainKeys, FileKind, ROOT_DOMAIN};
@@ -63,6 +65,19 @@ impl Vault {
         }
     }
 
+    /// Let the mount hear of entries removed behind the kernel's back (`None`: unmounted).
+    pub fn set_entry_hook(&self, hook: Option<EntryHook>) {
+        *self.entry_hook.write() = hook;
+    }
+
+    /// `name` in `parent` changed without a request through the mount: the
+    /// kernel may still cache it.
+    fn entry_gone(&self, parent: u64, name: &[u8]) {
+        if let Some(hook) = &*self.entry_hook.read() {
+            hook(parent, name);
+        }
+    }
+
     pub fn set_gate(&self, gate: Arc<dyn AccessGate>) {
         *self.gate.write() = Some(gate);
     }
@@ -111,8 +126,10 @@ impl Vault {
     }
 
     /// Create the root directory of vault folder `domain` at `path` (relative
-    /// to the mount root, outside other vault folders). An existing empty
-    /// directory is adopted. Idempotent.
+    /// to the mount root, outside other vault folders). An empty directory
+    /// already there is replaced by a new one, not adopted: whoever made it
+    /// may hold an inotify watch on it, which would report the names of the
+    /// folder's first level to them. Idempotent.
     pub fn create_folder(&self, path: &str, domain: u32, owner: Caller) -> Result<u64> {
         if domain == ROOT_DOMAIN {
             return Err(Error::Invalid("folder domain 0 is the root"));
@@ -140,11 +157,17 @@ impl Vault {
                 return Err(Error::Invalid("vault folders cannot nest"));
             }
         }
+        // Open to every Unix user: the vault policy decides who gets in.
+        let make_root = || self.create_node(owner, parent, last.as_bytes(), FileKind::Dir, 0o777, 0, b"");
         let ino = match self.lookup(parent, last.as_bytes()) {
-            Ok(a) if a.kind == FileKind::Dir => a.ino,
+            Ok(a) if a.kind == FileKind::Dir && a.folder_root => a.ino,
+            Ok(a) if a.kind == FileKind::Dir => {
+                self.rmdir(parent, last.as_bytes())?;
+                self.entry_gone(parent, last.as_bytes());
+                make_root()?.ino
+            }
             Ok(_) => return Err(Error::NotDir),
-            // Open to every Unix user: the vault policy decides who gets in.
-            Err(Error::NotFound) => self.create_node(owner, parent, last.as_bytes(), FileKind::Dir, 0o777, 0, b"")?.ino,
+            Err(Error::NotFound) => make_root()?.ino,
             Err(e) => return Err(e),
         };
         let _ns = self.ns.lock();
@@ -158,12 +181,6 @@ impl Vault {
             if rec.content_domain() != ROOT_DOMAIN || !tx.dir_is_empty(ino)? {
                 return Err(Error::NotEmpty);
             }
-            // An adopted directory belongs to the vault from now on: whoever
-            // made it must not lock the others out with chmod (the policy
-            // decides who gets in).
-            rec.uid = owner.uid;
-            rec.gid = owner.gid;
-            rec.perm = 0o777;
             rec.folder_root = domain;
             tx.put_inode(ino, &rec)?;
             tx.set_folder_root(domain, ino)

@@ -81,6 +81,10 @@ pub enum Touch<'a> {
     },
 }
 
+/// Told `(parent, name)` of an entry the vault removed or replaced on its
+/// own, so the mount can drop it from the kernel's dentry cache.
+pub type EntryHook = Box<dyn Fn(u64, &[u8]) + Send + Sync>;
+
 pub trait Observer: Send + Sync {
     /// Record `touch` by `uid`. An `Err` (e.g. `AccessDenied` for a locked
     /// session or a decoy) makes the operation fail.

@@ -40,7 +40,7 @@ use crate::repo::Repo;
 use chunks::{ChunkIo, ReadAhead};
 pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState};
-pub use gate::{Access, AccessGate, Observer, Touch};
+pub use gate::{Access, AccessGate, EntryHook, Observer, Touch};
 pub use gc::GcReport;
 use intent_log::IntentLog;
 pub use read_buf::ReadBuf;
@@ -207,6 +207,8 @@ pub struct Vault {
     gate: parking_lot::RwLock<Option<Arc<dyn AccessGate>>>,
     /// Hears every operation (audit trail, insider detection), when set.
     observer: parking_lot::RwLock<Option<Arc<dyn Observer>>>,
+    /// Told of entries the vault changes on its own (see `set_entry_hook`).
+    entry_hook: parking_lot::RwLock<Option<EntryHook>>,
     /// Whether any vault folder exists: without one, `authorize` has nothing to check.
     has_folders: std::sync::atomic::AtomicBool,
     /// ino → (domain, content domain). Fixed for an inode's life (inode
@@ -329,6 +331,7 @@ impl Vault {
             ns: Mutex::new(()),
             gate: parking_lot::RwLock::new(None),
             observer: parking_lot::RwLock::new(None),
+            entry_hook: parking_lot::RwLock::new(None),
             has_folders: std::sync::atomic::AtomicBool::new(false),
             domains: parking_lot::RwLock::new(HashMap::new()),
             metasync,

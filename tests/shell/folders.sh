@@ -45,10 +45,11 @@ denied() { # denied USER CMD... → the command must fail with "Permission denie
     if as "$u" "$@" >"$FV_TMP/out" 2>&1; then cat "$FV_TMP/out"; fail "$u: '$*' should be denied"; fi
     grep -q "Permission denied" "$FV_TMP/out" || { cat "$FV_TMP/out"; fail "$u: '$*' failed without EACCES"; }
 }
-[ -d "$m/cardiology" ] && [ -d "$m/wards/oncology" ] || fail "folders not created on the mount"
+ls "$m" | grep -qx cardiology && ls "$m/wards" | grep -qx oncology || fail "folders not created on the mount"
 for u in alice bob carol; do denied "$u" ls "$m/cardiology"; denied "$u" touch "$m/cardiology/x"; done
 denied root ls "$m/cardiology"
-pass "before login nobody (not even root) lists or writes a vault folder"
+denied root stat "$m/cardiology"
+pass "before login nobody (not even root) lists, writes or reaches a vault folder"
 
 login alice >/dev/null
 as alice sh -c "echo 'ECG: sinus rhythm, patient-marker-7781' > '$m/cardiology/ecg-report-7781.txt'"
@@ -66,6 +67,29 @@ denied bob cat "$m/cardiology/ecg-report-7781.txt"
 denied carol cat "$m/cardiology/ecg-report-7781.txt"
 denied root stat "$m/cardiology/scan.bin"
 pass "alice's session does not leak to bob, carol or root"
+
+# A process that reaches a folder root may watch it with inotify, which the
+# kernel allows without asking the daemon and which reports the names of the
+# entries others create and open there. So the root is reached only through
+# the gate, also right after alice walked it (its dentry is never cached).
+watch="$(dirname "$0")/../tools/watch.py"
+as alice stat "$m/cardiology" >/dev/null
+denied carol stat "$m/cardiology"
+denied carol /usr/bin/python3 "$watch" "$m/cardiology"
+as carol /usr/bin/python3 "$watch" "$m/cardiology" 3 > "$FV_TMP/carol.watch" 2>/dev/null &
+watcher=$!
+sleep 0.5
+as alice sh -c "echo 'note' > '$m/cardiology/watched-name-5512.txt'"
+wait "$watcher" || true
+! grep -q "watched-name" "$FV_TMP/carol.watch" || fail "carol's inotify watch saw a name alice created"
+as alice /usr/bin/python3 "$watch" "$m/cardiology" 2 > "$FV_TMP/alice.watch" &
+watcher=$!
+sleep 0.5
+as alice cat "$m/cardiology/watched-name-5512.txt" >/dev/null
+wait "$watcher" || fail "alice could not watch her own folder"
+grep -q "watched-name-5512.txt" "$FV_TMP/alice.watch" || fail "alice's watch saw nothing"
+as alice rm "$m/cardiology/watched-name-5512.txt"
+pass "carol cannot reach or inotify-watch the folder root; alice can"
 
 # Entries below a folder's first level may sit in the kernel's dentry cache
 # (shared by all uids); the first level is never cached, so every walk from
@@ -132,22 +156,34 @@ pass "rename and link across vault folders give EXDEV (mv copies instead)"
 
 # A folder path squatted before the folder is created: a symlink out of the
 # vault is not followed (no folder there, and no session is offered it); an
-# empty directory is adopted but becomes root's, so its maker cannot lock
-# the others out.
+# empty directory is replaced by a new, root-owned one, so its maker can
+# neither lock the others out nor keep an inotify watch on the folder.
 as carol ln -s /tmp "$m/public/radiology"
 as carol mkdir "$m/public/pathology"
+as carol /usr/bin/python3 "$watch" "$m/public/pathology" 12 > "$FV_TMP/squat.watch" 2>&1 &
+squatter=$!
+sleep 0.5
 adm folder create public/radiology >/dev/null
 adm folder create public/pathology >/dev/null
 adm grant --user alice --folder public/radiology --rights rw >/dev/null
 adm grant --user alice --folder public/pathology --rights rw >/dev/null
-for _ in $(seq 40); do [ "$(stat -c %U "$m/public/pathology")" = root ] && break; sleep 0.25; done
-[ "$(stat -c %U "$m/public/pathology")" = root ] || fail "the adopted folder root still belongs to its maker"
-if as carol chmod 000 "$m/public/pathology" 2>/dev/null; then fail "carol changed the mode of a folder root"; fi
-[ -L "$m/public/radiology" ] || fail "the squatted path changed"
-login alice > "$FV_TMP/alice-folders.out"
-grep -q "public/pathology" "$FV_TMP/alice-folders.out" || { cat "$FV_TMP/alice-folders.out"; fail "alice is not offered the adopted folder"; }
+# The daemon follows the policy within a tick or two.
+for _ in $(seq 40); do
+    login alice > "$FV_TMP/alice-folders.out"
+    grep -q "public/pathology" "$FV_TMP/alice-folders.out" && break
+    sleep 0.25
+done
+grep -q "public/pathology" "$FV_TMP/alice-folders.out" || { cat "$FV_TMP/alice-folders.out"; fail "alice is not offered the squatted folder"; }
+denied root stat "$m/public/pathology"
 if grep -q "public/radiology" "$FV_TMP/alice-folders.out"; then fail "alice is offered a folder path that leads out of the vault"; fi
-pass "a squatted folder path is never offered; an adopted directory becomes root's"
+[ "$(as alice stat -c %U:%a "$m/public/pathology")" = root:777 ] || fail "the folder root still belongs to its squatter"
+if as carol chmod 000 "$m/public/pathology" 2>/dev/null; then fail "carol changed the mode of a folder root"; fi
+as alice sh -c "echo x > '$m/public/pathology/squat-name-3391.txt'"
+as alice cat "$m/public/pathology/squat-name-3391.txt" >/dev/null
+wait "$squatter" || true
+! grep -q "squat-name" "$FV_TMP/squat.watch" || fail "the squatter's watch saw a name in the folder"
+[ -L "$m/public/radiology" ] || fail "the squatted path changed"
+pass "a squatted folder path is never offered; a squatted directory is replaced by a root-owned one its maker cannot watch"
 
 # Dedup across folders and users, with the first writer logged out.
 before=$(fv stats --repo "$repo" --cache "$d/cache" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')

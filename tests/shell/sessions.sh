@@ -26,6 +26,16 @@ if FOGVAULT_ADMIN_PASSPHRASE=wrong fv admin user add eve --role x --key-out "$FV
 grep -q "wrong passphrase for key file" "$FV_TMP/err" || fail "unclear admin passphrase error"
 pass "admin key and identity keys issued; wrong admin passphrase refused"
 
+# Whoever may write in the control socket's directory could swap the socket.
+mkdir -p /run/fogvault
+chmod 777 /run/fogvault
+rc=0; timeout 20 "$FOGVAULT" mount --repo "$repo" --cache "$d/cache" --allow-other "$d/mnt" 2>"$FV_TMP/err" || rc=$?
+chmod 755 /run/fogvault
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { cat "$FV_TMP/err"; fail "mounted with a world-writable socket directory (exit $rc)"; }
+grep -q "/run/fogvault must be a directory owned by uid 0 and writable by nobody else" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear socket directory error"; }
+! mountpoint -q "$d/mnt" || fail "the refused mount stayed mounted"
+pass "a control socket directory others may write in is refused with a clear error"
+
 mount_vault "$d" --allow-other
 m="$d/mnt"
 alice_uid=$(id -u alice)
