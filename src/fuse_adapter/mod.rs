@@ -35,10 +35,6 @@ pub struct FogFs {
     /// Inside vault folders: inode → (uid, session token) of its last opener
     /// (see `page_cache`).
     last_opener: parking_lot::Mutex<std::collections::HashMap<u64, (u32, u64)>>,
-    /// Entries to drop from the kernel's dentry cache, sent to a thread that
-    /// owns the session's notifier (a handler cannot notify while the kernel
-    /// still holds the directory locks of the request it serves).
-    stale_entries: Arc<std::sync::OnceLock<std::sync::mpsc::Sender<(INodeNo, std::ffi::OsString)>>>,
 }
 
 /// Bound of `last_opener` (cleared when full: the next opens just re-read).
@@ -111,12 +107,7 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 impl FogFs {
     pub fn new(vault: Arc<Vault>) -> Self {
-        FogFs {
-            vault,
-            handles: std::sync::atomic::AtomicU64::new(1),
-            last_opener: Default::default(),
-            stale_entries: Default::default(),
-        }
+        FogFs { vault, handles: std::sync::atomic::AtomicU64::new(1), last_opener: Default::default() }
     }
 
     /// A new handle for a file opened by `uid`: the kernel may send
@@ -182,48 +173,29 @@ impl FogFs {
         let _ = self.observe(uid, Touch::Name { parent: parent.0, name, ino: a.ino, folder_root: a.folder_root });
     }
 
-    fn entry(&self, reply: ReplyEntry, parent: INodeNo, r: Result<Attr, Error>) {
+    fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
         match r {
             // Attributes may be cached everywhere: reaching an inode by path
             // needs a lookup (gated at the folder's first level), and by fd an open.
-            Ok(a) => reply.entry_with_ttls(&TTL, &self.entry_ttl(parent, &a), &fuse_attr(&a), Generation(0)),
+            Ok(a) => reply.entry_with_ttls(&TTL, &Self::entry_ttl(&a), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    /// How long the kernel may keep the dentry of `a` under `parent`. The
-    /// dentry cache is shared by all uids, so a path walk into a vault folder
-    /// must reach the session gate: every walk from outside passes the folder
-    /// root and one of its own entries, which are therefore never cached
-    /// (TTL 0). The root itself, because a process that reaches it without
-    /// the gate may watch it with inotify, which needs no permission the
-    /// kernel asks the daemon about and reports the names of the entries
-    /// others create, open and delete in it. Deeper entries are cached as
-    /// anywhere else: only a process whose walk was let in (a cwd or a
-    /// directory fd inside) can start below that level, and `open`, `read`,
-    /// `readdir` and the rest are still gated per call.
-    fn entry_ttl(&self, parent: INodeNo, a: &Attr) -> Duration {
-        let gated = a.folder_root || (a.domain != 0 && self.is_gated_level(parent));
-        if gated { Duration::ZERO } else { TTL }
-    }
-
-    /// Are the entries of `parent` a vault folder's first level (`parent` is
-    /// a folder root, its records in another domain than its entries)? An
-    /// unknown `parent` counts as one: better uncached than ungated.
-    fn is_gated_level(&self, parent: INodeNo) -> bool {
-        self.vault.domains_of(parent.0).ok().is_none_or(|(domain, content)| domain != content)
-    }
-
-    /// After a rename into a folder root's first level, the kernel keeps the
-    /// moved dentry with the lifetime it had one level deeper: drop it so the
-    /// next walk through the new name reaches the gate.
-    fn forget_entry_if_gated(&self, parent: INodeNo, name: &OsStr) {
-        if !self.is_gated_level(parent) {
-            return;
-        }
-        if let Some(tx) = self.stale_entries.get() {
-            let _ = tx.send((parent, name.to_os_string()));
-        }
+    /// How long the kernel may keep the dentry of `a`. The dentry cache is
+    /// shared by all uids, so a path walk into a vault folder must reach the
+    /// session gate: every walk from outside passes the folder root, whose
+    /// own entry is therefore never cached (TTL 0: the kernel revalidates it
+    /// with a LOOKUP, gated, on every walk). Reaching the root is gated, not
+    /// just listing it, because a process that reaches a directory may watch
+    /// it with inotify, which the kernel grants without asking the daemon and
+    /// which reports the names of the entries others create, open and delete
+    /// there. Entries inside are cached as anywhere else: only a process
+    /// whose walk was let in (a cwd or a directory fd inside) can start
+    /// below the root, and `open`, `read`, `readdir` and the rest are still
+    /// gated per call.
+    fn entry_ttl(a: &Attr) -> Duration {
+        if a.folder_root { Duration::ZERO } else { TTL }
     }
 
     /// The session gate for `uid` (see `Vault::authorize`); refusals are audited.
@@ -296,7 +268,7 @@ impl Filesystem for FogFs {
         if let Ok(a) = &r {
             self.observe_name(req.uid(), parent, name.as_bytes(), a);
         }
-        self.entry(reply, parent, r)
+        self.entry(reply, r)
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -383,7 +355,7 @@ impl Filesystem for FogFs {
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), kind, mode, rdev, b""));
         self.created(req.uid(), parent, name.as_bytes(), &r);
-        self.entry(reply, parent, r)
+        self.entry(reply, r)
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
@@ -391,7 +363,7 @@ impl Filesystem for FogFs {
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::Dir, mode, 0, b""));
         self.created(req.uid(), parent, name.as_bytes(), &r);
-        self.entry(reply, parent, r)
+        self.entry(reply, r)
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -420,7 +392,7 @@ impl Filesystem for FogFs {
             self.vault.create_node(caller(req), parent.0, link_name.as_bytes(), FileKind::Symlink, 0o777, 0, t)
         });
         self.created(req.uid(), parent, link_name.as_bytes(), &r);
-        self.entry(reply, parent, r)
+        self.entry(reply, r)
     }
 
     fn rename(
@@ -449,14 +421,7 @@ impl Filesystem for FogFs {
             let (name, newname) = (name.as_bytes(), newname.as_bytes());
             let _ = self.observe(uid, Touch::Rename { parent: parent.0, name, newparent: newparent.0, newname });
         }
-        let done = r.is_ok();
         empty(reply, r);
-        if done {
-            self.forget_entry_if_gated(newparent, newname);
-            if f.exchange {
-                self.forget_entry_if_gated(parent, name);
-            }
-        }
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
@@ -465,7 +430,7 @@ impl Filesystem for FogFs {
             .and_then(|()| self.allow(req.uid(), newparent, Access::Write, true))
             .and_then(|()| self.vault.link(ino.0, newparent.0, newname.as_bytes()));
         self.created(req.uid(), newparent, newname.as_bytes(), &r);
-        self.entry(reply, newparent, r)
+        self.entry(reply, r)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -630,7 +595,7 @@ impl Filesystem for FogFs {
                 offset = d.offset;
                 self.observe_name(req.uid(), ino, &d.name, &attr);
                 let name = OsStr::from_bytes(&d.name);
-                let ttl = self.entry_ttl(ino, &attr);
+                let ttl = Self::entry_ttl(&attr);
                 if reply.add(INodeNo(d.ino), d.offset, name, &ttl, &fuse_attr(&attr), Generation(0)) {
                     return reply.ok();
                 }
@@ -742,7 +707,7 @@ impl Filesystem for FogFs {
         match r {
             Ok((fh, a)) => {
                 let flags = self.page_cache(req.uid(), a.ino, a.domain);
-                reply.created(&self.entry_ttl(parent, &a), &fuse_attr(&a), Generation(0), fh, flags)
+                reply.created(&Self::entry_ttl(&a), &fuse_attr(&a), Generation(0), fh, flags)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -798,17 +763,16 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8) * 2;
     let cfg = mount_config(allow_other, threads);
-    let fs = FogFs::new(Arc::clone(&vault));
-    let stale_entries = Arc::clone(&fs.stale_entries);
-    let mut session = fuser::Session::new(fs, mountpoint, &cfg)?;
+    let mut session = fuser::Session::new(FogFs::new(Arc::clone(&vault)), mountpoint, &cfg)?;
+    // Entries the vault changed on its own are dropped from the kernel's
+    // dentry cache by a thread that owns the session's notifier (a handler
+    // cannot notify while the kernel holds the locks of the request it serves).
     let notifier = session.notifier();
     let (tx, rx) = std::sync::mpsc::channel::<(INodeNo, std::ffi::OsString)>();
-    let hook_tx = tx.clone();
     vault.set_entry_hook(Some(Box::new(move |parent, name| {
-        let _ = hook_tx.send((INodeNo(parent), OsStr::from_bytes(name).to_os_string()));
+        let _ = tx.send((INodeNo(parent), OsStr::from_bytes(name).to_os_string()));
     })));
-    let _ = stale_entries.set(tx);
-    // Ends when the session (and with it the sender) is dropped.
+    // Ends when the hook (and with it the sender) is dropped after the session.
     std::thread::Builder::new().name("fogvault-inval".into()).spawn(move || {
         for (parent, name) in rx {
             // ENOENT: the kernel had no such dentry; nothing to drop.

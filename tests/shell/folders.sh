@@ -91,8 +91,8 @@ grep -q "watched-name-5512.txt" "$FV_TMP/alice.watch" || fail "alice's watch saw
 as alice rm "$m/cardiology/watched-name-5512.txt"
 pass "carol cannot reach or inotify-watch the folder root; alice can"
 
-# Entries below a folder's first level may sit in the kernel's dentry cache
-# (shared by all uids); the first level is never cached, so every walk from
+# Entries inside a folder may sit in the kernel's dentry cache (shared by all
+# uids); the folder root's own entry is never cached, so every walk from
 # outside still reaches the session gate, also right after alice used a deep
 # path, and after a rename lifts a deep entry to the first level.
 as alice mkdir -p "$m/cardiology/p-4410/study-1"
