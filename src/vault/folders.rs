@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use super::{
-    Access, AccessGate, Caller, DOMAIN_CACHE_ENTRIES, EntryHook, FileRef, Observer, PlantAttrs, ROOT_INO, Touch, Vault,
+    Access, AccessGate, Caller, DOMAIN_CACHE_ENTRIES, EntryHook, FileRef, Observer, PlantAttrs, ROOT_INO, Touch, Vault, check_name,
 };
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
-use crate::metadata::{DomainKeys, FileKind, ROOT_DOMAIN};
+use crate::metadata::{DirentRecord, DomainKeys, FileKind, InodeRecord, ROOT_DOMAIN};
 
 impl Vault {
     /// Create a decoy file or directory through the normal write path,
@@ -157,35 +157,46 @@ impl Vault {
                 return Err(Error::Invalid("vault folders cannot nest"));
             }
         }
-        // Open to every Unix user: the vault policy decides who gets in.
-        let make_root = || self.create_node(owner, parent, last.as_bytes(), FileKind::Dir, 0o777, 0, b"");
-        let ino = match self.lookup(parent, last.as_bytes()) {
-            Ok(a) if a.kind == FileKind::Dir && a.folder_root => a.ino,
-            Ok(a) if a.kind == FileKind::Dir => {
-                self.rmdir(parent, last.as_bytes())?;
-                self.entry_gone(parent, last.as_bytes());
-                make_root()?.ino
-            }
-            Ok(_) => return Err(Error::NotDir),
-            Err(Error::NotFound) => make_root()?.ino,
-            Err(e) => return Err(e),
-        };
+        let name = last.as_bytes();
+        check_name(name)?;
         let _ns = self.ns.lock();
         // Set before the folder exists, so no operation inside it skips the gate.
         self.has_folders.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.meta.write(|tx| {
-            let mut rec = tx.inode(ino)?.ok_or(Error::NotFound)?;
-            if rec.folder_root == domain {
-                return tx.set_folder_root(domain, ino);
+        // One transaction, so the new root is never visible unmarked (and
+        // so ungated) and a squatter cannot slip in between.
+        let (ino, replaced) = self.meta.write(|tx| {
+            let mut replaced = false;
+            if let Some(d) = tx.dirent(parent, name)? {
+                if d.kind != FileKind::Dir {
+                    return Err(Error::NotDir);
+                }
+                let old = tx.inode(d.ino)?.ok_or(Error::NotFound)?;
+                if old.folder_root == domain {
+                    tx.set_folder_root(domain, d.ino)?;
+                    return Ok((d.ino, false));
+                }
+                if old.folder_root != 0 || old.content_domain() != ROOT_DOMAIN || !tx.dir_is_empty(d.ino)? {
+                    return Err(Error::NotEmpty);
+                }
+                tx.delete_dirent(parent, name)?;
+                tx.delete_inode(d.ino)?;
+                replaced = true;
             }
-            if rec.content_domain() != ROOT_DOMAIN || !tx.dir_is_empty(ino)? {
-                return Err(Error::NotEmpty);
-            }
+            // Open to every Unix user: the vault policy decides who gets in.
+            let mut rec = InodeRecord::new(FileKind::Dir, 0o777, owner.uid, owner.gid);
+            rec.parent = parent;
             rec.folder_root = domain;
+            let ino = tx.next_ino()?;
             tx.put_inode(ino, &rec)?;
-            tx.set_folder_root(domain, ino)
+            tx.put_dirent(parent, &DirentRecord { name: name.to_vec(), ino, kind: FileKind::Dir })?;
+            Self::touch_parent(tx, parent, rec.ctime, if replaced { 0 } else { 1 })?;
+            tx.set_folder_root(domain, ino)?;
+            Ok((ino, replaced))
         })?;
         self.domains.write().insert(ino, (ROOT_DOMAIN, domain));
+        if replaced {
+            self.entry_gone(parent, name);
+        }
         self.checkpoint()?;
         Ok(ino)
     }

@@ -190,7 +190,7 @@ impl Vault {
         })
     }
 
-    fn touch_parent(tx: &mut WriteTx<'_>, ino: u64, now: Timespec, nlink_delta: i32) -> Result<()> {
+    pub(super) fn touch_parent(tx: &mut WriteTx<'_>, ino: u64, now: Timespec, nlink_delta: i32) -> Result<()> {
         let mut p = tx.inode(ino)?.ok_or(Error::NotFound)?;
         p.mtime = now;
         p.ctime = now;
