@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::chunk_store::Backend;
+use crate::chunking::ChunkParams;
 use crate::crypto::{self, KdfParams, Key32, VaultKeys};
 use crate::error::{Error, Result};
 use crate::session::{IdentityKey, MasterPublic, MasterSecret};
@@ -28,7 +29,15 @@ struct ConfigFile {
     /// The admin authority, when the repository has one (`init --admin-key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     authority: Option<AuthorityFile>,
+    /// FastCDC's minimum chunk size in KiB; absent in repositories made
+    /// before it was raised (they keep [`LEGACY_CHUNK_MIN_KIB`], so their
+    /// cut points, and with them deduplication, stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_min_kib: Option<u32>,
 }
+
+/// The minimum chunk size of repositories whose config does not name one.
+const LEGACY_CHUNK_MIN_KIB: u32 = 256;
 
 #[derive(Serialize, Deserialize)]
 struct AuthorityFile {
@@ -48,8 +57,23 @@ pub struct Authority {
     pub fog: IdentityKey,
 }
 
-fn config_aad(repo_id: &str, version: u32) -> Vec<u8> {
-    format!("fogvault config v{version} {repo_id}").into_bytes()
+/// Binds the sealed root secret to the config's other fields: a changed
+/// repository id, version or chunk size fails to unseal.
+fn config_aad(repo_id: &str, version: u32, chunk_min_kib: Option<u32>) -> Vec<u8> {
+    match chunk_min_kib {
+        None => format!("fogvault config v{version} {repo_id}").into_bytes(),
+        Some(kib) => format!("fogvault config v{version} {repo_id} chunk-min-kib {kib}").into_bytes(),
+    }
+}
+
+/// The chunking parameters a config names.
+fn chunk_params(chunk_min_kib: Option<u32>) -> Result<ChunkParams> {
+    let d = ChunkParams::default();
+    let min = chunk_min_kib.unwrap_or(LEGACY_CHUNK_MIN_KIB) as usize * 1024;
+    if !(64 * 1024..d.avg).contains(&min) {
+        return Err(Error::Repo(format!("the repository config names an unusable minimum chunk size ({min} bytes)")));
+    }
+    Ok(ChunkParams { min, ..d })
 }
 
 /// An unlocked repository: the store plus the keys derived from its root secret.
@@ -58,6 +82,8 @@ pub struct Repo {
     pub keys: Arc<VaultKeys>,
     pub repo_id: String,
     pub authority: Option<Authority>,
+    /// How files are cut into chunks (fixed per repository).
+    pub chunk_params: ChunkParams,
 }
 
 pub const FOG_ID: &str = "fog";
@@ -87,7 +113,8 @@ pub fn init_with_authority(location: &str, passphrase: &[u8], admin: Option<&Mas
     let repo_id = hex::encode(id);
     let kdf = KdfParams::new_random();
     let kek = crypto::derive_kek(passphrase, &kdf).map_err(Error::Repo)?;
-    let sealed_root = crypto::seal(&kek, &config_aad(&repo_id, FORMAT_VERSION), root.as_bytes());
+    let chunk_min_kib = Some((ChunkParams::default().min / 1024) as u32);
+    let sealed_root = crypto::seal(&kek, &config_aad(&repo_id, FORMAT_VERSION, chunk_min_kib), root.as_bytes());
     let authority = admin.map(|msk| {
         let fog = msk.extract(FOG_ID);
         let sealed_fog_key = crypto::seal(&root.derive("fog identity key"), &fog_key_aad(&repo_id), &fog.to_bytes());
@@ -108,13 +135,15 @@ pub fn init_with_authority(location: &str, passphrase: &[u8], admin: Option<&Mas
             fog_id: f.fog_id.clone(),
             sealed_fog_key: f.sealed_fog_key.clone(),
         }),
+        chunk_min_kib,
     };
     let json = serde_json::to_vec_pretty(&cfg).expect("config serializes");
     if !backend.put_if_absent(CONFIG_OBJECT, Bytes::from(json)).map_err(|e| backend.missing_bucket().unwrap_or(e))? {
         return Err(Error::Repo(format!("a repository is already initialised at {}", backend.description())));
     }
     let authority = authority.map(|(_, fog, mpk)| Authority { mpk, fog });
-    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id, authority })
+    let chunk_params = chunk_params(chunk_min_kib)?;
+    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id, authority, chunk_params })
 }
 
 /// Open and unlock an existing repository.
@@ -135,7 +164,7 @@ pub fn unlock(location: &str, passphrase: &[u8]) -> Result<Repo> {
     }
     let kek = crypto::derive_kek(passphrase, &cfg.kdf).map_err(Error::Repo)?;
     let root = Zeroizing::new(
-        crypto::open(&kek, &config_aad(&cfg.repo_id, cfg.version), &cfg.sealed_root)
+        crypto::open(&kek, &config_aad(&cfg.repo_id, cfg.version, cfg.chunk_min_kib), &cfg.sealed_root)
             .map_err(|_| Error::WrongPassphrase)?,
     );
     let root: [u8; 32] =
@@ -156,7 +185,8 @@ pub fn unlock(location: &str, passphrase: &[u8]) -> Result<Repo> {
             Some(Authority { mpk, fog })
         }
     };
-    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id: cfg.repo_id, authority })
+    let chunk_params = chunk_params(cfg.chunk_min_kib)?;
+    Ok(Repo { backend, keys: Arc::new(VaultKeys::derive(&root)), repo_id: cfg.repo_id, authority, chunk_params })
 }
 
 /// What the admin needs from the config without the operator passphrase:
@@ -193,4 +223,45 @@ pub fn default_cache_dir(repo_id: &str) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from("/var/cache"));
     base.join("fogvault").join(repo_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_json(dir: &std::path::Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_OBJECT)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn chunk_size_is_fixed_per_repository_and_authenticated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let loc = tmp.path().to_str().unwrap();
+        let made = init(loc, b"pw").unwrap();
+        assert_eq!(made.chunk_params.min, 512 << 10);
+        assert_eq!(unlock(loc, b"pw").unwrap().chunk_params.min, 512 << 10);
+
+        // A store that changes the chunk size (or drops it) is caught.
+        let good = config_json(tmp.path());
+        let mut cfg = good.clone();
+        cfg["chunk_min_kib"] = 128.into();
+        std::fs::write(tmp.path().join(CONFIG_OBJECT), serde_json::to_vec(&cfg).unwrap()).unwrap();
+        assert!(unlock(loc, b"pw").is_err());
+        cfg.as_object_mut().unwrap().remove("chunk_min_kib");
+        std::fs::write(tmp.path().join(CONFIG_OBJECT), serde_json::to_vec(&cfg).unwrap()).unwrap();
+        assert!(unlock(loc, b"pw").is_err());
+
+        // A repository made before the field existed (sealed without it) keeps 256 KiB.
+        let parsed: ConfigFile = serde_json::from_value(good).unwrap();
+        let kek = crypto::derive_kek(b"pw", &parsed.kdf).unwrap();
+        let root =
+            crypto::open(&kek, &config_aad(&parsed.repo_id, parsed.version, Some(512)), &parsed.sealed_root).unwrap();
+        let legacy = ConfigFile {
+            sealed_root: crypto::seal(&kek, &config_aad(&parsed.repo_id, parsed.version, None), &root),
+            chunk_min_kib: None,
+            ..parsed
+        };
+        std::fs::write(tmp.path().join(CONFIG_OBJECT), serde_json::to_vec(&legacy).unwrap()).unwrap();
+        assert_eq!(unlock(loc, b"pw").unwrap().chunk_params.min, 256 << 10);
+    }
 }

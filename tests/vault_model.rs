@@ -99,7 +99,7 @@ struct Harness {
 
 fn opts() -> VaultOptions {
     VaultOptions {
-        chunk_params: ChunkParams { min: 2048, avg: 8192, max: 32768 },
+        chunk_params: Some(ChunkParams { min: 2048, avg: 8192, max: 32768 }),
         dirty_limit: 64 * 1024,
         ..VaultOptions::default()
     }

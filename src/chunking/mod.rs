@@ -2,9 +2,12 @@
 
 use fastcdc::v2020::{FastCDC, Normalization};
 
-/// Chunk size bounds. 256 KiB / 1 MiB / 4 MiB keeps per-chunk overhead
+/// Chunk size bounds. 512 KiB / 1 MiB / 4 MiB keeps per-chunk overhead
 /// (index entries, AEAD tags, metadata) small while an edit still only
-/// rewrites about a megabyte.
+/// rewrites about a megabyte. The minimum is also the start of every
+/// chunk that FastCDC skips without hashing: 512 KiB (restic's minimum
+/// too) costs the writer ~10% less CPU than 256 KiB (docs/BENCHMARKS.md).
+/// Repositories keep the minimum they were made with (`repo::Repo`).
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkParams {
     pub min: usize,
@@ -14,7 +17,7 @@ pub struct ChunkParams {
 
 impl Default for ChunkParams {
     fn default() -> Self {
-        ChunkParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 }
+        ChunkParams { min: 512 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 }
     }
 }
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::{
-    Access, AccessGate, Caller, DOMAIN_CACHE_ENTRIES, EntryHook, FileRef, Observer, PlantAttrs, ROOT_INO, Touch, Vault, check_name,
+    Access, AccessGate, Caller, DOMAIN_CACHE_ENTRIES, EntryHook, FileRef, Observer, PlantAttrs, ROOT_INO, Touch, Vault,
+    check_name,
 };
 use crate::crypto::Key32;
 use crate::error::{Error, Result};

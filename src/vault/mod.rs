@@ -56,7 +56,8 @@ const DOMAIN_CACHE_ENTRIES: usize = 1 << 20;
 /// Tunables; the defaults are what `fogvault mount` uses.
 #[derive(Clone, Copy, Debug)]
 pub struct VaultOptions {
-    pub chunk_params: ChunkParams,
+    /// Cut files with these instead of the repository's parameters (tests).
+    pub chunk_params: Option<ChunkParams>,
     /// Dirty bytes per file before a commit under memory pressure (bounds RAM per writer).
     pub dirty_limit: usize,
     /// Bound of the local upload journal while the store is unreachable.
@@ -68,7 +69,7 @@ pub struct VaultOptions {
 impl Default for VaultOptions {
     fn default() -> Self {
         VaultOptions {
-            chunk_params: ChunkParams::default(),
+            chunk_params: None,
             dirty_limit: 16 << 20,
             journal_limit: crate::chunk_store::DEFAULT_JOURNAL_LIMIT,
             snapshot_every: metasync::DEFAULT_SNAPSHOT_EVERY,
@@ -292,7 +293,7 @@ impl Vault {
             opts.journal_limit,
             &indexed,
         )?;
-        let params = opts.chunk_params;
+        let params = opts.chunk_params.unwrap_or(repo.chunk_params);
         // A remote store (S3, a mirror) needs large reads in flight to hide latency.
         let read_ahead = if repo.backend.local_root().is_some() { ReadAhead::LOCAL } else { ReadAhead::REMOTE };
         let (chunks, prefetch_rx) =
