@@ -53,6 +53,10 @@ pub struct Backend {
 const PROBE_EVERY: usize = 32;
 /// A store whose read failed is tried last for this long.
 const FAILED_FOR: Duration = Duration::from_secs(30);
+/// The largest object `get` loads whole. fogvault's own are far smaller
+/// (metadata journal objects ~4 MiB, snapshot parts ~16 MiB, each plus at
+/// most one record); anything bigger is a store's fault or an attack.
+const MAX_WHOLE_OBJECT: u64 = 1 << 30;
 
 #[derive(Default)]
 struct ReadHealth {
@@ -372,10 +376,19 @@ impl Backend {
         self.read_any(|m| {
             let res = self.rt.block_on(async {
                 let r = m.store.get(&path).await?;
-                r.bytes().await
+                // A store that serves a huge object must not make the daemon
+                // run out of memory loading it (whole-object reads are of
+                // metadata; packs are read by range).
+                if r.meta.size > MAX_WHOLE_OBJECT {
+                    return Ok(Err(r.meta.size));
+                }
+                r.bytes().await.map(Ok)
             });
             match res {
-                Ok(b) => Ok(Some(b)),
+                Ok(Ok(b)) => Ok(Some(b)),
+                Ok(Err(size)) => Err(Error::Integrity(format!(
+                    "object {name} is {size} bytes, more than fogvault writes as one object; not loading it"
+                ))),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(map_err(e)),
             }
@@ -525,6 +538,22 @@ mod tests {
         assert_eq!(read_order_of(&[(false, 900), (true, 100)], false), vec![0, 1], "a failed store goes last");
         assert_eq!(read_order_of(&[(false, 900), (false, 100)], true), vec![0, 1], "a probe tries the runner-up");
         assert_eq!(read_order_of(&[(false, 900), (true, 100)], true), vec![0, 1], "never probe a failed store first");
+    }
+
+    #[test]
+    fn a_huge_object_is_refused_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let m = Backend::open(&format!("mirror:{},{}", a.display(), b.display()), true).unwrap();
+        m.put("meta/root", Bytes::from_static(b"root")).unwrap();
+        // A sparse file: the store reports 2 GiB without holding them.
+        let f = std::fs::OpenOptions::new().write(true).open(a.join("meta/root")).unwrap();
+        f.set_len(2 << 30).unwrap();
+        let one = Backend::open(a.to_str().unwrap(), false).unwrap();
+        let err = one.get("meta/root").unwrap_err().to_string();
+        assert!(err.contains("not loading it"), "{err}");
+        // A mirror reads the sane copy from the other store.
+        assert_eq!(&m.get("meta/root").unwrap().unwrap()[..], b"root");
     }
 
     #[test]
