@@ -31,7 +31,7 @@ fn newest_root(backend: &Backend, keys: &MetaKeys, report: &mut RecoverReport) -
     let mut roots = Vec::new();
     let mut last_err = None;
     for view in backend.split()? {
-        match view.get(cloud::ROOT_OBJECT).and_then(|b| b.map(|b| keys.open_root(&b)).transpose()) {
+        match view.get_small(cloud::ROOT_OBJECT).and_then(|b| b.map(|b| keys.open_root(&b)).transpose()) {
             Ok(r) => roots.push((view.description().to_string(), r)),
             Err(e) => {
                 report.warnings.push(format!("{}: cannot read the metadata root: {e}", view.description()));

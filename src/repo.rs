@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::session::{IdentityKey, MasterPublic, MasterSecret};
 
 pub const CONFIG_OBJECT: &str = "config";
-const FORMAT_VERSION: u32 = 1;
+/// v2 names its minimum chunk size; v1 (no `chunk_min_kib`) is still opened.
+const FORMAT_VERSION: u32 = 2;
+const LEGACY_FORMAT_VERSION: u32 = 1;
 
 /// The `config` object: JSON, everything secret sealed (docs/STORAGE_FORMAT.md).
 #[derive(Serialize, Deserialize)]
@@ -58,12 +60,30 @@ pub struct Authority {
 }
 
 /// Binds the sealed root secret to the config's other fields: a changed
-/// repository id, version or chunk size fails to unseal.
+/// repository id, version or chunk size fails to unseal. (Unambiguous:
+/// `repo_id` is 32 hex digits, checked before, and the version fixes
+/// whether a chunk size follows.)
 fn config_aad(repo_id: &str, version: u32, chunk_min_kib: Option<u32>) -> Vec<u8> {
     match chunk_min_kib {
         None => format!("fogvault config v{version} {repo_id}").into_bytes(),
         Some(kib) => format!("fogvault config v{version} {repo_id} chunk-min-kib {kib}").into_bytes(),
     }
+}
+
+/// The format checks `unlock` makes before it tries the passphrase.
+fn check_format(cfg: &ConfigFile) -> Result<()> {
+    let versioned = match cfg.version {
+        FORMAT_VERSION => cfg.chunk_min_kib.is_some(),
+        LEGACY_FORMAT_VERSION => cfg.chunk_min_kib.is_none(),
+        _ => false,
+    };
+    if cfg.format != "fogvault" || !versioned {
+        return Err(Error::Repo(format!("unsupported repository format {} v{}", cfg.format, cfg.version)));
+    }
+    if cfg.repo_id.len() != 32 || !cfg.repo_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(Error::Repo("the repository config is malformed: bad repo_id".into()));
+    }
+    Ok(())
 }
 
 /// The chunking parameters a config names.
@@ -149,7 +169,7 @@ pub fn init_with_authority(location: &str, passphrase: &[u8], admin: Option<&Mas
 /// Open and unlock an existing repository.
 pub fn unlock(location: &str, passphrase: &[u8]) -> Result<Repo> {
     let backend = Arc::new(Backend::open(location, false)?);
-    let raw = backend.get(CONFIG_OBJECT)?.ok_or_else(|| {
+    let raw = backend.get_small(CONFIG_OBJECT)?.ok_or_else(|| {
         backend.missing_bucket().unwrap_or_else(|| {
             Error::Repo(format!(
                 "{} is not a fogvault repository (no config object; run `fogvault init`)",
@@ -159,9 +179,7 @@ pub fn unlock(location: &str, passphrase: &[u8]) -> Result<Repo> {
     })?;
     let cfg: ConfigFile =
         serde_json::from_slice(&raw).map_err(|e| Error::Repo(format!("the repository config is malformed: {e}")))?;
-    if cfg.format != "fogvault" || cfg.version != FORMAT_VERSION {
-        return Err(Error::Repo(format!("unsupported repository format {} v{}", cfg.format, cfg.version)));
-    }
+    check_format(&cfg)?;
     let kek = crypto::derive_kek(passphrase, &cfg.kdf).map_err(Error::Repo)?;
     let root = Zeroizing::new(
         crypto::open(&kek, &config_aad(&cfg.repo_id, cfg.version, cfg.chunk_min_kib), &cfg.sealed_root)
@@ -200,7 +218,7 @@ pub struct PublicInfo {
 
 pub fn public_info(location: &str) -> Result<PublicInfo> {
     let backend = Arc::new(Backend::open(location, false)?);
-    let raw = backend.get(CONFIG_OBJECT)?.ok_or_else(|| {
+    let raw = backend.get_small(CONFIG_OBJECT)?.ok_or_else(|| {
         backend
             .missing_bucket()
             .unwrap_or_else(|| Error::Repo(format!("{} is not a fogvault repository", backend.description())))
@@ -250,14 +268,23 @@ mod tests {
         cfg.as_object_mut().unwrap().remove("chunk_min_kib");
         std::fs::write(tmp.path().join(CONFIG_OBJECT), serde_json::to_vec(&cfg).unwrap()).unwrap();
         assert!(unlock(loc, b"pw").is_err());
+        // Moving the size into the repository id (same AAD bytes) is refused too.
+        let mut cfg = good.clone();
+        let id = cfg["repo_id"].as_str().unwrap().to_string();
+        cfg["repo_id"] = format!("{id} chunk-min-kib 512").into();
+        cfg.as_object_mut().unwrap().remove("chunk_min_kib");
+        cfg["version"] = LEGACY_FORMAT_VERSION.into();
+        std::fs::write(tmp.path().join(CONFIG_OBJECT), serde_json::to_vec(&cfg).unwrap()).unwrap();
+        assert!(unlock(loc, b"pw").is_err());
 
-        // A repository made before the field existed (sealed without it) keeps 256 KiB.
+        // A v1 repository (made before the field existed, sealed without it) keeps 256 KiB.
         let parsed: ConfigFile = serde_json::from_value(good).unwrap();
         let kek = crypto::derive_kek(b"pw", &parsed.kdf).unwrap();
         let root =
             crypto::open(&kek, &config_aad(&parsed.repo_id, parsed.version, Some(512)), &parsed.sealed_root).unwrap();
         let legacy = ConfigFile {
-            sealed_root: crypto::seal(&kek, &config_aad(&parsed.repo_id, parsed.version, None), &root),
+            sealed_root: crypto::seal(&kek, &config_aad(&parsed.repo_id, LEGACY_FORMAT_VERSION, None), &root),
+            version: LEGACY_FORMAT_VERSION,
             chunk_min_kib: None,
             ..parsed
         };

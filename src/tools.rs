@@ -190,7 +190,7 @@ pub fn verify(repo: &Repo, cache_dir: &Path, deep: bool, mut progress: impl FnMu
 fn check_cloud_metadata(repo: &Repo, view: &Backend, label: &str, meta: &Metadata, bad: &mut Bad) -> Result<()> {
     let keys = MetaKeys::new(&repo.keys.metadata, &repo.repo_id);
     let local = meta.cloud_root()?.map_or(0, |r| r.generation);
-    let root = match view.get(cloud::ROOT_OBJECT)?.map(|b| keys.open_root(&b)) {
+    let root = match view.get_small(cloud::ROOT_OBJECT)?.map(|b| keys.open_root(&b)) {
         None if local > 0 => {
             let problem = format!("missing from the store (this fog node wrote generation {local})");
             bad.push((format!("{label}{}", cloud::ROOT_OBJECT), problem, Vec::new()));

@@ -53,10 +53,11 @@ pub struct Backend {
 const PROBE_EVERY: usize = 32;
 /// A store whose read failed is tried last for this long.
 const FAILED_FOR: Duration = Duration::from_secs(30);
-/// The largest object `get` loads whole. fogvault's own are far smaller
-/// (metadata journal objects ~4 MiB, snapshot parts ~16 MiB, each plus at
-/// most one record); anything bigger is a store's fault or an attack.
-const MAX_WHOLE_OBJECT: u64 = 1 << 30;
+/// The largest object `get_small` loads: the config, the metadata root and
+/// the policy are kilobytes to megabytes; anything this big is a store's
+/// fault or an attack. (Journal objects and audit segments have no such
+/// bound: one transaction or one outage's backlog is one object.)
+const MAX_SMALL_OBJECT: u64 = 1 << 30;
 
 #[derive(Default)]
 struct ReadHealth {
@@ -372,14 +373,23 @@ impl Backend {
     }
 
     pub fn get(&self, name: &str) -> Result<Option<Bytes>> {
+        self.get_at_most(name, u64::MAX)
+    }
+
+    /// [`Self::get`] of an object that is small by construction (config,
+    /// root, policy): one the store says is larger than 1 GiB is refused
+    /// instead of loaded, so a store cannot exhaust the fog node's memory
+    /// with it.
+    pub fn get_small(&self, name: &str) -> Result<Option<Bytes>> {
+        self.get_at_most(name, MAX_SMALL_OBJECT)
+    }
+
+    fn get_at_most(&self, name: &str, max: u64) -> Result<Option<Bytes>> {
         let path = Path::from(name);
         self.read_any(|m| {
             let res = self.rt.block_on(async {
                 let r = m.store.get(&path).await?;
-                // A store that serves a huge object must not make the daemon
-                // run out of memory loading it (whole-object reads are of
-                // metadata; packs are read by range).
-                if r.meta.size > MAX_WHOLE_OBJECT {
+                if r.meta.size > max {
                     return Ok(Err(r.meta.size));
                 }
                 r.bytes().await.map(Ok)
@@ -387,7 +397,7 @@ impl Backend {
             match res {
                 Ok(Ok(b)) => Ok(Some(b)),
                 Ok(Err(size)) => Err(Error::Integrity(format!(
-                    "object {name} is {size} bytes, more than fogvault writes as one object; not loading it"
+                    "object {name} is {size} bytes, more than fogvault ever writes there; not loading it"
                 ))),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(map_err(e)),
@@ -550,10 +560,10 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(a.join("meta/root")).unwrap();
         f.set_len(2 << 30).unwrap();
         let one = Backend::open(a.to_str().unwrap(), false).unwrap();
-        let err = one.get("meta/root").unwrap_err().to_string();
+        let err = one.get_small("meta/root").unwrap_err().to_string();
         assert!(err.contains("not loading it"), "{err}");
         // A mirror reads the sane copy from the other store.
-        assert_eq!(&m.get("meta/root").unwrap().unwrap()[..], b"root");
+        assert_eq!(&m.get_small("meta/root").unwrap().unwrap()[..], b"root");
     }
 
     #[test]

@@ -279,7 +279,7 @@ impl Policy {
 
     /// The raw current policy object (None: none published yet).
     pub fn fetch(backend: &Backend) -> std::result::Result<Option<Bytes>, PolicyError> {
-        backend.get(POLICY_CURRENT).map_err(|e| PolicyError::Store(e.to_string()))
+        backend.get_small(POLICY_CURRENT).map_err(|e| PolicyError::Store(e.to_string()))
     }
 
     /// Check the admin's signature on a raw policy object and open it.

@@ -68,7 +68,7 @@ pub struct MetaSync {
 
 /// The root the cloud holds now, if any (authenticated).
 pub fn read_root(backend: &Backend, keys: &MetaKeys) -> Result<Option<Root>> {
-    backend.get(cloud::ROOT_OBJECT)?.map(|b| keys.open_root(&b)).transpose()
+    backend.get_small(cloud::ROOT_OBJECT)?.map(|b| keys.open_root(&b)).transpose()
 }
 
 /// Check the cloud's root against what this fog node last wrote: refuse a

@@ -78,7 +78,7 @@ pass "verify --deep finds the flipped bit and names the file"
 
 # A tampered config object: unlock fails cleanly.
 store_get "$d" config "$FV_TMP/config"
-sed -i 's/"version": 1/"version": 7/' "$FV_TMP/config"
+sed -i 's/"version": 2/"version": 7/' "$FV_TMP/config"
 grep -c >/dev/null '"version": 7' "$FV_TMP/config" || fail "could not alter the config"
 store_put "$d" config "$FV_TMP/config"
 if fv stats --repo "$repo" --cache "$d/cache" 2>"$FV_TMP/err"; then fail "stats with tampered config"; fi
