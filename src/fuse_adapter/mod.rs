@@ -176,7 +176,7 @@ impl FogFs {
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
         match r {
             // Attributes may be cached everywhere: reaching an inode by path
-            // needs a lookup (gated at the folder's first level), and by fd an open.
+            // needs a lookup (gated at the folder root), and by fd an open.
             Ok(a) => reply.entry_with_ttls(&TTL, &Self::entry_ttl(&a), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
