@@ -9,7 +9,7 @@ use std::path::Path;
 use fogvault::chunking::ChunkParams;
 use fogvault::metadata::{FileKind, Timespec};
 use fogvault::repo;
-use fogvault::vault::{Caller, ROOT_INO, RenameFlags, SetAttr, TimeSet, Vault, VaultOptions};
+use fogvault::vault::{Caller, DropPrivs, ROOT_INO, RenameFlags, SetAttr, TimeSet, Vault, VaultOptions, XattrMode};
 use proptest::prelude::*;
 
 const NAMES: [&str; 4] = ["a.dcm", "b.txt", "c.json", "d.hl7"];
@@ -568,4 +568,52 @@ fn a_truncate_before_a_streamed_write_drops_the_old_references() {
     drop(vault);
     let stats = fogvault::tools::stats(&repo, &cache).unwrap();
     assert_eq!(stats.chunks, 0, "chunks still referenced after the only file was deleted");
+}
+
+/// A write drops privileges as a local disk's does (the kernel leaves it to
+/// the daemon on direct-I/O handles): file capabilities go with a write(2)
+/// but not with a mapping's writeback; an unprivileged writer's write also
+/// clears set-user-ID, and set-group-ID when the group may execute. Other
+/// attributes stay, and all of it is durable with the bytes at close.
+#[test]
+fn writes_drop_file_capabilities_and_unprivileged_writes_clear_setid() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(dir.path());
+    let v = h.v();
+    let cap = b"\x00\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let unprivileged = DropPrivs { capabilities: true, setid: true };
+    let writeback = DropPrivs { capabilities: false, setid: false };
+    // (name, mode, what the write drops, mode after it, capabilities kept)
+    let cases: [(&[u8], u32, DropPrivs, u32, bool); 5] = [
+        (b"tool", 0o6755, unprivileged, 0o755, false),
+        (b"lockable", 0o2745, unprivileged, 0o2745, false), // no group execute: set-group-ID stays
+        (b"roots", 0o6755, DropPrivs::WRITE, 0o6755, false),
+        (b"plain", 0o644, unprivileged, 0o644, false),
+        (b"mapped", 0o755, writeback, 0o755, true),
+    ];
+    for (name, mode, drop, _, _) in cases {
+        let a = v.create_node(ME, ROOT_INO, name, FileKind::File, mode, 0, b"").unwrap();
+        v.setxattr(a.ino, b"security.capability", cap, XattrMode::Any).unwrap();
+        v.setxattr(a.ino, b"user.study", b"CT", XattrMode::Any).unwrap();
+        v.open_file(a.ino, false).unwrap();
+        v.write_dropping(a.ino, 0, b"patched", drop).unwrap();
+        assert_eq!(v.getxattr(a.ino, b"security.capability").is_ok(), drop == writeback);
+        v.flush(a.ino, true).unwrap(); // close(2): durable from here
+        v.release(a.ino).unwrap();
+    }
+    let Harness { repo, cache, vault, .. } = h;
+    drop(vault); // the crash: the intent log brings the closes back
+    let v = Vault::open_with(&repo, &cache, ME, opts()).unwrap();
+    for (name, _, _, want, caps_kept) in cases {
+        let a = v.lookup(ROOT_INO, name).unwrap();
+        let name = String::from_utf8_lossy(name);
+        assert_eq!(a.perm & 0o7777, want, "mode of {name} after the write");
+        let mut names = vec![b"user.study".to_vec()];
+        if caps_kept {
+            names.insert(0, b"security.capability".to_vec());
+        }
+        assert_eq!(v.listxattr(a.ino).unwrap(), names, "xattrs of {name}");
+        assert_eq!(a.size, 7);
+    }
+    v.shutdown().unwrap();
 }

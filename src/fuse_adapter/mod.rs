@@ -20,7 +20,7 @@ pub use errno::errno;
 
 use crate::error::Error;
 use crate::metadata::{FileKind, Timespec};
-use crate::vault::{Access, Attr, Caller, RenameFlags, SetAttr, TimeSet, Touch, Vault, XattrMode};
+use crate::vault::{Access, Attr, Caller, DropPrivs, RenameFlags, SetAttr, TimeSet, Touch, Vault, XattrMode};
 
 /// The kernel may cache attributes and entries this long: every change goes
 /// through this mount (and the kernel invalidates what its own operations
@@ -35,6 +35,8 @@ pub struct FogFs {
     /// Inside vault folders: inode → (uid, session token) of its last opener
     /// (see `page_cache`).
     last_opener: parking_lot::Mutex<std::collections::HashMap<u64, (u32, u64)>>,
+    /// Write-only handles bypass the page cache (see `write_only`).
+    direct_writes: bool,
 }
 
 /// Bound of `last_opener` (cleared when full: the next opens just re-read).
@@ -107,7 +109,25 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 impl FogFs {
     pub fn new(vault: Arc<Vault>) -> Self {
-        FogFs { vault, handles: std::sync::atomic::AtomicU64::new(1), last_opener: Default::default() }
+        let direct_writes = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .is_ok_and(|release| kernel_keeps_direct_writes_coherent(&release));
+        FogFs { vault, handles: std::sync::atomic::AtomicU64::new(1), last_opener: Default::default(), direct_writes }
+    }
+
+    /// Handles opened write-only (cp, tar, dd, rsync, PACS imports) bypass
+    /// the kernel page cache (`FOPEN_DIRECT_IO`): the written bytes go from
+    /// the writer's buffer to the daemon in one copy instead of two, and the
+    /// kernel no longer asks for `security.capability` before each write.
+    /// Such a handle cannot read or map the file, and the kernel writes back
+    /// and drops the cached pages of each range it writes, before and after
+    /// the write, so other descriptors and mappings stay coherent. In return
+    /// it leaves dropping privileges on write to us (`drop_privs`).
+    fn write_only(&self, open_flags: i32) -> FopenFlags {
+        if self.direct_writes && open_flags & libc::O_ACCMODE == libc::O_WRONLY {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
     }
 
     /// A new handle for a file opened by `uid`: the kernel may send
@@ -177,7 +197,7 @@ impl FogFs {
         match r {
             // Attributes may be cached everywhere: reaching an inode by path
             // needs a lookup (gated at the folder root), and by fd an open.
-            Ok(a) => reply.entry_with_ttls(&TTL, &Self::entry_ttl(&a), &fuse_attr(&a), Generation(0)),
+            Ok(a) => reply.entry_with_ttls(&attr_ttl(&a), &Self::entry_ttl(&a), &fuse_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -198,6 +218,11 @@ impl FogFs {
         if a.folder_root { Duration::ZERO } else { TTL }
     }
 
+    /// For replies that carry one TTL for both the entry and the attributes.
+    fn entry_and_attr_ttl(a: &Attr) -> Duration {
+        Self::entry_ttl(a).min(attr_ttl(a))
+    }
+
     /// The session gate for `uid` (see `Vault::authorize`); refusals are audited.
     fn allow(&self, uid: u32, ino: INodeNo, access: Access, contents: bool) -> Result<(), Error> {
         let r = self.vault.authorize(uid, ino.0, access, contents);
@@ -211,6 +236,46 @@ impl FogFs {
 /// The uid that opened handle `fh` (see `FogFs::handle_for`).
 fn opener(fh: FileHandle, req: &Request) -> u32 {
     if fh.0 >> 32 & 1 == 1 { fh.0 as u32 } else { req.uid() }
+}
+
+/// How long the kernel may cache `a`'s attributes. Not at all for set-user-ID
+/// and set-group-ID files: a write through a direct-I/O handle clears those
+/// bits here, and after such a write the kernel refreshes only size and
+/// times, so `stat -c %a` (a `statx` for the mode alone) would show the old
+/// mode until the TTL ran out. Such files are rare on a records mount, so
+/// the extra GETATTRs cost nothing.
+fn attr_ttl(a: &Attr) -> Duration {
+    if a.kind == FileKind::File && a.perm & 0o6000 != 0 { Duration::ZERO } else { TTL }
+}
+
+/// Whether a kernel of this release (`/proc/sys/kernel/osrelease`) keeps
+/// other handles coherent with a direct-I/O write: it must write back dirty
+/// pages of the range first and drop its cached pages both before and after
+/// the write (a reader's read-ahead can cache the old bytes while the write
+/// is in flight). Linux 6.6 added the drop before; the write-back and the
+/// drop after came in 6.19 and reached the 6.18 and 6.12 stable series in
+/// January 2026 (the sublevels below leave a margin). Other kernels keep
+/// write-only handles cached.
+fn kernel_keeps_direct_writes_coherent(release: &str) -> bool {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else { return false };
+    let sublevel = parts.next().flatten().unwrap_or(0);
+    match (major, minor) {
+        (6, 18) => sublevel >= 5,
+        (6, 12) => sublevel >= 66,
+        version => version >= (6, 19),
+    }
+}
+
+/// What a write drops besides writing. On direct-I/O handles the kernel
+/// leaves it all to us and marks writes by a writer without `CAP_FSETID`
+/// (on cached ones it has cleared both itself). Page-cache writeback of a
+/// shared mapping keeps capabilities, as on a local disk.
+fn drop_privs(flags: WriteFlags) -> DropPrivs {
+    DropPrivs {
+        capabilities: !flags.contains(WriteFlags::FUSE_WRITE_CACHE),
+        setid: flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
+    }
 }
 
 fn keep_cache(keep: bool) -> FopenFlags {
@@ -273,7 +338,7 @@ impl Filesystem for FogFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.getattr(ino.0)) {
-            Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+            Ok(a) => reply.attr(&attr_ttl(&a), &fuse_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -317,7 +382,7 @@ impl Filesystem for FogFs {
         match self.allow(req.uid(), ino, Access::Write, false).and_then(|()| self.vault.setattr(ino.0, &set)) {
             Ok(a) => {
                 let _ = self.observe(req.uid(), Touch::Permission { ino: ino.0, what });
-                reply.attr(&TTL, &fuse_attr(&a))
+                reply.attr(&attr_ttl(&a), &fuse_attr(&a))
             }
             Err(e) => {
                 log_err("setattr", &e);
@@ -448,7 +513,7 @@ impl Filesystem for FogFs {
                 // the kernel skips its FLUSH round trip (one of four requests
                 // per file when a tree is read).
                 let no_flush = if writes { FopenFlags::empty() } else { FopenFlags::FOPEN_NOFLUSH };
-                reply.opened(fh, self.page_cache(uid, a.ino, a.domain) | no_flush)
+                reply.opened(fh, self.page_cache(uid, a.ino, a.domain) | no_flush | self.write_only(flags.0))
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -486,7 +551,7 @@ impl Filesystem for FogFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -494,7 +559,7 @@ impl Filesystem for FogFs {
         let r = self.allow(opener(fh, req), ino, Access::Write, false);
         let uid = opener(fh, req);
         let r = r
-            .and_then(|()| self.vault.write(ino.0, offset, data))
+            .and_then(|()| self.vault.write_dropping(ino.0, offset, data, drop_privs(write_flags)))
             .and_then(|n| self.observe(uid, Touch::Write { ino: ino.0, handle: fh.0, bytes: n as u64 }).map(|()| n));
         match r {
             Ok(n) => reply.written(n as u32),
@@ -595,7 +660,7 @@ impl Filesystem for FogFs {
                 offset = d.offset;
                 self.observe_name(req.uid(), ino, &d.name, &attr);
                 let name = OsStr::from_bytes(&d.name);
-                let ttl = Self::entry_ttl(&attr);
+                let ttl = Self::entry_and_attr_ttl(&attr);
                 if reply.add(INodeNo(d.ino), d.offset, name, &ttl, &fuse_attr(&attr), Generation(0)) {
                     return reply.ok();
                 }
@@ -706,8 +771,8 @@ impl Filesystem for FogFs {
         let r = r.and_then(|a| self.opened(req.uid(), a.ino, true, true).map(|(fh, _)| (fh, a)));
         match r {
             Ok((fh, a)) => {
-                let flags = self.page_cache(req.uid(), a.ino, a.domain);
-                reply.created(&Self::entry_ttl(&a), &fuse_attr(&a), Generation(0), fh, flags)
+                let flags = self.page_cache(req.uid(), a.ino, a.domain) | self.write_only(flags);
+                reply.created(&Self::entry_and_attr_ttl(&a), &fuse_attr(&a), Generation(0), fh, flags)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -744,6 +809,9 @@ pub fn mount_config(allow_other: bool, threads: usize) -> Config {
         // The kernel enforces POSIX modes; the daemon adds its own checks on top.
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
+        // A records mount runs no set-id programs and opens no device nodes.
+        MountOption::NoSuid,
+        MountOption::NoDev,
     ];
     if allow_other {
         cfg.acl = SessionACL::All;
@@ -801,5 +869,68 @@ fn raise_readahead(mountpoint: &Path) {
     let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     if let Err(e) = std::fs::write(&path, "1024") {
         tracing::debug!(error = %e, "could not raise readahead");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_writes_only_on_kernels_that_keep_them_coherent() {
+        for (release, want) in [
+            ("6.18.44-fc-v669\n", true),
+            ("6.19.0", true),
+            ("7.0.1-arch1", true),
+            ("6.18.2-1-default", false),
+            ("6.18", false),
+            ("6.12.57+deb13-amd64", false),
+            ("6.12.70", true),
+            ("6.6.120", false),
+            ("6.1.0-18-amd64", false),
+            ("5.15.0-91-generic", false),
+            ("garbage", false),
+            ("", false),
+        ] {
+            assert_eq!(kernel_keeps_direct_writes_coherent(release), want, "{release:?}");
+        }
+    }
+
+    #[test]
+    fn set_id_files_are_never_cached() {
+        let file = |perm, kind| Attr {
+            ino: 5,
+            kind,
+            size: 0,
+            perm,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            atime: Timespec::default(),
+            mtime: Timespec::default(),
+            ctime: Timespec::default(),
+            crtime: Timespec::default(),
+            domain: 0,
+            folder_root: false,
+            decoy: false,
+        };
+        for perm in [0o4755, 0o2755, 0o6711, 0o2745] {
+            assert_eq!(attr_ttl(&file(perm, FileKind::File)), Duration::ZERO, "{perm:o}");
+            assert_eq!(FogFs::entry_and_attr_ttl(&file(perm, FileKind::File)), Duration::ZERO, "{perm:o}");
+        }
+        assert_eq!(attr_ttl(&file(0o755, FileKind::File)), TTL);
+        // A setgid directory hands down its group; no write clears it.
+        assert_eq!(attr_ttl(&file(0o2775, FileKind::Dir)), TTL);
+        let root = Attr { folder_root: true, ..file(0o755, FileKind::Dir) };
+        assert_eq!(FogFs::entry_and_attr_ttl(&root), Duration::ZERO);
+    }
+
+    #[test]
+    fn writes_drop_what_the_kernel_left_to_us() {
+        let direct_unprivileged = WriteFlags::FUSE_WRITE_KILL_SUIDGID | WriteFlags::FUSE_WRITE_LOCKOWNER;
+        assert_eq!(drop_privs(direct_unprivileged), DropPrivs { capabilities: true, setid: true });
+        assert_eq!(drop_privs(WriteFlags::empty()), DropPrivs::WRITE);
+        assert_eq!(drop_privs(WriteFlags::FUSE_WRITE_CACHE), DropPrivs { capabilities: false, setid: false });
     }
 }

@@ -6,12 +6,16 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::DropPrivs;
 use super::chunks::ChunkIo;
 use super::dirty::DirtyMap;
 use crate::chunking::Chunker;
 use crate::crypto::ChunkId;
 use crate::error::{Error, Result};
 use crate::metadata::{Extent, InodeRecord, Metadata, Timespec, WriteTx};
+
+/// The extended attribute holding file capabilities (`setcap`).
+const SECURITY_CAPABILITY: &[u8] = b"security.capability";
 
 pub struct FileState {
     /// Working record: attributes and the extent list as of the last commit
@@ -317,9 +321,18 @@ impl FileState {
         outcome.map(|_| ())
     }
 
-    pub fn write(&mut self, off: u64, data: &[u8]) {
+    /// Write `data` at `off` and drop what `privs` names (see `DropPrivs`).
+    /// The changed mode and attributes commit with the bytes.
+    pub fn write(&mut self, off: u64, data: &[u8], privs: DropPrivs) {
         self.dirty.write(off, data);
         self.size = self.size.max(off + data.len() as u64);
+        if privs.capabilities {
+            self.rec.xattrs.retain(|(name, _)| name != SECURITY_CAPABILITY);
+        }
+        if privs.setid {
+            let setgid = if self.rec.perm & 0o010 != 0 { 0o2000 } else { 0 };
+            self.rec.perm &= !(0o4000 | setgid);
+        }
         let now = Timespec::now();
         self.rec.mtime = now;
         self.rec.ctime = now;

@@ -119,6 +119,27 @@ pub struct Attr {
     pub decoy: bool,
 }
 
+/// What a write clears besides writing, as a local disk's write does (the
+/// kernel's `file_remove_privs`, which it leaves to the daemon on direct-I/O
+/// handles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropPrivs {
+    /// `security.capability` goes: any `write(2)`, by anyone (a changed
+    /// binary must not keep its capabilities). Not page-cache writeback of a
+    /// shared mapping, which a local disk does not treat as such a write.
+    pub capabilities: bool,
+    /// Set-user-ID goes, and set-group-ID when the group may execute (the
+    /// bit without group execute marks mandatory locking): the writer lacks
+    /// `CAP_FSETID`.
+    pub setid: bool,
+}
+
+impl DropPrivs {
+    /// A `write(2)` by a writer with `CAP_FSETID`, or through the page cache
+    /// (where the kernel has already cleared set-id bits).
+    pub const WRITE: DropPrivs = DropPrivs { capabilities: true, setid: false };
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum TimeSet {
     Now,

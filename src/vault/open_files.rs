@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::file::{CommitCtx, FileState, Piece};
-use super::{FileRef, MAX_FILE_SIZE, ReadBuf, Vault, dirty};
+use super::{DropPrivs, FileRef, MAX_FILE_SIZE, ReadBuf, Vault, dirty};
 use crate::crypto::ChunkId;
 use crate::error::{Error, Result};
 
@@ -140,7 +140,13 @@ impl Vault {
         Ok(ReadBuf::Owned(out))
     }
 
+    /// `write(2)` of `data` at `off` (see `DropPrivs::WRITE`).
     pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
+        self.write_dropping(ino, off, data, DropPrivs::WRITE)
+    }
+
+    /// Write `data` at `off`, dropping `privs` (see `DropPrivs`).
+    pub fn write_dropping(&self, ino: u64, off: u64, data: &[u8], privs: DropPrivs) -> Result<usize> {
         if off.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(Error::TooBig);
         }
@@ -153,7 +159,7 @@ impl Vault {
                 break (s, st);
             }
         };
-        st.write(off, data);
+        st.write(off, data, privs);
         if st.dirty.bytes() > self.dirty_limit {
             // A streaming writer hands its buffer to a background commit and
             // carries on. One more than a buffer ahead, it waits for that
