@@ -617,3 +617,32 @@ fn writes_drop_file_capabilities_and_unprivileged_writes_clear_setid() {
     }
     v.shutdown().unwrap();
 }
+
+/// A write with no open handle (a mapping's writeback after the last close)
+/// loads the file's state from the index. An attribute change racing with
+/// it on the closed file (here setxattr; chmod takes the same path) must
+/// not be undone by that state's commit.
+#[test]
+fn a_handleless_write_never_undoes_a_concurrent_attribute_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(dir.path());
+    let v = h.v();
+    for round in 0..400u32 {
+        let name = format!("mapped{round}.dcm");
+        let a = v.create_node(ME, ROOT_INO, name.as_bytes(), FileKind::File, 0o600, 0, b"").unwrap();
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                start.wait();
+                v.write(a.ino, 0, b"written back").unwrap();
+            });
+            s.spawn(|| {
+                start.wait();
+                v.setxattr(a.ino, b"user.series", b"CT", XattrMode::Any).unwrap();
+            });
+        });
+        v.flush(a.ino, false).unwrap();
+        assert_eq!(v.getxattr(a.ino, b"user.series").ok().as_deref(), Some(&b"CT"[..]), "round {round}: lost");
+        assert_eq!(v.getattr(a.ino).unwrap().size, 12);
+    }
+}

@@ -436,6 +436,21 @@ impl Vault {
         Ok(Arc::clone(files.entry(ino).or_insert_with(|| Arc::new(Mutex::new(FileState::new(rec))))))
     }
 
+    /// `state` for callers that do not hold `ns`: reads, writes and
+    /// `fallocate`, which may come with no open handle (a mapping's
+    /// writeback or read-ahead after the last close). A state loaded from the
+    /// index must not interleave with `update_inode` on a closed file (chmod,
+    /// setxattr…), which changes the index directly: the state's next commit
+    /// would put the old record back. So a missing state is loaded under `ns`,
+    /// as `open_file` does.
+    fn state_outside_ns(&self, ino: u64) -> Result<FileRef> {
+        if let Some(s) = self.open_state(ino) {
+            return Ok(s);
+        }
+        let _ns = self.ns.lock();
+        self.state(ino)
+    }
+
     /// Drop a file's state if nothing holds it open and nothing is uncommitted.
     fn maybe_evict(&self, ino: u64) {
         let mut files = self.files.lock();

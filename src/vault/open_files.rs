@@ -93,7 +93,7 @@ impl Vault {
     }
 
     pub fn read(&self, ino: u64, off: u64, len: usize) -> Result<ReadBuf> {
-        let s = self.state(ino)?;
+        let s = self.state_outside_ns(ino)?;
         let mut st = s.lock();
         let (plan, overlay) = st.read_plan(off, len);
         // Sequential reader: fetch and decrypt the next chunks on the prefetch
@@ -151,7 +151,7 @@ impl Vault {
             return Err(Error::TooBig);
         }
         let (s, mut st) = loop {
-            let s = self.state(ino)?;
+            let s = self.state_outside_ns(ino)?;
             let st = s.lock_arc();
             // The state may have been evicted between lookup and lock (writes
             // with no open handle, e.g. mmap writeback): retry with the live one.
@@ -216,7 +216,7 @@ impl Vault {
         if keep_size {
             return Ok(());
         }
-        let s = self.state(ino)?;
+        let s = self.state_outside_ns(ino)?;
         let mut st = Self::settled(&s);
         if end > st.size {
             st.set_size(&self.chunks, end)?;
