@@ -122,6 +122,13 @@ impl Harness {
     fn v(&self) -> &Vault {
         self.vault.as_ref().unwrap()
     }
+    /// The crash: the vault goes without a shutdown, and the next mount
+    /// (replaying the intent log) is returned.
+    fn crash_and_remount(self) -> Vault {
+        let Harness { repo, cache, vault, .. } = self;
+        drop(vault);
+        Vault::open_with(&repo, &cache, ME, opts()).unwrap()
+    }
     fn ensure(&mut self, name: usize) -> u64 {
         if let Some(&ino) = self.names.get(&name) {
             return ino;
@@ -530,9 +537,7 @@ fn a_pressure_commit_never_shortens_what_was_fsynced() {
     v.open_file(b.ino, false).unwrap();
     v.write(b.ino, 0, b"x").unwrap();
     v.fsync(b.ino).unwrap();
-    let Harness { repo, cache, vault, .. } = h;
-    drop(vault); // the crash
-    let v = Vault::open_with(&repo, &cache, ME, opts()).unwrap();
+    let v = h.crash_and_remount();
     let a = v.lookup(ROOT_INO, b"study.dcm").unwrap();
     assert!(a.size >= 100_000, "the file came back {} bytes long; 100,000 were fsynced", a.size);
     v.shutdown().unwrap();
@@ -601,9 +606,7 @@ fn writes_drop_file_capabilities_and_unprivileged_writes_clear_setid() {
         v.flush(a.ino, true).unwrap(); // close(2): durable from here
         v.release(a.ino).unwrap();
     }
-    let Harness { repo, cache, vault, .. } = h;
-    drop(vault); // the crash: the intent log brings the closes back
-    let v = Vault::open_with(&repo, &cache, ME, opts()).unwrap();
+    let v = h.crash_and_remount(); // the intent log brings the closes back
     for (name, _, _, want, caps_kept) in cases {
         let a = v.lookup(ROOT_INO, name).unwrap();
         let name = String::from_utf8_lossy(name);
