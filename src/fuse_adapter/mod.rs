@@ -1,7 +1,9 @@
 //! The FUSE adapter: the only user of `fuser`. Each callback translates its
 //! arguments, calls the vault, and maps errors through `errno`.
 
+mod bound_root;
 mod errno;
+mod walk_acl;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -20,7 +22,7 @@ pub use errno::errno;
 
 use crate::error::Error;
 use crate::metadata::{FileKind, Timespec};
-use crate::vault::{Access, Attr, Caller, DropPrivs, RenameFlags, SetAttr, TimeSet, Touch, Vault, XattrMode};
+use crate::vault::{Access, Attr, Caller, DropPrivs, ROOT_INO, RenameFlags, SetAttr, TimeSet, Touch, Vault, XattrMode};
 
 /// The kernel may cache attributes and entries this long: every change goes
 /// through this mount (and the kernel invalidates what its own operations
@@ -37,6 +39,13 @@ pub struct FogFs {
     last_opener: parking_lot::Mutex<std::collections::HashMap<u64, (u32, u64)>>,
     /// Write-only handles bypass the page cache (see `write_only`).
     direct_writes: bool,
+    /// The kernel checks path walks into vault folders against an access
+    /// list from `walk_acl`, so folder roots' dentries may be cached: asked
+    /// for when sessions exist, set when the kernel agreed (`init`).
+    kernel_gates_walks: std::sync::atomic::AtomicBool,
+    /// The FUSE root is a bare directory and the vault root is bound on the
+    /// mountpoint (see `bound_root`); inode numbers are translated (`v`, `f`).
+    bound: bool,
 }
 
 /// Bound of `last_opener` (cleared when full: the next opens just re-read).
@@ -108,10 +117,17 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 }
 
 impl FogFs {
-    pub fn new(vault: Arc<Vault>) -> Self {
+    pub fn new(vault: Arc<Vault>, bound: bool) -> Self {
         let direct_writes = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .is_ok_and(|release| kernel_keeps_direct_writes_coherent(&release));
-        FogFs { vault, handles: std::sync::atomic::AtomicU64::new(1), last_opener: Default::default(), direct_writes }
+        FogFs {
+            vault,
+            handles: std::sync::atomic::AtomicU64::new(1),
+            last_opener: Default::default(),
+            direct_writes,
+            kernel_gates_walks: Default::default(),
+            bound,
+        }
     }
 
     /// Handles opened write-only (cp, tar, dd, rsync, PACS imports) bypass
@@ -197,30 +213,56 @@ impl FogFs {
         match r {
             // Attributes may be cached everywhere: reaching an inode by path
             // needs a lookup (gated at the folder root), and by fd an open.
-            Ok(a) => reply.entry_with_ttls(&attr_ttl(&a), &Self::entry_ttl(&a), &fuse_attr(&a), Generation(0)),
+            Ok(a) => reply.entry_with_ttls(&attr_ttl(&a), &self.entry_ttl(&a), &self.shown(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    /// How long the kernel may keep the dentry of `a`. The dentry cache is
-    /// shared by all uids, so a path walk into a vault folder must reach the
-    /// session gate: every walk from outside passes the folder root, whose
-    /// own entry is therefore never cached (TTL 0: the kernel revalidates it
-    /// with a LOOKUP, gated, on every walk). Reaching the root is gated, not
-    /// just listing it, because a process that reaches a directory may watch
-    /// it with inotify, which the kernel grants without asking the daemon and
-    /// which reports the names of the entries others create, open and delete
-    /// there. Entries inside are cached as anywhere else: only a process
-    /// whose walk was let in (a cwd or a directory fd inside) can start
-    /// below the root, and `open`, `read`, `readdir` and the rest are still
-    /// gated per call.
-    fn entry_ttl(a: &Attr) -> Duration {
-        if a.folder_root { Duration::ZERO } else { TTL }
+    /// The vault's inode for the kernel's `ino`.
+    fn v(&self, ino: INodeNo) -> INodeNo {
+        vault_ino(self.bound, ino)
     }
 
-    /// For replies that carry one TTL for both the entry and the attributes.
-    fn entry_and_attr_ttl(a: &Attr) -> Duration {
-        Self::entry_ttl(a).min(attr_ttl(a))
+    /// The kernel's inode for the vault's `ino`.
+    fn f(&self, ino: u64) -> INodeNo {
+        kernel_ino(self.bound, ino)
+    }
+
+    /// Whether `ino` (the kernel's) is the bare FUSE root of a bound mount.
+    fn is_bare_root(&self, ino: INodeNo) -> bool {
+        self.bound && ino.0 == bound_root::FUSE_ROOT
+    }
+
+    fn kernel_gates_walks(&self) -> bool {
+        self.kernel_gates_walks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn entry_ttl(&self, a: &Attr) -> Duration {
+        entry_ttl(a, self.kernel_gates_walks())
+    }
+
+    fn entry_and_attr_ttl(&self, a: &Attr) -> Duration {
+        entry_and_attr_ttl(a, self.kernel_gates_walks())
+    }
+
+    /// `a` as the kernel sees it: a folder root's mode matches its access
+    /// list when the kernel gates walks (see `walk_acl`).
+    fn shown(&self, a: &Attr) -> FileAttr {
+        let mut f = fuse_attr(a);
+        f.ino = self.f(a.ino);
+        if a.folder_root && self.kernel_gates_walks() {
+            f.perm = walk_acl::folder_root_perm(a.perm) as u16;
+        }
+        f
+    }
+
+    /// A folder root's access list (see `walk_acl`); `None` for any other inode.
+    fn walk_acl(&self, ino: u64) -> Result<Option<Vec<u8>>, Error> {
+        if !self.kernel_gates_walks() {
+            return Ok(None);
+        }
+        let Some(walkers) = self.vault.folder_walkers(ino)? else { return Ok(None) };
+        Ok(Some(walk_acl::encode(self.vault.getattr(ino)?.perm, &walkers)))
     }
 
     /// The session gate for `uid` (see `Vault::authorize`); refusals are audited.
@@ -231,6 +273,42 @@ impl FogFs {
         }
         r
     }
+}
+
+/// How long the kernel may keep the dentry of `a`. The dentry cache is
+/// shared by all uids, so a path walk into a vault folder must be checked
+/// against the sessions: every walk from outside passes the folder root.
+/// Where the kernel checks such walks itself (`kernel_gates_walks`, against
+/// the root's access list, see `walk_acl`) the root's entry is cached like
+/// any other. Elsewhere it is never cached (TTL 0: the kernel revalidates it
+/// with a LOOKUP, gated, on every walk). Reaching the root is gated, not
+/// just listing it, because a process that reaches a directory may watch it
+/// with inotify, which the kernel grants without asking the daemon and which
+/// reports the names of the entries others create, open and delete there.
+/// Entries inside are cached as anywhere else: only a process whose walk was
+/// let in (a cwd or a directory fd inside) can start below the root, and
+/// `open`, `read`, `readdir` and the rest are still gated per call.
+fn entry_ttl(a: &Attr, kernel_gates_walks: bool) -> Duration {
+    if a.folder_root && !kernel_gates_walks { Duration::ZERO } else { TTL }
+}
+
+/// For replies that carry one TTL for both the entry and the attributes.
+fn entry_and_attr_ttl(a: &Attr, kernel_gates_walks: bool) -> Duration {
+    entry_ttl(a, kernel_gates_walks).min(attr_ttl(a))
+}
+
+/// The vault's inode for the kernel's `ino` (see `FogFs::bound`).
+fn vault_ino(bound: bool, ino: INodeNo) -> INodeNo {
+    match ino.0 {
+        bound_root::FUSE_ROOT if bound => INodeNo(bound_root::NOWHERE),
+        bound_root::VAULT_ROOT if bound => INodeNo(ROOT_INO),
+        _ => ino,
+    }
+}
+
+/// The kernel's inode for the vault's `ino` (see `FogFs::bound`).
+fn kernel_ino(bound: bool, ino: u64) -> INodeNo {
+    if bound && ino == ROOT_INO { INodeNo(bound_root::VAULT_ROOT) } else { INodeNo(ino) }
 }
 
 /// The uid that opened handle `fh` (see `FogFs::handle_for`).
@@ -309,6 +387,13 @@ impl Filesystem for FogFs {
         // file; a bare `ls -f` pays ~4 µs per entry for the attributes.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.set_max_background(64);
+        // With sessions, the kernel checks walks into vault folders itself
+        // (see `walk_acl`). This turns on POSIX access lists for the whole
+        // mount; none can be set (`setxattr` refuses `system.*`), so only
+        // folder roots have one.
+        if self.bound && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_ok() {
+            self.kernel_gates_walks.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -319,6 +404,11 @@ impl Filesystem for FogFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if self.is_bare_root(parent) {
+            let r = if name == bound_root::ENTRY { self.vault.getattr(ROOT_INO) } else { Err(Error::NotFound) };
+            return self.entry(reply, r);
+        }
+        let parent = self.v(parent);
         let r = self
             .allow(req.uid(), parent, Access::Read, true)
             .and_then(|()| self.vault.lookup(parent.0, name.as_bytes()))
@@ -337,8 +427,12 @@ impl Filesystem for FogFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if self.is_bare_root(ino) {
+            return reply.attr(&TTL, &bound_root::root_attr());
+        }
+        let ino = self.v(ino);
         match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.getattr(ino.0)) {
-            Ok(a) => reply.attr(&attr_ttl(&a), &fuse_attr(&a)),
+            Ok(a) => reply.attr(&attr_ttl(&a), &self.shown(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -361,6 +455,7 @@ impl Filesystem for FogFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let ino = self.v(ino);
         let set = SetAttr {
             mode,
             uid,
@@ -382,7 +477,7 @@ impl Filesystem for FogFs {
         match self.allow(req.uid(), ino, Access::Write, false).and_then(|()| self.vault.setattr(ino.0, &set)) {
             Ok(a) => {
                 let _ = self.observe(req.uid(), Touch::Permission { ino: ino.0, what });
-                reply.attr(&attr_ttl(&a), &fuse_attr(&a))
+                reply.attr(&attr_ttl(&a), &self.shown(&a))
             }
             Err(e) => {
                 log_err("setattr", &e);
@@ -392,6 +487,7 @@ impl Filesystem for FogFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let ino = self.v(ino);
         match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -408,6 +504,7 @@ impl Filesystem for FogFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let parent = self.v(parent);
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => FileKind::File,
             libc::S_IFIFO => FileKind::Fifo,
@@ -424,6 +521,7 @@ impl Filesystem for FogFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let parent = self.v(parent);
         let r = self
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::Dir, mode, 0, b""));
@@ -432,6 +530,7 @@ impl Filesystem for FogFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = self.v(parent);
         let r = self
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.unlink(parent.0, name.as_bytes()));
@@ -442,6 +541,7 @@ impl Filesystem for FogFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = self.v(parent);
         let r = self
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.rmdir(parent.0, name.as_bytes()));
@@ -452,6 +552,7 @@ impl Filesystem for FogFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let parent = self.v(parent);
         let t = target.as_os_str().as_bytes();
         let r = self.allow(req.uid(), parent, Access::Write, true).and_then(|()| {
             self.vault.create_node(caller(req), parent.0, link_name.as_bytes(), FileKind::Symlink, 0o777, 0, t)
@@ -470,6 +571,8 @@ impl Filesystem for FogFs {
         flags: FuseRenameFlags,
         reply: ReplyEmpty,
     ) {
+        let parent = self.v(parent);
+        let newparent = self.v(newparent);
         if flags.contains(FuseRenameFlags::RENAME_WHITEOUT) {
             return reply.error(fuser::Errno::from_i32(libc::EINVAL));
         }
@@ -490,6 +593,8 @@ impl Filesystem for FogFs {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let ino = self.v(ino);
+        let newparent = self.v(newparent);
         let r = self
             .allow(req.uid(), ino, Access::Write, false)
             .and_then(|()| self.allow(req.uid(), newparent, Access::Write, true))
@@ -499,6 +604,7 @@ impl Filesystem for FogFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let ino = self.v(ino);
         let trunc = flags.0 & libc::O_TRUNC != 0;
         let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || trunc;
         let access = if writes { Access::Write } else { Access::Read };
@@ -530,6 +636,7 @@ impl Filesystem for FogFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let ino = self.v(ino);
         let r = self.allow(opener(fh, req), ino, Access::Read, false);
         let uid = opener(fh, req);
         let r = r.and_then(|()| self.vault.read(ino.0, offset, size as usize)).and_then(|d| {
@@ -556,6 +663,7 @@ impl Filesystem for FogFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let ino = self.v(ino);
         let r = self.allow(opener(fh, req), ino, Access::Write, false);
         let uid = opener(fh, req);
         let r = r
@@ -571,6 +679,7 @@ impl Filesystem for FogFs {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let ino = self.v(ino);
         // close(2): commit and make durable, so data survives a crash after close returns.
         let r = self.vault.flush(ino.0, true);
         if let Err(e) = &r {
@@ -589,6 +698,7 @@ impl Filesystem for FogFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let ino = self.v(ino);
         let r = self.vault.release(ino.0);
         if let Err(e) = &r {
             log_err("release", e);
@@ -598,6 +708,7 @@ impl Filesystem for FogFs {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let ino = self.v(ino);
         let r = self.vault.fsync(ino.0);
         if let Err(e) = &r {
             log_err("fsync", e);
@@ -606,6 +717,10 @@ impl Filesystem for FogFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.is_bare_root(ino) {
+            return reply.opened(FileHandle(0), FopenFlags::empty());
+        }
+        let ino = self.v(ino);
         match self.allow(req.uid(), ino, Access::Read, true).and_then(|()| self.vault.getattr(ino.0)) {
             Ok(a) if a.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(fuser::Errno::from_i32(libc::ENOTDIR)),
@@ -614,6 +729,10 @@ impl Filesystem for FogFs {
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if self.is_bare_root(ino) {
+            return reply.ok();
+        }
+        let ino = self.v(ino);
         if let Err(e) = self.allow(req.uid(), ino, Access::Read, true) {
             return reply.error(errno(&e));
         }
@@ -631,7 +750,7 @@ impl Filesystem for FogFs {
             }
             want = (want * 2).min(256);
             for d in batch {
-                if reply.add(INodeNo(d.ino), d.offset, file_type(d.kind), OsStr::from_bytes(&d.name)) {
+                if reply.add(self.f(d.ino), d.offset, file_type(d.kind), OsStr::from_bytes(&d.name)) {
                     return reply.ok();
                 }
                 offset = d.offset;
@@ -642,6 +761,10 @@ impl Filesystem for FogFs {
     /// Entries with their attributes: saves one LOOKUP round trip per entry
     /// for `ls -l`, `find`, `tar` and PACS directory scans.
     fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        if self.is_bare_root(ino) {
+            return reply.ok();
+        }
+        let ino = self.v(ino);
         if let Err(e) = self.allow(req.uid(), ino, Access::Read, true) {
             return reply.error(errno(&e));
         }
@@ -660,8 +783,8 @@ impl Filesystem for FogFs {
                 offset = d.offset;
                 self.observe_name(req.uid(), ino, &d.name, &attr);
                 let name = OsStr::from_bytes(&d.name);
-                let ttl = Self::entry_and_attr_ttl(&attr);
-                if reply.add(INodeNo(d.ino), d.offset, name, &ttl, &fuse_attr(&attr), Generation(0)) {
+                let ttl = self.entry_and_attr_ttl(&attr);
+                if reply.add(self.f(d.ino), d.offset, name, &ttl, &self.shown(&attr), Generation(0)) {
                     return reply.ok();
                 }
             }
@@ -669,10 +792,12 @@ impl Filesystem for FogFs {
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let ino = self.v(ino);
         empty(reply, self.vault.fsync(ino.0))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _ino = self.v(_ino);
         let s = self.vault.statfs();
         let b = BLOCK as u64;
         reply.statfs(
@@ -697,6 +822,7 @@ impl Filesystem for FogFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let ino = self.v(ino);
         let mode = if flags & libc::XATTR_CREATE != 0 {
             XattrMode::Create
         } else if flags & libc::XATTR_REPLACE != 0 {
@@ -713,8 +839,14 @@ impl Filesystem for FogFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let ino = self.v(ino);
         let r = self.allow(req.uid(), ino, Access::Read, false);
-        match r.and_then(|()| self.vault.getxattr(ino.0, name.as_bytes())) {
+        let value = r.and_then(|()| match name.as_bytes() {
+            walk_acl::ACCESS_XATTR => self.walk_acl(ino.0)?.ok_or(Error::NoAttr),
+            walk_acl::DEFAULT_XATTR => Err(Error::NoAttr),
+            name => self.vault.getxattr(ino.0, name),
+        });
+        match value {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() <= size as usize => reply.data(&v),
             Ok(_) => reply.error(fuser::Errno::from_i32(libc::ERANGE)),
@@ -723,7 +855,15 @@ impl Filesystem for FogFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.allow(req.uid(), ino, Access::Read, false).and_then(|()| self.vault.listxattr(ino.0)) {
+        let ino = self.v(ino);
+        let names = self.allow(req.uid(), ino, Access::Read, false).and_then(|()| {
+            let mut names = self.vault.listxattr(ino.0)?;
+            if self.walk_acl(ino.0)?.is_some() {
+                names.push(walk_acl::ACCESS_XATTR.to_vec());
+            }
+            Ok(names)
+        });
+        match names {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -743,6 +883,7 @@ impl Filesystem for FogFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let ino = self.v(ino);
         let r = self.allow(req.uid(), ino, Access::Write, false);
         let r = r.and_then(|()| self.vault.removexattr(ino.0, name.as_bytes()));
         if r.is_ok() {
@@ -761,6 +902,7 @@ impl Filesystem for FogFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let parent = self.v(parent);
         let r = self
             .allow(req.uid(), parent, Access::Write, true)
             .and_then(|()| self.vault.create_node(caller(req), parent.0, name.as_bytes(), FileKind::File, mode, 0, b""))
@@ -772,7 +914,7 @@ impl Filesystem for FogFs {
         match r {
             Ok((fh, a)) => {
                 let flags = self.page_cache(req.uid(), a.ino, a.domain) | self.write_only(flags);
-                reply.created(&Self::entry_and_attr_ttl(&a), &fuse_attr(&a), Generation(0), fh, flags)
+                reply.created(&self.entry_and_attr_ttl(&a), &self.shown(&a), Generation(0), fh, flags)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -788,6 +930,7 @@ impl Filesystem for FogFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let ino = self.v(ino);
         if let Err(e) = self.allow(opener(fh, req), ino, Access::Write, false) {
             return reply.error(errno(&e));
         }
@@ -831,14 +974,35 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8) * 2;
     let cfg = mount_config(allow_other, threads);
-    let mut session = fuser::Session::new(FogFs::new(Arc::clone(&vault)), mountpoint, &cfg)?;
+    // With sessions, the vault root is bound on the mountpoint from a private
+    // mount (see `bound_root`); that takes root, as any bind mount does.
+    let bound = vault.has_gate() && nix::unistd::geteuid().is_root();
+    let private = if bound { Some(bound_root::private_dir()?) } else { None };
+    let fuse_at = private.as_deref().unwrap_or(mountpoint);
+    let mut session = match fuser::Session::new(FogFs::new(Arc::clone(&vault), bound), fuse_at, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(p) = &private {
+                let _ = std::fs::remove_dir(p);
+            }
+            return Err(e);
+        }
+    };
     // Entries the vault changed on its own are dropped from the kernel's
     // dentry cache by a thread that owns the session's notifier (a handler
     // cannot notify while the kernel holds the locks of the request it serves).
     let notifier = session.notifier();
     let (tx, rx) = std::sync::mpsc::channel::<(INodeNo, std::ffi::OsString)>();
     vault.set_entry_hook(Some(Box::new(move |parent, name| {
-        let _ = tx.send((INodeNo(parent), OsStr::from_bytes(name).to_os_string()));
+        let _ = tx.send((kernel_ino(bound, parent), OsStr::from_bytes(name).to_os_string()));
+    })));
+    // A folder root's access list changed: the kernel must fetch it again.
+    // Sent at once (the session change waits for it); an attribute-only
+    // invalidation takes no lock a request in flight could hold.
+    let acl_notifier = session.notifier();
+    vault.set_walkers_hook(Some(Box::new(move |ino| {
+        // ENOENT: the kernel has no such inode cached; nothing to drop.
+        let _ = acl_notifier.inval_inode(kernel_ino(bound, ino), -1, 0);
     })));
     // Ends when the hook (and with it the sender) is dropped after the session.
     std::thread::Builder::new().name("fogvault-inval".into()).spawn(move || {
@@ -847,15 +1011,36 @@ pub fn serve(
             let _ = notifier.inval_entry(parent, &name);
         }
     })?;
-    // stat() of the mount is answered by this session, so ask from another thread.
-    let mnt = mountpoint.to_path_buf();
-    std::thread::spawn(move || raise_readahead(&mnt));
+    // stat() of the mount is answered by this session, so ask from another
+    // thread; binding the vault root needs its LOOKUP answered too.
+    let exposed: Arc<parking_lot::Mutex<Option<std::io::Error>>> = Default::default();
+    {
+        let (fuse_at, visible, exposed) = (fuse_at.to_path_buf(), mountpoint.to_path_buf(), Arc::clone(&exposed));
+        std::thread::spawn(move || {
+            raise_readahead(&fuse_at);
+            if bound && let Err(e) = bound_root::expose(&fuse_at, &visible) {
+                // Ends the session: nobody could reach the private mount.
+                let _ = nix::mount::umount2(&fuse_at, nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_dir(&fuse_at);
+                *exposed.lock() = Some(e);
+            }
+        });
+    }
     let mut unmounter = session.unmount_callable();
+    let visible = mountpoint.to_path_buf();
     on_ready(Box::new(move || {
-        let _ = unmounter.unmount();
+        // A bound mount ends when its bind goes (the private mount is
+        // detached); before the bind exists, the private mount is the one.
+        if !bound || nix::mount::umount(&visible).is_err() {
+            let _ = unmounter.unmount();
+        }
     }));
     let served = session.run();
     vault.set_entry_hook(None);
+    vault.set_walkers_hook(None);
+    if let Some(e) = exposed.lock().take() {
+        return Err(std::io::Error::new(e.kind(), format!("cannot bind the vault root on the mountpoint: {e}")));
+    }
     served
 }
 
@@ -917,13 +1102,34 @@ mod tests {
         };
         for perm in [0o4755, 0o2755, 0o6711, 0o2745] {
             assert_eq!(attr_ttl(&file(perm, FileKind::File)), Duration::ZERO, "{perm:o}");
-            assert_eq!(FogFs::entry_and_attr_ttl(&file(perm, FileKind::File)), Duration::ZERO, "{perm:o}");
+            for kernel_gates_walks in [false, true] {
+                let ttl = entry_and_attr_ttl(&file(perm, FileKind::File), kernel_gates_walks);
+                assert_eq!(ttl, Duration::ZERO, "{perm:o}");
+            }
         }
         assert_eq!(attr_ttl(&file(0o755, FileKind::File)), TTL);
         // A setgid directory hands down its group; no write clears it.
         assert_eq!(attr_ttl(&file(0o2775, FileKind::Dir)), TTL);
         let root = Attr { folder_root: true, ..file(0o755, FileKind::Dir) };
-        assert_eq!(FogFs::entry_and_attr_ttl(&root), Duration::ZERO);
+        // A folder root's entry is cached only where the kernel checks walks into it.
+        assert_eq!(entry_and_attr_ttl(&root, false), Duration::ZERO);
+        assert_eq!(entry_and_attr_ttl(&root, true), TTL);
+    }
+
+    #[test]
+    fn bound_mounts_renumber_only_the_two_roots() {
+        let vault_root = INodeNo(bound_root::VAULT_ROOT);
+        assert_eq!(kernel_ino(true, ROOT_INO), vault_root);
+        assert_eq!(vault_ino(true, vault_root), INodeNo(ROOT_INO));
+        // The bare FUSE root is no inode of the vault's.
+        assert_eq!(vault_ino(true, INodeNo(1)), INodeNo(bound_root::NOWHERE));
+        for ino in [2, 77, (1 << 62) - 1] {
+            assert_eq!(kernel_ino(true, ino), INodeNo(ino));
+            assert_eq!(vault_ino(true, INodeNo(ino)), INodeNo(ino));
+        }
+        // Unbound mounts use the vault's numbers as they are.
+        assert_eq!(kernel_ino(false, ROOT_INO), INodeNo(1));
+        assert_eq!(vault_ino(false, INodeNo(1)), INodeNo(1));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::transport::{self, KeyDelivery};
 use crate::audit::{Auditor, InsiderRules, Op, SessionView, Who};
 use crate::chunk_store::Backend;
 use crate::error::{Error, Result};
-use crate::vault::{Access, AccessGate, Caller, Vault};
+use crate::vault::{Access, AccessGate, Caller, MAX_FOLDER_UIDS, Vault, Walker};
 
 const OP_LOGIN: u8 = 1;
 const OP_LIST: u8 = 2;
@@ -123,6 +123,8 @@ pub struct ControlServer {
     decoys_done: Mutex<HashSet<u64>>,
     /// Sealed decoy records whose upload failed: retried every tick.
     decoy_records_unsent: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Each folder's walkers as the mount last heard them (`publish_walkers`).
+    published: Mutex<HashMap<u32, Vec<Walker>>>,
 }
 
 fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
@@ -223,6 +225,7 @@ impl ControlServer {
             locks_path: cache_dir.join("locked-users.json"),
             decoys_done: Mutex::new(HashSet::new()),
             decoy_records_unsent: Mutex::new(Vec::new()),
+            published: Mutex::new(HashMap::new()),
         });
         server.load_decoys_done();
         server.create_folders();
@@ -428,7 +431,62 @@ impl ControlServer {
         for (i, why) in ended {
             self.audit_session(i.uid, &i.user, &i.session[..16], Op::Logout, Some(why.to_string()));
         }
+        self.publish_walkers();
         self.release_unneeded();
+    }
+
+    /// Whether live session `l` counts for the gate at `now`.
+    fn admits(&self, l: &Live, now: u64) -> bool {
+        l.info.expires > now && !self.is_locked(&l.info.user)
+    }
+
+    /// Every folder's walkers now (see [`AccessGate::walkers`]).
+    fn all_walkers(&self) -> HashMap<u32, Vec<Walker>> {
+        let now = now_secs();
+        let mut by_folder: HashMap<u32, std::collections::BTreeMap<u32, bool>> = HashMap::new();
+        for l in self.sessions.read().iter().filter(|l| self.admits(l, now)) {
+            for (f, r) in l.rights.iter().filter(|(_, r)| r.read) {
+                *by_folder.entry(*f).or_default().entry(l.info.uid).or_default() |= r.write;
+            }
+        }
+        by_folder
+            .into_iter()
+            .map(|(f, uids)| (f, uids.into_iter().map(|(uid, write)| Walker { uid, write }).collect()))
+            .collect()
+    }
+
+    /// Tell the vault (and through it the kernel) of every folder whose
+    /// walkers changed since the last call. Run after each change to the
+    /// sessions, and on every tick for expiry, grant hours and unlocks.
+    fn publish_walkers(&self) {
+        let mut published = self.published.lock();
+        let now = self.all_walkers();
+        let changed: Vec<u32> = now
+            .iter()
+            .filter(|(f, w)| published.get(f) != Some(w))
+            .map(|(f, _)| *f)
+            .chain(published.keys().filter(|f| !now.contains_key(f)).copied())
+            .collect();
+        for f in changed {
+            self.vault.folder_walkers_changed(f);
+        }
+        *published = now;
+    }
+
+    /// Refuse a session that would let more uids into a folder than the
+    /// kernel's access list for its root can name.
+    fn check_folder_room(&self, uid: u32, rights: &HashMap<u32, Rights>) -> Result<()> {
+        let walkers = self.all_walkers();
+        for f in rights.keys() {
+            let w = walkers.get(f).map_or(&[][..], Vec::as_slice);
+            if w.len() >= MAX_FOLDER_UIDS && !w.iter().any(|w| w.uid == uid) {
+                return Err(Error::Repo(format!(
+                    "vault folder {f} already has {MAX_FOLDER_UIDS} users with live sessions on this fog node, \
+                     the most its kernel access list can hold; try again when one logs out"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn rights_of(
@@ -531,6 +589,7 @@ impl ControlServer {
                     self.audit_session(uid, &i.user, &i.session[..16], Op::Logout, None);
                 }
                 let n = ended.len();
+                self.publish_walkers();
                 self.release_unneeded();
                 Ok(write_frame(&mut conn, &ok(n.to_string().as_bytes()))?)
             }
@@ -618,6 +677,7 @@ impl ControlServer {
             expires = expires.min(started + u64::from(p.break_glass_minutes) * 60);
         }
         let rights = Self::rights_of(p, &user, &supplied, &glass, now);
+        self.check_folder_room(uid, &rights)?;
         let info = SessionInfo {
             session: hex::encode(keys.session_id),
             user: user.clone(),
@@ -655,6 +715,7 @@ impl ControlServer {
         let who = Arc::new(Who { user: info.user.clone(), session: info.session[..16].to_string() });
         self.sessions.write().push(Live { info: info.clone(), _keys: keys, supplied, glass, rights, who });
         drop(unlocked);
+        self.publish_walkers();
         Ok(info)
     }
 }
@@ -680,6 +741,7 @@ impl SessionView for ControlServer {
             }
         }
         self.save_locks();
+        self.publish_walkers();
         tracing::warn!(uid, rule, "session locked after an insider alert");
     }
 }
@@ -689,8 +751,7 @@ impl AccessGate for ControlServer {
         let now = now_secs();
         let ok = self.sessions.read().iter().any(|l| {
             l.info.uid == uid
-                && l.info.expires > now
-                && !self.is_locked(&l.info.user)
+                && self.admits(l, now)
                 && l.rights.get(&domain).is_some_and(|r| match access {
                     Access::Read => r.read,
                     Access::Write => r.write,
@@ -705,7 +766,7 @@ impl AccessGate for ControlServer {
             .sessions
             .read()
             .iter()
-            .filter(|l| l.info.uid == uid && l.info.expires > now && !self.is_locked(&l.info.user))
+            .filter(|l| l.info.uid == uid && self.admits(l, now))
             .map(|l| l.info.session.clone())
             .collect();
         if ids.is_empty() {
@@ -714,6 +775,10 @@ impl AccessGate for ControlServer {
         ids.sort();
         let h = blake3::hash(ids.join(",").as_bytes());
         Some(u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")))
+    }
+
+    fn walkers(&self, domain: u32) -> Vec<Walker> {
+        self.all_walkers().remove(&domain).unwrap_or_default()
     }
 }
 

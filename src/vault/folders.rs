@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{
     Access, AccessGate, Caller, DOMAIN_CACHE_ENTRIES, EntryHook, FileRef, Observer, PlantAttrs, ROOT_INO, Touch, Vault,
-    check_name,
+    Walker, WalkersHook, check_name,
 };
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
@@ -81,6 +81,38 @@ impl Vault {
 
     pub fn set_gate(&self, gate: Arc<dyn AccessGate>) {
         *self.gate.write() = Some(gate);
+    }
+
+    /// Whether a session gate decides access to vault folders here (the
+    /// repository has an admin authority), so folders can exist.
+    pub fn has_gate(&self) -> bool {
+        self.gate.read().is_some()
+    }
+
+    /// Let the mount hear of folder roots whose walkers changed (`None`: unmounted).
+    pub fn set_walkers_hook(&self, hook: Option<WalkersHook>) {
+        *self.walkers_hook.write() = hook;
+    }
+
+    /// The gate's walkers of vault folder `domain` changed (a login, logout,
+    /// expiry, lock or new rights): tell the mount, which makes the kernel
+    /// forget the root's access control list before this returns.
+    pub fn folder_walkers_changed(&self, domain: u32) {
+        let Ok(Some(ino)) = self.folder_root(domain) else { return };
+        if let Some(hook) = &*self.walkers_hook.read() {
+            hook(ino);
+        }
+    }
+
+    /// Who may walk into `ino` now, if it is a vault folder's root: the path
+    /// walk into a folder is checked by the kernel against this list, so it
+    /// costs no request to the daemon (see `fuse_adapter::walk_acl`).
+    pub fn folder_walkers(&self, ino: u64) -> Result<Option<Vec<Walker>>> {
+        let (domain, content) = self.domains_of(ino)?;
+        if domain == content {
+            return Ok(None);
+        }
+        Ok(Some(self.gate.read().as_ref().map(|g| g.walkers(content)).unwrap_or_default()))
     }
 
     /// May `uid` have `access` to inode `ino`? `contents` asks about a

@@ -19,7 +19,26 @@ pub trait AccessGate: Send + Sync {
     fn session_token(&self, _uid: u32) -> Option<u64> {
         None
     }
+
+    /// The uids `check` lets into folder `domain` now, ascending, each with
+    /// whether it may write there: the mount lets the kernel check path walks
+    /// into the folder against this list (see `Vault::folder_walkers`).
+    fn walkers(&self, _domain: u32) -> Vec<Walker> {
+        Vec::new()
+    }
 }
+
+/// A uid the gate lets into a vault folder (see [`AccessGate::walkers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walker {
+    pub uid: u32,
+    pub write: bool,
+}
+
+/// At most this many uids may hold sessions in one vault folder at once: the
+/// kernel reads a directory's access control list into one page (4 KiB, 8
+/// bytes per entry), and the list names each of them.
+pub const MAX_FOLDER_UIDS: usize = 500;
 
 /// What a caller did, for the audit trail and insider detection. The
 /// adapter reports each operation after it succeeded (and each refusal).
@@ -84,6 +103,12 @@ pub enum Touch<'a> {
 /// Told `(parent, name)` of an entry the vault removed or replaced on its
 /// own, so the mount can drop it from the kernel's dentry cache.
 pub type EntryHook = Box<dyn Fn(u64, &[u8]) + Send + Sync>;
+
+/// Told the inode of a vault folder's root whose walkers (see
+/// [`AccessGate::walkers`]) changed, so the mount can make the kernel fetch
+/// its access control list again. Called synchronously: when the session
+/// change that caused it returns, the kernel no longer holds the old list.
+pub type WalkersHook = Box<dyn Fn(u64) + Send + Sync>;
 
 pub trait Observer: Send + Sync {
     /// Record `touch` by `uid`. An `Err` (e.g. `AccessDenied` for a locked

@@ -40,7 +40,7 @@ use crate::repo::Repo;
 use chunks::{ChunkIo, ReadAhead};
 pub use dirty::DirtyMap;
 use file::{CommitCtx, FileState};
-pub use gate::{Access, AccessGate, EntryHook, Observer, Touch};
+pub use gate::{Access, AccessGate, EntryHook, MAX_FOLDER_UIDS, Observer, Touch, Walker, WalkersHook};
 pub use gc::GcReport;
 use intent_log::IntentLog;
 pub use read_buf::ReadBuf;
@@ -231,6 +231,8 @@ pub struct Vault {
     observer: parking_lot::RwLock<Option<Arc<dyn Observer>>>,
     /// Told of entries the vault changes on its own (see `set_entry_hook`).
     entry_hook: parking_lot::RwLock<Option<EntryHook>>,
+    /// Told of folder roots whose walkers changed (see `set_walkers_hook`).
+    walkers_hook: parking_lot::RwLock<Option<WalkersHook>>,
     /// Whether any vault folder exists: without one, `authorize` has nothing to check.
     has_folders: std::sync::atomic::AtomicBool,
     /// ino → (domain, content domain). Fixed for an inode's life (inode
@@ -354,6 +356,7 @@ impl Vault {
             gate: parking_lot::RwLock::new(None),
             observer: parking_lot::RwLock::new(None),
             entry_hook: parking_lot::RwLock::new(None),
+            walkers_hook: parking_lot::RwLock::new(None),
             has_folders: std::sync::atomic::AtomicBool::new(false),
             domains: parking_lot::RwLock::new(HashMap::new()),
             metasync,

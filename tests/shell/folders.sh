@@ -48,8 +48,43 @@ denied() { # denied USER CMD... → the command must fail with "Permission denie
 ls "$m" | grep -qx cardiology && ls "$m/wards" | grep -qx oncology || fail "folders not created on the mount"
 for u in alice bob carol; do denied "$u" ls "$m/cardiology"; denied "$u" touch "$m/cardiology/x"; done
 denied root ls "$m/cardiology"
-denied root stat "$m/cardiology"
-pass "before login nobody (not even root) lists, writes or reaches a vault folder"
+# With sessions the vault root is bound on the mountpoint from a private,
+# detached mount (so its access list is cached like any other inode's).
+grep -q " /run/fogvault/fuse-" /proc/self/mountinfo && fail "the private FUSE mount is still attached"
+findmnt -n -o SOURCE -T "$m" | grep -q '\[/vault\]' || { findmnt -T "$m"; fail "the mountpoint is not the bound vault root"; }
+pass "before login nobody (not even root) lists or writes a vault folder, and no user enters it"
+
+# The kernel checks walks into a folder against the folder root's access
+# list, which names the uids with live sessions (readers r-x, writers rwx);
+# the root's mode shows the list's mask and nothing for others. Nobody may
+# change the list.
+acl_of() { # acl_of PATH → "tag:id:perm" lines of its POSIX access list
+    python3 - "$1" <<'PY'
+import os, struct, sys
+v = os.getxattr(sys.argv[1], "system.posix_acl_access")
+names = {1: "user", 2: "user", 4: "group", 0x10: "mask", 0x20: "other"}
+for i in range(4, len(v), 8):
+    tag, perm, uid = struct.unpack("<HHI", v[i:i + 8])
+    who = str(uid) if tag in (2, 8) else ""
+    print(f"{names.get(tag, tag)}:{who}:{perm:o}")
+PY
+}
+uid_of() { id -u "$1"; }
+acl_of "$m/cardiology" > "$FV_TMP/acl0"
+grep -q "^user:[0-9]" "$FV_TMP/acl0" && { cat "$FV_TMP/acl0"; fail "a folder root names users before any login"; }
+grep -qx "other::0" "$FV_TMP/acl0" || { cat "$FV_TMP/acl0"; fail "others may walk into a folder"; }
+[ "$(stat -c %a "$m/cardiology")" = 770 ] || fail "folder root mode is $(stat -c %a "$m/cardiology"), not 770"
+python3 - "$m/cardiology" "$(uid_of carol)" <<'PY' || fail "the folder root's access list could be changed"
+import errno, os, struct, sys
+entries = [(1, 7, 2**32 - 1), (2, 7, int(sys.argv[2])), (4, 0, 2**32 - 1), (0x10, 7, 2**32 - 1), (0x20, 0, 2**32 - 1)]
+blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+try:
+    os.setxattr(sys.argv[1], "system.posix_acl_access", blob)
+    sys.exit("setting an access list succeeded")
+except OSError as e:
+    assert e.errno == errno.EOPNOTSUPP, e
+PY
+pass "folder roots carry a kernel access list with no users before login; nobody can set one"
 
 login alice >/dev/null
 as alice sh -c "echo 'ECG: sinus rhythm, patient-marker-7781' > '$m/cardiology/ecg-report-7781.txt'"
@@ -61,20 +96,26 @@ as alice mkdir "$m/cardiology/echo"
 as alice cmp "$FV_TMP/scan.bin" "$m/cardiology/scan.bin" || fail "alice reads back"
 as alice ls "$m/cardiology" | grep -c >/dev/null ecg-report-7781.txt || fail "alice lists"
 as alice stat "$m/cardiology/scan.bin" >/dev/null
-pass "alice (rw) writes, lists and reads back in cardiology"
+acl_of "$m/cardiology" | grep -qx "user:$(uid_of alice):7" || { acl_of "$m/cardiology"; fail "alice's uid is not in the folder's access list"; }
+as alice sh -c "umask 027; echo x > '$m/cardiology/umask.txt'; mkdir '$m/cardiology/umask.d'"
+[ "$(stat -c %a "$m/cardiology/umask.txt") $(stat -c %a "$m/cardiology/umask.d")" = "640 750" ] \
+    || fail "the umask is not applied: $(stat -c %a "$m/cardiology/umask.txt" "$m/cardiology/umask.d" | tr '\n' ' ')"
+as alice rm -r "$m/cardiology/umask.txt" "$m/cardiology/umask.d"
+pass "alice (rw) writes, lists and reads back in cardiology; her uid is in its access list; umask applies"
 
 denied bob cat "$m/cardiology/ecg-report-7781.txt"
 denied carol cat "$m/cardiology/ecg-report-7781.txt"
-denied root stat "$m/cardiology/scan.bin"
+denied carol stat "$m/cardiology/scan.bin"
+denied root cat "$m/cardiology/scan.bin"
 pass "alice's session does not leak to bob, carol or root"
 
-# A process that reaches a folder root may watch it with inotify, which the
+# A process that may read a folder root may watch it with inotify, which the
 # kernel allows without asking the daemon and which reports the names of the
-# entries others create and open there. So the root is reached only through
-# the gate, also right after alice walked it (its dentry is never cached).
+# entries others create and open there. The root's access list keeps carol
+# out, also right after alice walked it (its dentry is cached).
 watch="$(dirname "$0")/../tools/watch.py"
 as alice stat "$m/cardiology" >/dev/null
-denied carol stat "$m/cardiology"
+denied carol ls "$m/cardiology"
 denied carol /usr/bin/python3 "$watch" "$m/cardiology"
 as carol /usr/bin/python3 "$watch" "$m/cardiology" 3 > "$FV_TMP/carol.watch" 2>/dev/null &
 watcher=$!
@@ -92,15 +133,16 @@ as alice rm "$m/cardiology/watched-name-5512.txt"
 pass "carol cannot reach or inotify-watch the folder root; alice can"
 
 # Entries inside a folder may sit in the kernel's dentry cache (shared by all
-# uids); the folder root's own entry is never cached, so every walk from
-# outside still reaches the session gate, also right after alice used a deep
-# path, and after a rename lifts a deep entry to the first level.
+# uids); every walk from outside passes the folder root, whose access list
+# the kernel checks, also right after alice used a deep path, and after a
+# rename lifts a deep entry to the first level. Root passes any access list
+# (root on the fog node is trusted) but still cannot list or open.
 as alice mkdir -p "$m/cardiology/p-4410/study-1"
 as alice cp "$FV_TMP/scan.bin" "$m/cardiology/p-4410/study-1/img-1.dcm"
 as alice stat "$m/cardiology/p-4410/study-1/img-1.dcm" >/dev/null
 as alice cat "$m/cardiology/p-4410/study-1/img-1.dcm" >/dev/null
 denied carol stat "$m/cardiology/p-4410/study-1/img-1.dcm"
-denied root stat "$m/cardiology/p-4410/study-1"
+denied root ls "$m/cardiology/p-4410/study-1"
 as alice mv "$m/cardiology/p-4410/study-1/img-1.dcm" "$m/cardiology/lifted.dcm"
 as alice stat "$m/cardiology/lifted.dcm" >/dev/null
 denied carol stat "$m/cardiology/lifted.dcm"
@@ -174,9 +216,9 @@ for _ in $(seq 40); do
     sleep 0.25
 done
 grep -q "public/pathology" "$FV_TMP/alice-folders.out" || { cat "$FV_TMP/alice-folders.out"; fail "alice is not offered the squatted folder"; }
-denied root stat "$m/public/pathology"
+denied root ls "$m/public/pathology"
 if grep -q "public/radiology" "$FV_TMP/alice-folders.out"; then fail "alice is offered a folder path that leads out of the vault"; fi
-[ "$(as alice stat -c %U:%a "$m/public/pathology")" = root:777 ] || fail "the folder root still belongs to its squatter"
+[ "$(as alice stat -c %U:%a "$m/public/pathology")" = root:770 ] || fail "the folder root still belongs to its squatter"
 if as carol chmod 000 "$m/public/pathology" 2>/dev/null; then fail "carol changed the mode of a folder root"; fi
 as alice sh -c "echo x > '$m/public/pathology/squat-name-3391.txt'"
 as alice cat "$m/public/pathology/squat-name-3391.txt" >/dev/null
@@ -198,6 +240,7 @@ as erin cmp "$FV_TMP/scan.bin" "$m/wards/oncology/same-scan.bin" || fail "erin r
 pass "the same scan in two folders (first writer logged out) and the root is stored once (+$((after - before)) bytes)"
 
 # Logout and expiry.
+if acl_of "$m/cardiology" | grep -q "^user:$(uid_of alice):"; then fail "alice's uid is still in the access list after logout"; fi
 denied alice ls "$m/cardiology"
 login alice --ttl 2 >/dev/null
 as alice ls "$m/cardiology" >/dev/null || fail "alice after re-login"
