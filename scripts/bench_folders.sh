@@ -16,10 +16,15 @@
 #   cold read  open + read all + close, each file, after sync + drop_caches
 #   warm read  the same again (3 times per round)
 #   open only  open + close, each file, warm (3 times per round)
+#   other      open + read all + close of each file by a second user (benchreader,
+#              logged in with a read grant), after sync + drop_caches: the files
+#              are not theirs, so the kernel checks group/other modes (and, where
+#              it checks folder walks itself, fetches each file's access list)
 # FOLDER_REPS rounds (default 5; QUICK=1: 3). In each round every phase runs in
 # the three places back to back, in a rotating order. Reported: µs per file
 # (median of all measurements per place) and the median of the paired
-# per-round ratios folder/root (the target) and root/nofolders.
+# per-round ratios folder/nofolders (the target: the same workload without
+# folders), folder/root and root/nofolders.
 # Run as root. FOGVAULT=PATH selects the binary. Appends to bench-out/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +34,12 @@ QUICK=${QUICK:-0}
 NFILES=${FOLDER_FILES:-2000}
 if [ "$QUICK" = 1 ]; then REPS=${FOLDER_REPS:-3}; else REPS=${FOLDER_REPS:-5}; fi
 BU=${BENCH_USER:-benchuser}
+BR=${BENCH_READER:-benchreader}
 PY=/usr/bin/python3   # the system python: a pyenv shim under /root is not usable by benchuser
 [ "$(id -u)" -eq 0 ] || { echo "bench_folders.sh: run as root" >&2; exit 2; }
 [ -x "$FOGVAULT" ] || { echo "bench_folders.sh: $FOGVAULT not built" >&2; exit 2; }
 id "$BU" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$BU"
+id "$BR" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$BR"
 W=$(mktemp -d /var/tmp/fvfolders.XXXXXX)
 chmod 755 "$W"
 export FOGVAULT_PASSPHRASE=bench FOGVAULT_ADMIN_PASSPHRASE=bench-admin
@@ -47,6 +54,7 @@ cleanup() {
 }
 trap cleanup EXIT
 as() { setpriv --reuid "$BU" --regid "$BU" --init-groups -- "$@"; }
+as_reader() { setpriv --reuid "$BR" --regid "$BR" --init-groups -- "$@"; }
 mount_fv() {   # DIR
     mkdir -p "$1/mnt"
     "$FOGVAULT" mount --repo "$1/repo" --cache "$1/cache" --allow-other "$1/mnt" 2>"$1/log" &
@@ -63,11 +71,15 @@ FOGVAULT_KEY_PASSPHRASE=bench-user adm user add "$BU" --role physician --key-out
 chown "$BU" "$W/$BU.key"
 adm folder create cardiology
 adm grant --user "$BU" --folder cardiology --rights rw
+FOGVAULT_KEY_PASSPHRASE=bench-reader adm user add "$BR" --role nurse --key-out "$W/$BR.key"
+chown "$BR" "$W/$BR.key"
+adm grant --user "$BR" --folder cardiology --rights r
 "$FOGVAULT" init --repo "$W/b/repo" >/dev/null
 mount_fv "$W/a"
 mount_fv "$W/b"
 for m in "$W/a/mnt" "$W/b/mnt"; do mkdir "$m/plain"; chmod 0777 "$m/plain"; done
 as env FOGVAULT_KEY_PASSPHRASE=bench-user "$FOGVAULT" login --mount "$W/a/mnt" --key "$W/$BU.key" >/dev/null
+as_reader env FOGVAULT_KEY_PASSPHRASE=bench-reader "$FOGVAULT" login --mount "$W/a/mnt" --key "$W/$BR.key" >/dev/null
 declare -A DIR=([folder]=$W/a/mnt/cardiology [root]=$W/a/mnt/plain [nofolders]=$W/b/mnt/plain)
 
 cat >"$W/wl.py" <<'EOF'
@@ -104,11 +116,12 @@ EOF
 chmod 644 "$W/wl.py"
 
 PLACES=(folder root nofolders)
-PHASES=(create cold warm open)
+PHASES=(create cold warm open other)
 WARM_REPEAT=3     # warm phases are short: run each this many times per round
 declare -A T=()   # place/phase -> space-separated seconds (one per measurement)
 declare -A R=()   # phase -> per-round ratios folder/root (paired: same round, back to back)
 declare -A RN=()  # phase -> per-round ratios root/nofolders
+declare -A RF=()  # phase -> per-round ratios folder/nofolders (the issue's comparison)
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 wl() { as "$PY" "$W/wl.py" "$@"; }
 # The places run back to back for each phase (rotating order per round) so a
@@ -126,6 +139,10 @@ for r in $(seq 1 "$REPS"); do
         drop_caches
         t=$(wl read "${DIR[$place]}/run$r" "$NFILES"); T[$place/cold]+=" $t"; S[$place/cold]=$t
     done
+    for place in "${order[@]}"; do
+        drop_caches
+        t=$(as_reader "$PY" "$W/wl.py" read "${DIR[$place]}/run$r" "$NFILES"); T[$place/other]+=" $t"; S[$place/other]=$t
+    done
     for ph in warm open; do
         for place in "${order[@]}"; do S[$place/$ph]=0; done
         for _ in $(seq "$WARM_REPEAT"); do
@@ -138,6 +155,7 @@ for r in $(seq 1 "$REPS"); do
     for ph in "${PHASES[@]}"; do
         R[$ph]+=" $(awk -v a="${S[folder/$ph]}" -v b="${S[root/$ph]}" 'BEGIN {print a / b}')"
         RN[$ph]+=" $(awk -v a="${S[root/$ph]}" -v b="${S[nofolders/$ph]}" 'BEGIN {print a / b}')"
+        RF[$ph]+=" $(awk -v a="${S[folder/$ph]}" -v b="${S[nofolders/$ph]}" 'BEGIN {print a / b}')"
     done
     for place in "${order[@]}"; do wl clean "${DIR[$place]}/run$r" "$NFILES"; done
     unset S
@@ -152,18 +170,20 @@ rt() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 declare -A M=()
 for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do M[$p/$ph]=$(med "${T[$p/$ph]}"); done; done
 label() { case "$1" in create) echo "create + write 4 KiB + close";; cold) echo "open + read + close, kernel caches dropped";;
-                      warm) echo "open + read + close, warm";; open) echo "open + close, warm";; esac; }
+                      warm) echo "open + read + close, warm";; open) echo "open + close, warm";;
+                      other) echo "open + read + close by another user, caches dropped";; esac; }
 table=$(
-    echo "| per file | folder µs | root dir µs | no-folders mount µs | folder / root | root / no-folders |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| per file | folder µs | root dir µs | no-folders mount µs | folder / no-folders | folder / root | root / no-folders |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for ph in "${PHASES[@]}"; do
         f=${M[folder/$ph]} r=${M[root/$ph]} n=${M[nofolders/$ph]}
-        echo "| $(label "$ph") | $(us "$f") | $(us "$r") | $(us "$n") | $(rt "$(med "${R[$ph]}")" 1) | $(rt "$(med "${RN[$ph]}")" 1) |"
+        echo "| $(label "$ph") | $(us "$f") | $(us "$r") | $(us "$n") | $(rt "$(med "${RF[$ph]}")" 1) | $(rt "$(med "${R[$ph]}")" 1) | $(rt "$(med "${RN[$ph]}")" 1) |"
     done
 )
 raw=$(for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do echo "  $p $ph s:${T[$p/$ph]}"; done; done
       for ph in "${PHASES[@]}"; do echo "  ratio folder/root $ph per round:${R[$ph]}"; done
-      for ph in "${PHASES[@]}"; do echo "  ratio root/nofolders $ph per round:${RN[$ph]}"; done)
+      for ph in "${PHASES[@]}"; do echo "  ratio root/nofolders $ph per round:${RN[$ph]}"; done
+      for ph in "${PHASES[@]}"; do echo "  ratio folder/nofolders $ph per round:${RF[$ph]}"; done)
 echo "$table"
 echo "raw seconds per run ($NFILES files):"
 echo "$raw"
@@ -173,7 +193,7 @@ mkdir -p "$OUT"
     printf '`scripts/bench_folders.sh`: %s files of 4 KiB, as the unix user %s (logged in, rw grant), %s rounds interleaved.\n' "$NFILES" "$BU" "$REPS"
     printf 'folder = inside the vault folder; root dir = a 0777 directory outside folders on the same mount;\n'
     printf 'no-folders mount = the same on a mount of a repository without an admin authority. µs per file: median\n'
-    printf 'over all measurements (create and cold: 1 per round; warm and open: %s per round). Ratios: median over\n' "$WARM_REPEAT"
+    printf 'over all measurements (create, cold and other: 1 per round; warm and open: %s per round). Ratios: median over\n' "$WARM_REPEAT"
     printf 'the rounds of the paired per-round ratio (the places run back to back). Ratio > 1: slower.\n\n'
     echo "$table"
     printf '\n<details><summary>raw seconds per run</summary>\n\n```\n%s\n```\n</details>\n' "$raw"
