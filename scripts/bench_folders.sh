@@ -25,7 +25,9 @@
 # (median of all measurements per place) and the median of the paired
 # per-round ratios folder/nofolders (the target: the same workload without
 # folders), folder/root and root/nofolders.
-# Run as root. FOGVAULT=PATH selects the binary. Appends to bench-out/results.md.
+# Run as root. FOGVAULT=PATH selects the binary; WALK_CHECK=kernel|daemon is passed
+# to `fogvault mount --walk-check` (unset: the binary's default). Appends to
+# bench-out/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FOGVAULT=${FOGVAULT:-$PWD/target/release/fogvault}
@@ -57,7 +59,7 @@ as() { setpriv --reuid "$BU" --regid "$BU" --init-groups -- "$@"; }
 as_reader() { setpriv --reuid "$BR" --regid "$BR" --init-groups -- "$@"; }
 mount_fv() {   # DIR
     mkdir -p "$1/mnt"
-    "$FOGVAULT" mount --repo "$1/repo" --cache "$1/cache" --allow-other "$1/mnt" 2>"$1/log" &
+    "$FOGVAULT" mount --repo "$1/repo" --cache "$1/cache" --allow-other ${WALK_CHECK:+--walk-check "$WALK_CHECK"} "$1/mnt" 2>"$1/log" &
     PIDS+=($!)
     for _ in $(seq 100); do mountpoint -q "$1/mnt" && return 0; sleep 0.1; done
     cat "$1/log" >&2; echo "bench_folders.sh: $1/mnt did not come up" >&2; exit 1
@@ -190,7 +192,7 @@ echo "$raw"
 mkdir -p "$OUT"
 {
     printf '\n## Vault-folder permission check (issue 4)\n\n'
-    printf '`scripts/bench_folders.sh`: %s files of 4 KiB, as the unix user %s (logged in, rw grant), %s rounds interleaved.\n' "$NFILES" "$BU" "$REPS"
+    printf '`scripts/bench_folders.sh`: %s files of 4 KiB, as the unix user %s (logged in, rw grant), %s rounds interleaved; walk check: %s.\n' "$NFILES" "$BU" "$REPS" "${WALK_CHECK:-default}"
     printf 'folder = inside the vault folder; root dir = a 0777 directory outside folders on the same mount;\n'
     printf 'no-folders mount = the same on a mount of a repository without an admin authority. µs per file: median\n'
     printf 'over all measurements (create, cold and other: 1 per round; warm and open: %s per round). Ratios: median over\n' "$WARM_REPEAT"

@@ -26,18 +26,23 @@ cargo build --release --locked
 export FOGVAULT="$PWD/target/release/fogvault"
 
 # Suites prefixed "s3:" run with FV_STORE=s3: the repository is a bucket prefix on Garage.
+# Suites prefixed "dw:" run with FV_WALK_CHECK=daemon: walks into vault folders are
+# checked by the daemon (a gated LOOKUP) instead of the kernel (an access list).
 suites=(roundtrip integrity durability disk_faults errors shutdown sessions folders large concurrency dicom pjdfstest coherence
     recover gc audit insider s3 s3_outage mirror garage3
     s3:roundtrip s3:integrity s3:durability s3:errors s3:shutdown s3:sessions s3:folders s3:large
-    s3:concurrency s3:dicom s3:pjdfstest s3:recover s3:gc s3:audit s3:insider)
+    s3:concurrency s3:dicom s3:pjdfstest s3:recover s3:gc s3:audit s3:insider
+    dw:folders dw:audit dw:insider)
 failed=()
 for s in "${suites[@]}"; do
     echo "== shell: $s"
     start=$(date +%s)
     store=local
+    walk=kernel
     name=$s
     if [[ $s == s3:* ]]; then store=s3; name=${s#s3:}; fi
-    if FV_STORE=$store bash "tests/shell/$name.sh"; then
+    if [[ $s == dw:* ]]; then walk=daemon; name=${s#dw:}; fi
+    if FV_STORE=$store FV_WALK_CHECK=$walk bash "tests/shell/$name.sh"; then
         echo "-- $s passed in $(( $(date +%s) - start ))s"
     else
         echo "-- $s FAILED after $(( $(date +%s) - start ))s"

@@ -117,6 +117,20 @@ pub struct MountArgs {
     /// its disk (e.g. 256M, 10G); older ones are read from the store.
     #[arg(long, value_parser = parse_size, default_value = "256M")]
     pub audit_keep_local: u64,
+    /// Who checks path walks into vault folders. kernel: an access list on
+    /// each folder root names the uids with sessions, so a walk costs no
+    /// request to the daemon, but walks it refuses are not in the audit trail
+    /// (needs root; otherwise daemon). daemon: every walk into a folder is a
+    /// LOOKUP the session gate answers, and every refusal is audited.
+    #[arg(long, value_enum, default_value_t = WalkCheck::Kernel)]
+    pub walk_check: WalkCheck,
+}
+
+/// See `MountArgs::walk_check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WalkCheck {
+    Kernel,
+    Daemon,
 }
 
 /// A repository, the fog node's cache for it, and JSON output (`gc`, `stats`).

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::MountArgs;
+use super::args::{MountArgs, WalkCheck};
 use super::{SESSION_TTL, cache_dir, check_mountpoint, unlock};
 use fogvault::error::Error;
 use fogvault::fuse_adapter;
@@ -41,7 +41,8 @@ fn start_audit(
 }
 
 pub fn mount(a: MountArgs) -> Result<(), Error> {
-    let MountArgs { repo, mountpoint, cache, allow_other, journal_limit, snapshot_every, audit_keep_local } = a;
+    let MountArgs { repo, mountpoint, cache, allow_other, journal_limit, snapshot_every, audit_keep_local, walk_check } =
+        a;
     check_mountpoint(&mountpoint)?;
     let r = unlock(&repo)?;
     let dir = cache_dir(&r, cache);
@@ -80,7 +81,11 @@ pub fn mount(a: MountArgs) -> Result<(), Error> {
         None => None,
     };
     let mnt = mountpoint.clone();
-    fuse_adapter::serve(Arc::clone(&vault), &mountpoint, allow_other, move |unmount| {
+    let kernel_walks = walk_check == WalkCheck::Kernel;
+    if kernel_walks && control.is_some() && !nix::unistd::geteuid().is_root() {
+        eprintln!("fogvault: walks into vault folders are checked by the daemon (the kernel check needs root)");
+    }
+    fuse_adapter::serve(Arc::clone(&vault), &mountpoint, allow_other, kernel_walks, move |unmount| {
         eprintln!("fogvault: mounted at {}", mnt.display());
         let _ = ctrlc::set_handler(unmount);
     })

@@ -970,13 +970,15 @@ pub fn serve(
     vault: Arc<Vault>,
     mountpoint: &Path,
     allow_other: bool,
+    kernel_walks: bool,
     on_ready: impl FnOnce(Box<dyn FnMut() + Send>),
 ) -> std::io::Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8) * 2;
     let cfg = mount_config(allow_other, threads);
-    // With sessions, the vault root is bound on the mountpoint from a private
-    // mount (see `bound_root`); that takes root, as any bind mount does.
-    let bound = vault.has_gate() && nix::unistd::geteuid().is_root();
+    // With sessions, and unless asked to check walks in the daemon, the vault
+    // root is bound on the mountpoint from a private mount (see
+    // `bound_root`); that takes root, as any bind mount does.
+    let bound = kernel_walks && vault.has_gate() && nix::unistd::geteuid().is_root();
     let private = if bound { Some(bound_root::private_dir()?) } else { None };
     let fuse_at = private.as_deref().unwrap_or(mountpoint);
     let mut session = match fuser::Session::new(FogFs::new(Arc::clone(&vault), bound), fuse_at, &cfg) {

@@ -147,7 +147,9 @@ new_repo() {
 # mount_vault DIR [extra args] → mounts repo_of DIR at DIR/mnt with cache DIR/cache; sets MOUNT_PID
 mount_vault() {
     local d="$1"; shift
-    "$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache" "$@" "$d/mnt" >>"$d/mount.log" 2>&1 &
+    # FV_WALK_CHECK=daemon: vault folders gate path walks in the daemon.
+    "$FOGVAULT" mount --repo "$(repo_of "$d")" --cache "$d/cache" --walk-check "${FV_WALK_CHECK:-kernel}" "$@" "$d/mnt" \
+        >>"$d/mount.log" 2>&1 &
     MOUNT_PID=$!
     FV_PIDS+=("$MOUNT_PID")
     FV_MOUNTS+=("$d/mnt")
