@@ -36,10 +36,30 @@ pub fn private_dir() -> io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = Path::new("/run/fogvault");
     std::fs::DirBuilder::new().recursive(true).mode(0o755).create(base)?;
+    clear_abandoned(base);
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     let dir = base.join(format!("fuse-{}-{nanos}", std::process::id()));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
+}
+
+/// Detach and remove private directories of daemons that died before
+/// binding (their pid is gone): each may still hold a dead FUSE mount.
+fn clear_abandoned(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("fuse-")).and_then(|n| n.split('-').next()) else {
+            continue;
+        };
+        let alive = pid.parse::<i32>().is_ok_and(|pid| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() || pid == std::process::id() as i32
+        });
+        if !alive {
+            let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
 }
 
 /// Bind the vault root (the entry of the file system mounted at `private`)

@@ -478,17 +478,7 @@ impl ControlServer {
     /// Refuse a session that would let more uids into a folder than the
     /// kernel's access list for its root can name.
     fn check_folder_room(&self, uid: u32, rights: &HashMap<u32, Rights>) -> Result<()> {
-        let walkers = self.all_walkers();
-        for f in rights.keys() {
-            let w = walkers.get(f).map_or(&[][..], Vec::as_slice);
-            if w.len() >= MAX_FOLDER_UIDS && !w.iter().any(|w| w.uid == uid) {
-                return Err(Error::Repo(format!(
-                    "vault folder {f} already has {MAX_FOLDER_UIDS} users with live sessions on this fog node, \
-                     the most its kernel access list can hold; try again when one logs out"
-                )));
-            }
-        }
-        Ok(())
+        folder_room(&self.all_walkers(), uid, rights.keys().copied())
     }
 
     fn rights_of(
@@ -781,6 +771,21 @@ impl AccessGate for ControlServer {
     }
 }
 
+/// `Ok` unless one of `folders` already has `MAX_FOLDER_UIDS` walkers and
+/// `uid` is not among them.
+fn folder_room(walkers: &HashMap<u32, Vec<Walker>>, uid: u32, folders: impl Iterator<Item = u32>) -> Result<()> {
+    for f in folders {
+        let w = walkers.get(&f).map_or(&[][..], Vec::as_slice);
+        if w.len() >= MAX_FOLDER_UIDS && !w.iter().any(|w| w.uid == uid) {
+            return Err(Error::Repo(format!(
+                "vault folder {f} already has {MAX_FOLDER_UIDS} users with live sessions on this fog node, \
+                 the most its kernel access list can hold; try again when one logs out"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn connect(mountpoint: &Path) -> Result<UnixStream> {
     let path = socket_path(mountpoint);
     let s = UnixStream::connect(&path).map_err(|e| {
@@ -836,4 +841,21 @@ pub fn logout(mountpoint: &Path) -> Result<usize> {
     String::from_utf8_lossy(&reply(&mut s)?)
         .parse()
         .map_err(|_| Error::Repo("malformed reply from the fog node".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_folder_takes_no_new_uid_but_its_own_again() {
+        let full: Vec<Walker> =
+            (0..MAX_FOLDER_UIDS as u32).map(|uid| Walker { uid: 1000 + uid, write: false }).collect();
+        let walkers = HashMap::from([(7, full), (8, vec![Walker { uid: 1000, write: true }])]);
+        assert!(folder_room(&walkers, 5000, [7].into_iter()).is_err());
+        assert!(folder_room(&walkers, 5000, [8, 7].into_iter()).is_err());
+        // A uid already on the list (a second session) adds nobody.
+        assert!(folder_room(&walkers, 1000, [7].into_iter()).is_ok());
+        assert!(folder_room(&walkers, 5000, [8, 9].into_iter()).is_ok());
+    }
 }

@@ -37,8 +37,14 @@ grep -q "user:bob r /cardiology" "$FV_TMP/policy.txt" || { cat "$FV_TMP/policy.t
 adm policy show --json | python3 -c 'import json,sys; p=json.load(sys.stdin); assert p["version"]==11, p["version"]' || fail "policy versions"
 pass "admin enrols users, creates folders, grants rights; policy v11 shown without keys"
 
+# A private directory left by a daemon that died before binding its vault
+# root is cleared by the next kernel-checked mount.
+stale="/run/fogvault/fuse-$(( $(cat /proc/sys/kernel/pid_max) + 1 ))-1"
+mkdir -p "$stale"
 mount_vault "$d" --allow-other
 m="$d/mnt"
+if [ "${FV_WALK_CHECK:-kernel}" = kernel ]; then [ -e "$stale" ] && fail "an abandoned private mount directory was left"; fi
+rm -rf "$stale"
 login() { local u="$1"; shift; as "$u" env FOGVAULT_KEY_PASSPHRASE="$u-pw" "$FOGVAULT" login --mount "$m" --key "$FV_TMP/keys/$u.key" "$@"; }
 denied() { # denied USER CMD... → the command must fail with "Permission denied"
     local u="$1"; shift
