@@ -16,6 +16,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{FileAttr, FileType, INodeNo};
@@ -62,14 +63,74 @@ fn clear_abandoned(base: &Path) {
     }
 }
 
-/// Bind the vault root (the entry of the file system mounted at `private`)
-/// on `mountpoint`, then detach the private mount and remove its directory.
-pub fn expose(private: &Path, mountpoint: &Path) -> io::Result<()> {
+/// What the threads of a bound mount share.
+#[derive(Default)]
+pub struct Binding {
+    /// The file system's device once the vault root is bound (0 before).
+    dev: AtomicU64,
+    /// Set when the daemon is asked to stop.
+    stopping: AtomicBool,
+    /// Why binding failed, unless it failed because the daemon was stopping.
+    failed: parking_lot::Mutex<Option<io::Error>>,
+}
+
+impl Binding {
+    /// Bind the vault root (the entry of the file system mounted at
+    /// `private`) on `mountpoint`, then detach the private mount and remove
+    /// its directory. On failure the private mount is detached too, which
+    /// ends the session.
+    pub fn expose(&self, private: &Path, mountpoint: &Path) {
+        match bind(private, mountpoint) {
+            Ok(dev) => {
+                self.dev.store(dev, Ordering::SeqCst);
+                // Asked to stop while binding: the bind is the mount now.
+                if self.stopping.load(Ordering::SeqCst) {
+                    let _ = nix::mount::umount(mountpoint);
+                }
+            }
+            Err(e) => {
+                if !self.stopping.load(Ordering::SeqCst) {
+                    *self.failed.lock() = Some(e);
+                }
+                let _ = nix::mount::umount2(private, nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_dir(private);
+            }
+        }
+    }
+
+    /// Unmount the bind at `mountpoint` if it is still this file system's;
+    /// `false` if the vault root is not bound yet (the private mount is the
+    /// one to unmount then).
+    pub fn unmount(&self, mountpoint: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.stopping.store(true, Ordering::SeqCst);
+        let dev = self.dev.load(Ordering::SeqCst);
+        if dev == 0 {
+            return false;
+        }
+        // Someone may have mounted something else there since our bind went.
+        if std::fs::metadata(mountpoint).is_ok_and(|m| m.dev() == dev) {
+            let _ = nix::mount::umount(mountpoint);
+        }
+        true
+    }
+
+    /// The error that kept the vault root from being bound, if any.
+    pub fn failure(&self) -> Option<io::Error> {
+        self.failed.lock().take()
+    }
+}
+
+/// Bind, detach, clean up; the file system's device number.
+fn bind(private: &Path, mountpoint: &Path) -> io::Result<u64> {
     use nix::mount::{MntFlags, MsFlags};
-    nix::mount::mount(Some(&private.join(ENTRY)), mountpoint, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    use std::os::unix::fs::MetadataExt;
+    let entry = private.join(ENTRY);
+    let dev = std::fs::metadata(&entry)?.dev();
+    nix::mount::mount(Some(&entry), mountpoint, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
     nix::mount::umount2(private, MntFlags::MNT_DETACH)?;
     std::fs::remove_dir(private)?;
-    Ok(())
+    Ok(dev)
 }
 
 /// The FUSE root's attributes: a root-owned directory only root may list.

@@ -412,9 +412,11 @@ impl Filesystem for FogFs {
         let r = self
             .allow(req.uid(), parent, Access::Read, true)
             .and_then(|()| self.vault.lookup(parent.0, name.as_bytes()))
-            // A folder root is reached only by those who may list it (see `entry_ttl`).
+            // A folder root is reached only by those who may list it (see
+            // `entry_ttl`); where the kernel checks walks against its access
+            // list, its entry is as public as `ls -l` of its parent shows.
             .and_then(|a| {
-                if a.folder_root {
+                if a.folder_root && !self.kernel_gates_walks() {
                     self.allow(req.uid(), INodeNo(a.ino), Access::Read, true).map(|()| a)
                 } else {
                     Ok(a)
@@ -1015,32 +1017,29 @@ pub fn serve(
     })?;
     // stat() of the mount is answered by this session, so ask from another
     // thread; binding the vault root needs its LOOKUP answered too.
-    let exposed: Arc<parking_lot::Mutex<Option<std::io::Error>>> = Default::default();
+    let binding = Arc::new(bound_root::Binding::default());
     {
-        let (fuse_at, visible, exposed) = (fuse_at.to_path_buf(), mountpoint.to_path_buf(), Arc::clone(&exposed));
+        let (fuse_at, visible, binding) = (fuse_at.to_path_buf(), mountpoint.to_path_buf(), Arc::clone(&binding));
         std::thread::spawn(move || {
             raise_readahead(&fuse_at);
-            if bound && let Err(e) = bound_root::expose(&fuse_at, &visible) {
-                // Ends the session: nobody could reach the private mount.
-                let _ = nix::mount::umount2(&fuse_at, nix::mount::MntFlags::MNT_DETACH);
-                let _ = std::fs::remove_dir(&fuse_at);
-                *exposed.lock() = Some(e);
+            if bound {
+                binding.expose(&fuse_at, &visible);
             }
         });
     }
     let mut unmounter = session.unmount_callable();
-    let visible = mountpoint.to_path_buf();
+    let (visible, stopper) = (mountpoint.to_path_buf(), Arc::clone(&binding));
     on_ready(Box::new(move || {
         // A bound mount ends when its bind goes (the private mount is
         // detached); before the bind exists, the private mount is the one.
-        if !bound || nix::mount::umount(&visible).is_err() {
+        if !bound || !stopper.unmount(&visible) {
             let _ = unmounter.unmount();
         }
     }));
     let served = session.run();
     vault.set_entry_hook(None);
     vault.set_walkers_hook(None);
-    if let Some(e) = exposed.lock().take() {
+    if let Some(e) = binding.failure() {
         return Err(std::io::Error::new(e.kind(), format!("cannot bind the vault root on the mountpoint: {e}")));
     }
     served

@@ -245,6 +245,14 @@ impl ControlServer {
             }
         })?;
         let me = Arc::downgrade(&server);
+        std::thread::Builder::new().name("fogvault-walkers".into()).spawn(move || {
+            while let Some(me) = me.upgrade() {
+                me.publish_walkers();
+                drop(me);
+                std::thread::sleep(TICK);
+            }
+        })?;
+        let me = Arc::downgrade(&server);
         std::thread::Builder::new().name("fogvault-policy".into()).spawn(move || {
             while let Some(me) = me.upgrade() {
                 me.tick();
@@ -442,24 +450,47 @@ impl ControlServer {
         l.info.expires > now && !self.is_locked(&l.info.user)
     }
 
-    /// Every folder's walkers now (see [`AccessGate::walkers`]).
+    /// Every folder's walkers now (see [`AccessGate::walkers`]). A folder
+    /// keeps the `MAX_FOLDER_UIDS` uids whose sessions started first: logins
+    /// are refused past that, but rights that return on a tick (grant hours)
+    /// could still go over, and a longer list would shut everyone out.
     fn all_walkers(&self) -> HashMap<u32, Vec<Walker>> {
         let now = now_secs();
-        let mut by_folder: HashMap<u32, std::collections::BTreeMap<u32, bool>> = HashMap::new();
+        // folder → uid → (may write, first session start)
+        let mut by_folder: HashMap<u32, HashMap<u32, (bool, u64)>> = HashMap::new();
         for l in self.sessions.read().iter().filter(|l| self.admits(l, now)) {
             for (f, r) in l.rights.iter().filter(|(_, r)| r.read) {
-                *by_folder.entry(*f).or_default().entry(l.info.uid).or_default() |= r.write;
+                let e = by_folder.entry(*f).or_default().entry(l.info.uid).or_insert((false, l.info.started));
+                e.0 |= r.write;
+                e.1 = e.1.min(l.info.started);
             }
         }
         by_folder
             .into_iter()
-            .map(|(f, uids)| (f, uids.into_iter().map(|(uid, write)| Walker { uid, write }).collect()))
+            .map(|(f, uids)| {
+                let mut v: Vec<(u32, (bool, u64))> = uids.into_iter().collect();
+                if v.len() > MAX_FOLDER_UIDS {
+                    tracing::warn!(
+                        folder = f,
+                        uids = v.len(),
+                        "more uids with sessions than a folder's access list holds"
+                    );
+                    v.sort_by_key(|&(uid, (_, started))| (started, uid));
+                    v.truncate(MAX_FOLDER_UIDS);
+                }
+                let mut w: Vec<Walker> = v.into_iter().map(|(uid, (write, _))| Walker { uid, write }).collect();
+                w.sort_by_key(|w| w.uid);
+                (f, w)
+            })
             .collect()
     }
 
     /// Tell the vault (and through it the kernel) of every folder whose
     /// walkers changed since the last call. Run after each change to the
-    /// sessions, and on every tick for expiry, grant hours and unlocks.
+    /// sessions, on every policy tick (grant hours, revocation, unlocks) and
+    /// every `TICK` from a thread of its own (expiry, also while the store is
+    /// slow). The kernel is only ever handed published lists (`walkers`), so
+    /// a list it may have cached is always one whose change gets announced.
     fn publish_walkers(&self) {
         let mut published = self.published.lock();
         let now = self.all_walkers();
@@ -469,10 +500,10 @@ impl ControlServer {
             .map(|(f, _)| *f)
             .chain(published.keys().filter(|f| !now.contains_key(f)).copied())
             .collect();
+        *published = now;
         for f in changed {
             self.vault.folder_walkers_changed(f);
         }
-        *published = now;
     }
 
     /// Refuse a session that would let more uids into a folder than the
@@ -767,7 +798,7 @@ impl AccessGate for ControlServer {
     }
 
     fn walkers(&self, domain: u32) -> Vec<Walker> {
-        self.all_walkers().remove(&domain).unwrap_or_default()
+        self.published.lock().get(&domain).cloned().unwrap_or_default()
     }
 }
 
