@@ -17,7 +17,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{FileAttr, FileType, INodeNo};
 
@@ -53,9 +53,8 @@ fn clear_abandoned(base: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("fuse-")).and_then(|n| n.split('-').next()) else {
             continue;
         };
-        let alive = pid.parse::<i32>().is_ok_and(|pid| {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() || pid == std::process::id() as i32
-        });
+        let alive =
+            pid.parse::<i32>().is_ok_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
         if !alive {
             let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
             let _ = std::fs::remove_dir(e.path());
@@ -135,7 +134,7 @@ fn bind(private: &Path, mountpoint: &Path) -> io::Result<u64> {
 
 /// The FUSE root's attributes: a root-owned directory only root may list.
 pub fn root_attr() -> FileAttr {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(0);
+    let t = SystemTime::UNIX_EPOCH;
     FileAttr {
         ino: INodeNo(FUSE_ROOT),
         size: 0,

@@ -799,7 +799,6 @@ impl Filesystem for FogFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _ino = self.v(_ino);
         let s = self.vault.statfs();
         let b = BLOCK as u64;
         reply.statfs(
@@ -860,7 +859,7 @@ impl Filesystem for FogFs {
         let ino = self.v(ino);
         let names = self.allow(req.uid(), ino, Access::Read, false).and_then(|()| {
             let mut names = self.vault.listxattr(ino.0)?;
-            if self.walk_acl(ino.0)?.is_some() {
+            if self.kernel_gates_walks() && self.vault.folder_walkers(ino.0)?.is_some() {
                 names.push(walk_acl::ACCESS_XATTR.to_vec());
             }
             Ok(names)

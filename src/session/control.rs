@@ -244,23 +244,24 @@ impl ControlServer {
                 });
             }
         })?;
-        let me = Arc::downgrade(&server);
-        std::thread::Builder::new().name("fogvault-walkers".into()).spawn(move || {
-            while let Some(me) = me.upgrade() {
-                me.publish_walkers();
-                drop(me);
-                std::thread::sleep(TICK);
-            }
-        })?;
-        let me = Arc::downgrade(&server);
-        std::thread::Builder::new().name("fogvault-policy".into()).spawn(move || {
-            while let Some(me) = me.upgrade() {
-                me.tick();
-                drop(me);
-                std::thread::sleep(TICK);
-            }
-        })?;
+        // Walkers have a thread of their own: expiry must not wait for the
+        // policy tick's store fetch.
+        Self::every_tick(&server, "fogvault-walkers", Self::publish_walkers)?;
+        Self::every_tick(&server, "fogvault-policy", Self::tick)?;
         Ok(server)
+    }
+
+    /// Run `job` every `TICK` on a named thread until the server is dropped.
+    fn every_tick(server: &Arc<Self>, name: &str, job: fn(&Self)) -> std::io::Result<()> {
+        let me = Arc::downgrade(server);
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            while let Some(me) = me.upgrade() {
+                job(&me);
+                drop(me);
+                std::thread::sleep(TICK);
+            }
+        })?;
+        Ok(())
     }
 
     pub fn policy(&self) -> Arc<Policy> {
