@@ -30,7 +30,8 @@
 #                the reader.
 # AUDIT_ROUNDS rounds (default 3); within a round each workload runs on both binaries back to
 # back, old first in odd rounds and new first in even ones. Reported: the median over rounds per
-# binary, new/old of those medians, and the per-round paired new/old ratios. Rates: higher is
+# binary, new/old of those medians, the per-round paired new/old ratios, and their geometric
+# mean with a 95% t-interval (the rounds are paired; judge the target by this interval). Rates: higher is
 # better; new/old < 1 means the new build is slower (overhead = 1 - new/old).
 #
 # Other settings: QUICK=1 (2000 files, 100 MiB, 2000 small files), BENCH_DIR (where bench.sh keeps its generated
@@ -300,6 +301,21 @@ done
 # ---------------------------------------------------------------- report
 med() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 rt() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 > 0) printf "%.3f", a / b; else print "n/a"}'; }
+# Geometric mean of per-round ratios with a 95% t-interval (on their logs): the
+# rounds are paired, so this is the estimate to judge the 5% target by.
+gci() {
+    "$PY" - "$@" <<'PYEOF'
+import math, sys
+x = [math.log(float(v)) for v in sys.argv[1:] if v not in ("n/a", "0", "0.000")]
+if len(x) < 2:
+    print("n/a"); sys.exit()
+t = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
+     11: 2.20, 12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13, 16: 2.12, 17: 2.11, 18: 2.10, 19: 2.09}.get(len(x) - 1, 2.0)
+m = sum(x) / len(x)
+h = t * math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1) / len(x))
+print("%.3f [%.3f, %.3f]" % (math.exp(m), math.exp(m - h), math.exp(m + h)))
+PYEOF
+}
 ROWS=()
 row() { ROWS+=("$1|$2|$3"); }
 row untar "1. untar $TREE_N files ($TREE_MB MiB) + sync + unmount, root folder, as root" files/s
@@ -324,8 +340,8 @@ if [[ " ${WL[*]} " == *" fread "* ]]; then
     row freadcpu "3b'. daemon CPU during 3b-b + 3b-c (lower is better)" "CPU s"
 fi
 table=$(
-    echo "| workload | unit | $LOLD (median) | $LNEW (median) | **$LNEW / $LOLD** (medians) | median of per-round $LNEW / $LOLD | per-round $LNEW / $LOLD |"
-    echo "|---|---|---:|---:|---:|---:|---|"
+    echo "| workload | unit | $LOLD (median) | $LNEW (median) | **$LNEW / $LOLD** (medians) | median of per-round $LNEW / $LOLD | geometric mean of per-round $LNEW / $LOLD [95% CI] | per-round $LNEW / $LOLD |"
+    echo "|---|---|---:|---:|---:|---:|---:|---|"
     for line in "${ROWS[@]}"; do
         IFS='|' read -r key label unit <<<"$line"
         pr=""
@@ -333,7 +349,7 @@ table=$(
             pr+="$(rt "${X[$key/new/$r]:-0}" "${X[$key/old/$r]:-0}") "
         done
         mo=$(med "${V[$key/old]:-}") mn=$(med "${V[$key/new]:-}")
-        echo "| $label | $unit | $mo | $mn | **$(rt "$mn" "$mo")** | $(rt "$(med "$pr")" 1) | ${pr% } |"
+        echo "| $label | $unit | $mo | $mn | **$(rt "$mn" "$mo")** | $(rt "$(med "$pr")" 1) | $(gci $pr) | ${pr% } |"
     done
 )
 raw=$(

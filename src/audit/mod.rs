@@ -48,6 +48,9 @@ struct Handle {
     path: String,
     read_logged: bool,
     write_logged: bool,
+    /// This handle made the file (its `create` record stands for its writes
+    /// and the attributes set through it: see `Touch::Permission`).
+    created: bool,
 }
 
 pub struct Auditor {
@@ -109,9 +112,10 @@ impl Auditor {
         Ok(())
     }
 
-    /// Whether `uid` holds `ino` open through a handle whose write is already recorded.
-    fn writing(&self, uid: u32, ino: u64) -> bool {
-        self.handles.lock().values().any(|s| s.ino == ino && s.uid == uid && s.write_logged)
+    /// Whether `uid` holds `ino` open through a handle whose write is
+    /// already recorded (`any`), or through the handle that created it.
+    fn writing(&self, uid: u32, ino: u64, created: bool) -> bool {
+        self.handles.lock().values().any(|s| s.ino == ino && s.uid == uid && s.write_logged && (s.created || !created))
     }
 
     fn alert(&self, uid: u32, rule: &'static str, detail: String) -> bool {
@@ -143,7 +147,11 @@ impl Observer for Auditor {
                 let mode = if write { "write" } else { "read" };
                 let op = if created { Op::Create } else { Op::Open };
                 self.record(uid, op, ino, Some(&path), Some(mode))?;
-                self.handles.lock().insert(handle, Handle { uid, ino, path, read_logged: false, write_logged: false });
+                // A new file's `create (write)` record covers the writes through
+                // the handle that made it: a second record per imported file
+                // (tar, cp, a PACS store) would say nothing more.
+                let h = Handle { uid, ino, path, read_logged: false, write_logged: created && write, created };
+                self.handles.lock().insert(handle, h);
                 if decoy {
                     if self.alert(uid, "decoy", format!("decoy record opened (inode {ino})")) {
                         return Err(Error::AccessDenied);
@@ -179,7 +187,14 @@ impl Observer for Auditor {
                             let path = self.names.path(ino);
                             h.insert(
                                 handle,
-                                Handle { uid, ino, path: path.clone(), read_logged: is_read, write_logged: !is_read },
+                                Handle {
+                                    uid,
+                                    ino,
+                                    path: path.clone(),
+                                    read_logged: is_read,
+                                    write_logged: !is_read,
+                                    created: false,
+                                },
                             );
                             Some((ino, path))
                         }
@@ -216,9 +231,11 @@ impl Observer for Auditor {
                 self.record(uid, Op::Rename, 0, Some(&from), Some(&to))
             }
             Touch::Permission { ino, what } => {
-                if what == "times" && self.writing(uid, ino) {
-                    // Part of that write (tar, cp -p and rsync set the times
-                    // of each file they write before closing it).
+                // Part of that write: tar, cp -p and rsync set the times of
+                // each file they write before closing it, and the owner, mode
+                // and xattrs of each file they create. A change to an existing
+                // file's owner, mode or xattrs is always recorded.
+                if self.writing(uid, ino, what != "times") {
                     return Ok(());
                 }
                 self.record(uid, Op::Permission, ino, Some(&self.names.path(ino)), Some(what))
@@ -228,5 +245,62 @@ impl Observer for Auditor {
                 self.record(uid, Op::Denied, ino, Some(&self.names.path(ino)), Some(what))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Key32;
+
+    fn ops(dir: &std::path::Path, key: &Key32) -> Vec<(Op, Option<String>, Option<String>)> {
+        let bytes = std::fs::read(log::log_path(dir)).unwrap();
+        let keys = AuditKeys::new(key, "r");
+        let (frames, _) = log::split_frames(&bytes);
+        frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| keys.open(i as u64 + 1, f).unwrap())
+            .map(|r| (r.op, r.path, r.detail))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_files_create_record_covers_its_writes_and_attributes_but_not_an_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key32::random();
+        let log = AuditLog::open(dir.path(), AuditKeys::new(&key, "r"), Resume::default()).unwrap();
+        let a = Auditor::new(log, Monitor::new(dir.path().join("alerts")));
+        let name =
+            |ino, name: &'static [u8]| Touch::Name { parent: crate::vault::ROOT_INO, name, ino, folder_root: false };
+        a.observe(0, name(5, b"new.dcm")).unwrap();
+        a.observe(0, name(6, b"old.dcm")).unwrap();
+        // tar: create, write, fchown, fchmod, futimens, close.
+        let open = |ino, handle, created| Touch::Open { ino, handle, write: true, created, decoy: false, domain: 0 };
+        a.observe(0, open(5, 1, true)).unwrap();
+        a.observe(0, Touch::Write { ino: 5, handle: 1, bytes: 10 }).unwrap();
+        for what in ["chown", "chmod", "times"] {
+            a.observe(0, Touch::Permission { ino: 5, what }).unwrap();
+        }
+        // Another uid changing the new file's mode meanwhile is recorded.
+        a.observe(7, Touch::Permission { ino: 5, what: "chmod" }).unwrap();
+        a.observe(0, Touch::Release { handle: 1 }).unwrap();
+        a.observe(0, Touch::Permission { ino: 5, what: "chmod" }).unwrap();
+        // An existing file opened for writing: its write and mode change are recorded.
+        a.observe(0, open(6, 2, false)).unwrap();
+        a.observe(0, Touch::Write { ino: 6, handle: 2, bytes: 10 }).unwrap();
+        a.observe(0, Touch::Permission { ino: 6, what: "times" }).unwrap();
+        a.observe(0, Touch::Permission { ino: 6, what: "chmod" }).unwrap();
+        let got: Vec<_> = ops(dir.path(), &key).into_iter().map(|(op, p, d)| (op, p.unwrap(), d)).collect();
+        let want = [
+            (Op::Create, "/new.dcm", Some("write")),
+            (Op::Permission, "/new.dcm", Some("chmod")),
+            (Op::Permission, "/new.dcm", Some("chmod")),
+            (Op::Open, "/old.dcm", Some("write")),
+            (Op::Write, "/old.dcm", None),
+            (Op::Permission, "/old.dcm", Some("chmod")),
+        ];
+        let want: Vec<_> = want.iter().map(|(op, p, d)| (*op, p.to_string(), d.map(String::from))).collect();
+        assert_eq!(got, want);
     }
 }
