@@ -301,21 +301,7 @@ done
 # ---------------------------------------------------------------- report
 med() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 rt() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 > 0) printf "%.3f", a / b; else print "n/a"}'; }
-# Geometric mean of per-round ratios with a 95% t-interval (on their logs): the
-# rounds are paired, so this is the estimate to judge the 5% target by.
-gci() {
-    "$PY" - "$@" <<'PYEOF'
-import math, sys
-x = [math.log(float(v)) for v in sys.argv[1:] if v not in ("n/a", "0", "0.000")]
-if len(x) < 2:
-    print("n/a"); sys.exit()
-t = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
-     11: 2.20, 12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13, 16: 2.12, 17: 2.11, 18: 2.10, 19: 2.09}.get(len(x) - 1, 2.0)
-m = sum(x) / len(x)
-h = t * math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1) / len(x))
-print("%.3f [%.3f, %.3f]" % (math.exp(m), math.exp(m - h), math.exp(m + h)))
-PYEOF
-}
+gci() { "$PY" "$ROOT/scripts/bench_stats.py" "$@"; }   # geometric mean [95% CI] of paired ratios
 ROWS=()
 row() { ROWS+=("$1|$2|$3"); }
 row untar "1. untar $TREE_N files ($TREE_MB MiB) + sync + unmount, root folder, as root" files/s

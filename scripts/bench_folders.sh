@@ -10,9 +10,10 @@
 #   root       $MNT/plain/runN                 a 0777 directory outside folders, same mount
 #   nofolders  $MNT2/plain/runN                a 0777 directory on a second mount of a repository
 #                                              without an admin authority (no gate at all)
-# Workload, FOLDER_FILES files (default 2000) of 4 KiB fresh random bytes
+# Workload, FOLDER_FILES files (default 2000) of FOLDER_SIZE bytes (default 4096: the
+# worst case for a per-file cost; a CT slice is ~512 KiB) of fresh random bytes
 # (generated before the clock starts, new per run, so nothing deduplicates):
-#   create     open(O_CREAT|O_EXCL) + write 4 KiB + close, each file
+#   create     open(O_CREAT|O_EXCL) + write + close, each file
 #   cold read  open + read all + close, each file, after sync + drop_caches
 #   warm read  the same again (3 times per round)
 #   open only  open + close, each file, warm (3 times per round)
@@ -34,6 +35,7 @@ FOGVAULT=${FOGVAULT:-$PWD/target/release/fogvault}
 OUT=${BENCH_OUT:-$PWD/bench-out}
 QUICK=${QUICK:-0}
 NFILES=${FOLDER_FILES:-2000}
+SIZE=${FOLDER_SIZE:-4096}
 if [ "$QUICK" = 1 ]; then REPS=${FOLDER_REPS:-3}; else REPS=${FOLDER_REPS:-5}; fi
 BU=${BENCH_USER:-benchuser}
 BR=${BENCH_READER:-benchreader}
@@ -76,6 +78,10 @@ adm grant --user "$BU" --folder cardiology --rights rw
 FOGVAULT_KEY_PASSPHRASE=bench-reader adm user add "$BR" --role nurse --key-out "$W/$BR.key"
 chown "$BR" "$W/$BR.key"
 adm grant --user "$BR" --folder cardiology --rights r
+# Each round's directory is a "patient" to the insider monitor: a fast run
+# would read a department's worth per minute and be locked out. The monitor
+# still runs (its cost is part of the check); it just never fires.
+adm alerts set --max-patients 1000000 --bulk-patients 1000000 --max-mib-per-min 1000000
 "$FOGVAULT" init --repo "$W/b/repo" >/dev/null
 mount_fv "$W/a"
 mount_fv "$W/b"
@@ -86,11 +92,11 @@ declare -A DIR=([folder]=$W/a/mnt/cardiology [root]=$W/a/mnt/plain [nofolders]=$
 
 cat >"$W/wl.py" <<'EOF'
 import os, sys, time
-phase, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+phase, d, n, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 names = [os.path.join(d, "f%05d.dat" % i) for i in range(n)]
 if phase == "create":
     os.mkdir(d)
-    data = [os.urandom(4096) for _ in range(n)]   # fresh per run: nothing deduplicates
+    data = [os.urandom(size) for _ in range(n)]   # fresh per run: nothing deduplicates
     t0 = time.perf_counter()
     for p, b in zip(names, data):
         fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -100,10 +106,12 @@ elif phase == "read":
     t0 = time.perf_counter()
     for p in names:
         fd = os.open(p, os.O_RDONLY)
-        b = os.read(fd, 65536)
+        got = 0
+        while b := os.read(fd, 1 << 20):
+            got += len(b)
         os.close(fd)
-        if len(b) != 4096:
-            sys.exit(f"{p}: read {len(b)} bytes")
+        if got != size:
+            sys.exit(f"{p}: read {got} bytes")
 elif phase == "open":
     t0 = time.perf_counter()
     for p in names:
@@ -125,10 +133,10 @@ declare -A R=()   # phase -> per-round ratios folder/root (paired: same round, b
 declare -A RN=()  # phase -> per-round ratios root/nofolders
 declare -A RF=()  # phase -> per-round ratios folder/nofolders (the issue's comparison)
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-wl() { as "$PY" "$W/wl.py" "$@"; }
+wl() { as "$PY" "$W/wl.py" "$@" "$SIZE"; }
 # The places run back to back for each phase (rotating order per round) so a
 # paired ratio compares measurements a second apart: the host may be shared.
-echo "bench_folders: $NFILES files x 4 KiB, $REPS rounds, as $BU" >&2
+echo "bench_folders: $NFILES files x $SIZE B, $REPS rounds, as $BU" >&2
 for r in $(seq 1 "$REPS"); do
     order=()
     for k in 0 1 2; do order+=("${PLACES[$(( (k + r) % 3 ))]}"); done
@@ -143,7 +151,7 @@ for r in $(seq 1 "$REPS"); do
     done
     for place in "${order[@]}"; do
         drop_caches
-        t=$(as_reader "$PY" "$W/wl.py" read "${DIR[$place]}/run$r" "$NFILES"); T[$place/other]+=" $t"; S[$place/other]=$t
+        t=$(as_reader "$PY" "$W/wl.py" read "${DIR[$place]}/run$r" "$NFILES" "$SIZE"); T[$place/other]+=" $t"; S[$place/other]=$t
     done
     for ph in warm open; do
         for place in "${order[@]}"; do S[$place/$ph]=0; done
@@ -171,15 +179,15 @@ us() { awk -v s="$1" -v n="$NFILES" 'BEGIN {printf "%.0f", s/n*1e6}'; }     # se
 rt() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 declare -A M=()
 for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do M[$p/$ph]=$(med "${T[$p/$ph]}"); done; done
-label() { case "$1" in create) echo "create + write 4 KiB + close";; cold) echo "open + read + close, kernel caches dropped";;
+label() { case "$1" in create) echo "create + write + close";; cold) echo "open + read + close, kernel caches dropped";;
                       warm) echo "open + read + close, warm";; open) echo "open + close, warm";;
                       other) echo "open + read + close by another user, caches dropped";; esac; }
 table=$(
-    echo "| per file | folder µs | root dir µs | no-folders mount µs | folder / no-folders | folder / root | root / no-folders |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| per file | folder µs | root dir µs | no-folders mount µs | folder / no-folders | geometric mean [95% CI] | folder / root | root / no-folders |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for ph in "${PHASES[@]}"; do
         f=${M[folder/$ph]} r=${M[root/$ph]} n=${M[nofolders/$ph]}
-        echo "| $(label "$ph") | $(us "$f") | $(us "$r") | $(us "$n") | $(rt "$(med "${RF[$ph]}")" 1) | $(rt "$(med "${R[$ph]}")" 1) | $(rt "$(med "${RN[$ph]}")" 1) |"
+        echo "| $(label "$ph") | $(us "$f") | $(us "$r") | $(us "$n") | $(rt "$(med "${RF[$ph]}")" 1) | $("$PY" scripts/bench_stats.py ${RF[$ph]}) | $(rt "$(med "${R[$ph]}")" 1) | $(rt "$(med "${RN[$ph]}")" 1) |"
     done
 )
 raw=$(for p in "${PLACES[@]}"; do for ph in "${PHASES[@]}"; do echo "  $p $ph s:${T[$p/$ph]}"; done; done
@@ -192,7 +200,7 @@ echo "$raw"
 mkdir -p "$OUT"
 {
     printf '\n## Vault-folder permission check (issue 4)\n\n'
-    printf '`scripts/bench_folders.sh`: %s files of 4 KiB, as the unix user %s (logged in, rw grant), %s rounds interleaved; walk check: %s.\n' "$NFILES" "$BU" "$REPS" "${WALK_CHECK:-default}"
+    printf '`scripts/bench_folders.sh`: %s files of %s bytes, as the unix user %s (logged in, rw grant), %s rounds interleaved; walk check: %s.\n' "$NFILES" "$SIZE" "$BU" "$REPS" "${WALK_CHECK:-default}"
     printf 'folder = inside the vault folder; root dir = a 0777 directory outside folders on the same mount;\n'
     printf 'no-folders mount = the same on a mount of a repository without an admin authority. µs per file: median\n'
     printf 'over all measurements (create, cold and other: 1 per round; warm and open: %s per round). Ratios: median over\n' "$WARM_REPEAT"
