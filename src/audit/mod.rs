@@ -48,8 +48,10 @@ struct Handle {
     path: String,
     read_logged: bool,
     write_logged: bool,
-    /// This handle made the file (its `create` record stands for its writes
-    /// and the attributes set through it: see `Touch::Permission`).
+    /// This handle made the file, no descriptor of it has been closed yet
+    /// and nobody else has opened the file: its `create` record stands for
+    /// the writes through it and the attributes its user sets meanwhile
+    /// (see `Touch::Permission`).
     created: bool,
 }
 
@@ -113,7 +115,7 @@ impl Auditor {
     }
 
     /// Whether `uid` holds `ino` open through a handle whose write is
-    /// already recorded (`any`), or through the handle that created it.
+    /// already recorded, or (`created`) through the handle still creating it.
     fn writing(&self, uid: u32, ino: u64, created: bool) -> bool {
         self.handles.lock().values().any(|s| s.ino == ino && s.uid == uid && s.write_logged && (s.created || !created))
     }
@@ -151,9 +153,17 @@ impl Observer for Auditor {
                 // the handle that made it: a second record per imported file
                 // (tar, cp, a PACS store) would say nothing more.
                 let h = Handle { uid, ino, path, read_logged: false, write_logged: created && write, created };
-                self.handles.lock().insert(handle, h);
+                {
+                    let mut handles = self.handles.lock();
+                    // Someone else has the file now: it is no longer being made.
+                    for other in handles.values_mut().filter(|o| o.ino == ino) {
+                        other.created = false;
+                    }
+                    handles.insert(handle, h);
+                }
                 if decoy {
                     if self.alert(uid, "decoy", format!("decoy record opened (inode {ino})")) {
+                        self.handles.lock().remove(&handle); // refused: no release follows
                         return Err(Error::AccessDenied);
                     }
                     return Ok(());
@@ -166,13 +176,18 @@ impl Observer for Auditor {
                 for (rule, detail) in self.monitor.on_open(uid, &patient, &rules) {
                     locked |= self.alert(uid, rule, detail);
                 }
-                if locked { Err(Error::AccessDenied) } else { Ok(()) }
+                if locked {
+                    self.handles.lock().remove(&handle); // refused: no release follows
+                    return Err(Error::AccessDenied);
+                }
+                Ok(())
             }
             Touch::Read { ino, handle, bytes } | Touch::Write { ino, handle, bytes } => {
                 let is_read = matches!(touch, Touch::Read { .. });
                 let first = {
                     let mut h = self.handles.lock();
-                    match h.get_mut(&handle) {
+                    // A handle number is only trusted for the inode it was opened on.
+                    match h.get_mut(&handle).filter(|s| s.ino == ino) {
                         Some(s) if is_read && !s.read_logged => {
                             s.read_logged = true;
                             Some((s.ino, s.path.clone()))
@@ -215,6 +230,12 @@ impl Observer for Auditor {
                 }
                 Ok(())
             }
+            Touch::Flush { handle } => {
+                if let Some(s) = self.handles.lock().get_mut(&handle) {
+                    s.created = false; // what follows close(2) is not part of making the file
+                }
+                Ok(())
+            }
             Touch::Release { handle } => {
                 self.handles.lock().remove(&handle);
                 Ok(())
@@ -231,11 +252,11 @@ impl Observer for Auditor {
                 self.record(uid, Op::Rename, 0, Some(&from), Some(&to))
             }
             Touch::Permission { ino, what } => {
-                // Part of that write: tar, cp -p and rsync set the times of
-                // each file they write before closing it, and the owner, mode
-                // and xattrs of each file they create. A change to an existing
-                // file's owner, mode or xattrs is always recorded.
-                if self.writing(uid, ino, what != "times") {
+                // Part of that write: tar and cp -p set the times of each file
+                // they write before closing it, and the owner, mode and xattrs
+                // of each file they create. A truncate, and any change to an
+                // existing file's owner, mode or xattrs, is always recorded.
+                if what != "truncate" && self.writing(uid, ino, what != "times") {
                     return Ok(());
                 }
                 self.record(uid, Op::Permission, ino, Some(&self.names.path(ino)), Some(what))
@@ -266,31 +287,45 @@ mod tests {
     }
 
     #[test]
-    fn a_new_files_create_record_covers_its_writes_and_attributes_but_not_an_existing_files() {
+    fn a_new_files_create_record_covers_its_writes_and_attributes_until_close_but_not_an_existing_files() {
         let dir = tempfile::tempdir().unwrap();
         let key = Key32::random();
         let log = AuditLog::open(dir.path(), AuditKeys::new(&key, "r"), Resume::default()).unwrap();
         let a = Auditor::new(log, Monitor::new(dir.path().join("alerts")));
         let name =
             |ino, name: &'static [u8]| Touch::Name { parent: crate::vault::ROOT_INO, name, ino, folder_root: false };
-        a.observe(0, name(5, b"new.dcm")).unwrap();
-        a.observe(0, name(6, b"old.dcm")).unwrap();
-        // tar: create, write, fchown, fchmod, futimens, close.
+        for (ino, n) in [(5, &b"new.dcm"[..]), (6, b"old.dcm"), (7, b"shared.dcm"), (8, b"cut.dcm")] {
+            a.observe(0, name(ino, n)).unwrap();
+        }
         let open = |ino, handle, created| Touch::Open { ino, handle, write: true, created, decoy: false, domain: 0 };
+        let perm = |ino, what| Touch::Permission { ino, what };
+        // tar: create, times (before any write), write, fchown, fchmod, futimens, close.
         a.observe(0, open(5, 1, true)).unwrap();
+        a.observe(0, perm(5, "times")).unwrap();
         a.observe(0, Touch::Write { ino: 5, handle: 1, bytes: 10 }).unwrap();
-        for what in ["chown", "chmod", "times"] {
-            a.observe(0, Touch::Permission { ino: 5, what }).unwrap();
+        for what in ["chown", "chmod", "setxattr", "times"] {
+            a.observe(0, perm(5, what)).unwrap();
         }
         // Another uid changing the new file's mode meanwhile is recorded.
-        a.observe(7, Touch::Permission { ino: 5, what: "chmod" }).unwrap();
+        a.observe(7, perm(5, "chmod")).unwrap();
+        // After close(2) (the handle lives on until its release): recorded.
+        a.observe(0, Touch::Flush { handle: 1 }).unwrap();
+        a.observe(0, perm(5, "chmod")).unwrap();
         a.observe(0, Touch::Release { handle: 1 }).unwrap();
-        a.observe(0, Touch::Permission { ino: 5, what: "chmod" }).unwrap();
         // An existing file opened for writing: its write and mode change are recorded.
         a.observe(0, open(6, 2, false)).unwrap();
         a.observe(0, Touch::Write { ino: 6, handle: 2, bytes: 10 }).unwrap();
-        a.observe(0, Touch::Permission { ino: 6, what: "times" }).unwrap();
-        a.observe(0, Touch::Permission { ino: 6, what: "chmod" }).unwrap();
+        a.observe(0, perm(6, "times")).unwrap();
+        a.observe(0, perm(6, "chmod")).unwrap();
+        // A new file someone else has opened is no longer being made.
+        a.observe(0, open(7, 3, true)).unwrap();
+        a.observe(9, Touch::Open { ino: 7, handle: 4, write: false, created: false, decoy: false, domain: 0 }).unwrap();
+        a.observe(0, perm(7, "chmod")).unwrap();
+        // A truncate is always recorded, even by the creator.
+        a.observe(0, open(8, 5, true)).unwrap();
+        a.observe(0, perm(8, "truncate")).unwrap();
+        // A handle number reused for another inode does not inherit its state.
+        a.observe(0, Touch::Write { ino: 6, handle: 5, bytes: 1 }).unwrap();
         let got: Vec<_> = ops(dir.path(), &key).into_iter().map(|(op, p, d)| (op, p.unwrap(), d)).collect();
         let want = [
             (Op::Create, "/new.dcm", Some("write")),
@@ -299,6 +334,12 @@ mod tests {
             (Op::Open, "/old.dcm", Some("write")),
             (Op::Write, "/old.dcm", None),
             (Op::Permission, "/old.dcm", Some("chmod")),
+            (Op::Create, "/shared.dcm", Some("write")),
+            (Op::Open, "/shared.dcm", Some("read")),
+            (Op::Permission, "/shared.dcm", Some("chmod")),
+            (Op::Create, "/cut.dcm", Some("write")),
+            (Op::Permission, "/cut.dcm", Some("truncate")),
+            (Op::Write, "/old.dcm", None),
         ];
         let want: Vec<_> = want.iter().map(|(op, p, d)| (*op, p.to_string(), d.map(String::from))).collect();
         assert_eq!(got, want);

@@ -680,8 +680,9 @@ impl Filesystem for FogFs {
         }
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         let ino = self.v(ino);
+        let _ = self.observe(opener(fh, req), Touch::Flush { handle: fh.0 });
         // close(2): commit and make durable, so data survives a crash after close returns.
         let r = self.vault.flush(ino.0, true);
         if let Err(e) = &r {

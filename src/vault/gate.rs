@@ -73,6 +73,11 @@ pub enum Touch<'a> {
         handle: u64,
         bytes: u64,
     },
+    /// A descriptor of the handle was closed (`close(2)` waits for this;
+    /// the handle itself may live on in a `dup` or until `Release`).
+    Flush {
+        handle: u64,
+    },
     Release {
         handle: u64,
     },
