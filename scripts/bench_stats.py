@@ -18,7 +18,8 @@ T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 
 
 
 def t95(df):
-    return T95.get(df) or next((T95[k] for k in sorted(T95) if k >= df), 1.96)
+    # Between rows, the row with fewer degrees of freedom: a wider interval, never a narrower one.
+    return T95[max(k for k in T95 if k <= df)]
 
 
 def main(args):

@@ -115,9 +115,12 @@ impl Auditor {
     }
 
     /// Whether `uid` holds `ino` open through a handle whose write is
-    /// already recorded, or (`created`) through the handle still creating it.
-    fn writing(&self, uid: u32, ino: u64, created: bool) -> bool {
-        self.handles.lock().values().any(|s| s.ino == ino && s.uid == uid && s.write_logged && (s.created || !created))
+    /// already recorded (with `creator_only`: the handle still creating it).
+    fn writing(&self, uid: u32, ino: u64, creator_only: bool) -> bool {
+        self.handles
+            .lock()
+            .values()
+            .any(|s| s.ino == ino && s.uid == uid && s.write_logged && (s.created || !creator_only))
     }
 
     fn alert(&self, uid: u32, rule: &'static str, detail: String) -> bool {
@@ -161,23 +164,20 @@ impl Observer for Auditor {
                     }
                     handles.insert(handle, h);
                 }
-                if decoy {
-                    if self.alert(uid, "decoy", format!("decoy record opened (inode {ino})")) {
-                        self.handles.lock().remove(&handle); // refused: no release follows
-                        return Err(Error::AccessDenied);
+                let refused = if decoy {
+                    self.alert(uid, "decoy", format!("decoy record opened (inode {ino})"))
+                } else if write {
+                    false // profiles watch what leaves the vault, not imports
+                } else {
+                    let rules = self.sessions().map(|s| s.rules()).unwrap_or_default();
+                    let mut locked = false;
+                    for (rule, detail) in self.monitor.on_open(uid, &patient, &rules) {
+                        locked |= self.alert(uid, rule, detail);
                     }
-                    return Ok(());
-                }
-                if write {
-                    return Ok(()); // profiles watch what leaves the vault, not imports
-                }
-                let rules = self.sessions().map(|s| s.rules()).unwrap_or_default();
-                let mut locked = false;
-                for (rule, detail) in self.monitor.on_open(uid, &patient, &rules) {
-                    locked |= self.alert(uid, rule, detail);
-                }
-                if locked {
-                    self.handles.lock().remove(&handle); // refused: no release follows
+                    locked
+                };
+                if refused {
+                    self.handles.lock().remove(&handle); // no release follows a refused open
                     return Err(Error::AccessDenied);
                 }
                 Ok(())
