@@ -36,8 +36,6 @@ pub struct Who {
 pub trait SessionView: Send + Sync {
     /// Who is behind `uid`'s live session.
     fn who(&self, uid: u32) -> Option<Arc<Who>>;
-    /// The insider thresholds of the current policy.
-    fn rules(&self) -> InsiderRules;
     /// Lock `uid`'s sessions (and their user) until an admin unlocks them.
     fn lock(&self, uid: u32, rule: &str);
 }
@@ -55,12 +53,25 @@ struct Handle {
     created: bool,
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+impl Handle {
+    /// Whether this handle's first read (or write) is recorded.
+    fn logged(&mut self, read: bool) -> &mut bool {
+        if read { &mut self.read_logged } else { &mut self.write_logged }
+    }
+}
+
 pub struct Auditor {
     log: Arc<AuditLog>,
     monitor: Monitor,
     sessions: RwLock<Option<Arc<dyn SessionView>>>,
     names: names::Names,
-    handles: Mutex<HashMap<u64, Handle>>,
+    /// The insider thresholds of the current policy (defaults until the
+    /// session layer sets them), read on every open and read.
+    rules: RwLock<Arc<InsiderRules>>,
+    /// Open files by FUSE file handle (numbers the vault hands out, not user input).
+    handles: Mutex<FastMap<u64, Handle>>,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -74,7 +85,8 @@ impl Auditor {
             monitor,
             sessions: RwLock::new(None),
             names: names::Names::default(),
-            handles: Mutex::new(HashMap::new()),
+            rules: RwLock::default(),
+            handles: Mutex::default(),
         }
     }
 
@@ -85,6 +97,15 @@ impl Auditor {
     /// The log, shared with the uploader that copies it to the store.
     pub fn log_handle(&self) -> Arc<AuditLog> {
         Arc::clone(&self.log)
+    }
+
+    /// Adopt the thresholds of a new policy.
+    pub fn set_rules(&self, rules: InsiderRules) {
+        *self.rules.write() = Arc::new(rules);
+    }
+
+    fn rules(&self) -> Arc<InsiderRules> {
+        Arc::clone(&self.rules.read())
     }
 
     fn sessions(&self) -> Option<Arc<dyn SessionView>> {
@@ -125,7 +146,7 @@ impl Auditor {
 
     fn alert(&self, uid: u32, rule: &'static str, detail: String) -> bool {
         let sessions = self.sessions();
-        let rules = sessions.as_ref().map(|s| s.rules()).unwrap_or_default();
+        let rules = self.rules();
         let who = sessions.as_ref().and_then(|s| s.who(uid));
         let lock = rules.lock_on_alert && who.is_some();
         let _ = self.record(uid, Op::Alert, 0, None, Some(&format!("{rule}: {detail}")));
@@ -169,7 +190,7 @@ impl Observer for Auditor {
                 } else if write {
                     false // profiles watch what leaves the vault, not imports
                 } else {
-                    let rules = self.sessions().map(|s| s.rules()).unwrap_or_default();
+                    let rules = self.rules();
                     let mut locked = false;
                     for (rule, detail) in self.monitor.on_open(uid, &patient, &rules) {
                         locked |= self.alert(uid, rule, detail);
@@ -184,42 +205,30 @@ impl Observer for Auditor {
             }
             Touch::Read { ino, handle, bytes } | Touch::Write { ino, handle, bytes } => {
                 let is_read = matches!(touch, Touch::Read { .. });
-                let first = {
-                    let mut h = self.handles.lock();
+                {
+                    let mut handles = self.handles.lock();
+                    let op = if is_read { Op::Read } else { Op::Write };
                     // A handle number is only trusted for the inode it was opened on.
-                    match h.get_mut(&handle).filter(|s| s.ino == ino) {
-                        Some(s) if is_read && !s.read_logged => {
-                            s.read_logged = true;
-                            Some((s.ino, s.path.clone()))
+                    match handles.get_mut(&handle).filter(|s| s.ino == ino) {
+                        Some(s) => {
+                            if !*s.logged(is_read) {
+                                // Under the lock, so the path is lent, not copied.
+                                self.record(uid, op, ino, Some(&s.path), None)?;
+                                *s.logged(is_read) = true;
+                            }
                         }
-                        Some(s) if !is_read && !s.write_logged => {
-                            s.write_logged = true;
-                            Some((s.ino, s.path.clone()))
-                        }
-                        Some(_) => None,
                         // Opened before this daemon started observing: log once by inode.
                         None => {
                             let path = self.names.path(ino);
-                            h.insert(
-                                handle,
-                                Handle {
-                                    uid,
-                                    ino,
-                                    path: path.clone(),
-                                    read_logged: is_read,
-                                    write_logged: !is_read,
-                                    created: false,
-                                },
-                            );
-                            Some((ino, path))
+                            self.record(uid, op, ino, Some(&path), None)?;
+                            let h =
+                                Handle { uid, ino, path, read_logged: is_read, write_logged: !is_read, created: false };
+                            handles.insert(handle, h);
                         }
                     }
-                };
-                if let Some((ino, path)) = first {
-                    self.record(uid, if is_read { Op::Read } else { Op::Write }, ino, Some(&path), None)?;
                 }
                 if is_read {
-                    let rules = self.sessions().map(|s| s.rules()).unwrap_or_default();
+                    let rules = self.rules();
                     let mut locked = false;
                     for (rule, detail) in self.monitor.on_read(uid, bytes, &rules) {
                         locked |= self.alert(uid, rule, detail);

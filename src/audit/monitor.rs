@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -59,25 +60,37 @@ pub struct Alert {
     pub locked: bool,
 }
 
+/// Fast, not DoS-resistant hashing: the keys are uids and the names of
+/// patients a logged-in user opens, not attacker-chosen at scale.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Distinct patients opened within a sliding window, in amortised O(1) per
 /// open (every open of a busy mount passes here). Times are whole seconds
 /// since the monitor started, so the queue holds at most one entry per
-/// patient and second.
+/// patient and second. Patients are the names map's shared strings: an open
+/// copies no name.
 #[derive(Default)]
 struct DistinctWindow {
     /// (second, patient), oldest first.
-    order: VecDeque<(u64, String)>,
+    order: VecDeque<(u64, Arc<str>)>,
     /// patient → the last second it was opened.
-    latest: HashMap<String, u64>,
+    latest: FastMap<Arc<str>, u64>,
 }
 
 impl DistinctWindow {
     /// Count `patient` at second `now`; returns the distinct patients of the
     /// last `secs` seconds.
-    fn add(&mut self, now: u64, secs: u64, patient: &str) -> usize {
-        if self.latest.get(patient) != Some(&now) {
-            self.latest.insert(patient.to_string(), now);
-            self.order.push_back((now, patient.to_string()));
+    fn add(&mut self, now: u64, secs: u64, patient: &Arc<str>) -> usize {
+        match self.latest.get_mut(patient) {
+            Some(t) if *t == now => {}
+            Some(t) => {
+                *t = now;
+                self.order.push_back((now, Arc::clone(patient)));
+            }
+            None => {
+                self.latest.insert(Arc::clone(patient), now);
+                self.order.push_back((now, Arc::clone(patient)));
+            }
         }
         while let Some((t, p)) = self.order.front() {
             if now - t < secs {
@@ -97,26 +110,27 @@ struct Profile {
     /// Patients opened within the bulk-copy window and the long window.
     bulk: DistinctWindow,
     window: DistinctWindow,
-    /// (when, bytes) of reads within the last minute, and their sum.
-    reads: VecDeque<(Instant, u64)>,
+    /// (second, bytes read in it) for the last minute, and their sum: one
+    /// entry per second, however many reads it had.
+    reads: VecDeque<(u64, u64)>,
     read_bytes: u64,
     /// Rules that already fired for this uid (one alert each per session).
     fired: HashSet<&'static str>,
 }
 
 pub struct Monitor {
-    profiles: Mutex<HashMap<u32, Profile>>,
+    profiles: Mutex<FastMap<u32, Profile>>,
     alerts_file: PathBuf,
     started: Instant,
 }
 
 impl Monitor {
     pub fn new(alerts_file: PathBuf) -> Self {
-        Monitor { profiles: Mutex::new(HashMap::new()), alerts_file, started: Instant::now() }
+        Monitor { profiles: Mutex::default(), alerts_file, started: Instant::now() }
     }
 
     /// An open of `patient` by `uid`: the rules it breaks now (each once).
-    pub fn on_open(&self, uid: u32, patient: &str, rules: &InsiderRules) -> Vec<(&'static str, String)> {
+    pub fn on_open(&self, uid: u32, patient: &Arc<str>, rules: &InsiderRules) -> Vec<(&'static str, String)> {
         let now = self.started.elapsed().as_secs();
         let mut all = self.profiles.lock();
         let p = all.entry(uid).or_default();
@@ -138,19 +152,23 @@ impl Monitor {
         out
     }
 
-    /// `bytes` read by `uid`: the rules it breaks now.
+    /// `bytes` read by `uid`: the rules it breaks now. The minute slides by
+    /// whole seconds.
     pub fn on_read(&self, uid: u32, bytes: u64, rules: &InsiderRules) -> Vec<(&'static str, String)> {
-        let now = Instant::now();
+        let now = self.started.elapsed().as_secs();
         let mut all = self.profiles.lock();
         let p = all.entry(uid).or_default();
         while let Some(&(t, b)) = p.reads.front() {
-            if now.duration_since(t) <= Duration::from_secs(60) {
+            if now - t < 60 {
                 break;
             }
             p.read_bytes -= b;
             p.reads.pop_front();
         }
-        p.reads.push_back((now, bytes));
+        match p.reads.back_mut() {
+            Some((t, b)) if *t == now => *b += bytes,
+            _ => p.reads.push_back((now, bytes)),
+        }
         p.read_bytes += bytes;
         let total = p.read_bytes;
         if total > rules.max_mib_per_min << 20 && p.fired.insert("bytes") {
@@ -221,14 +239,14 @@ mod tests {
         let m = Monitor::new(std::env::temp_dir().join("fogvault-test-alerts"));
         let rules = InsiderRules { bulk_patients: 5, bulk_secs: 60, ..InsiderRules::default() };
         for p in ["a", "b", "c", "a", "a", "b"] {
-            assert!(m.on_open(1, p, &rules).is_empty(), "three patients, some twice");
+            assert!(m.on_open(1, &p.into(), &rules).is_empty(), "three patients, some twice");
         }
-        assert!(m.on_open(1, "d", &rules).is_empty());
-        let fired = m.on_open(1, "e", &rules);
+        assert!(m.on_open(1, &"d".into(), &rules).is_empty());
+        let fired = m.on_open(1, &"e".into(), &rules);
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].0, "bulk-copy");
-        assert!(m.on_open(1, "f", &rules).is_empty(), "each rule fires once");
-        assert!(m.on_open(2, "x", &rules).is_empty(), "profiles are per uid");
+        assert!(m.on_open(1, &"f".into(), &rules).is_empty(), "each rule fires once");
+        assert!(m.on_open(2, &"x".into(), &rules).is_empty(), "profiles are per uid");
         let small = InsiderRules { max_mib_per_min: 1, ..rules.clone() };
         assert!(m.on_read(3, 600 << 10, &small).is_empty());
         assert_eq!(m.on_read(3, 600 << 10, &small)[0].0, "bytes");
@@ -239,29 +257,43 @@ mod tests {
         let m = Monitor::new(std::env::temp_dir().join("fogvault-test-alerts"));
         let rules = InsiderRules { bulk_patients: 5, bulk_secs: 60, ..InsiderRules::default() };
         for p in ["a", "b", "c", "d"] {
-            assert!(m.on_open(1, p, &rules).is_empty());
+            assert!(m.on_open(1, &p.into(), &rules).is_empty());
         }
         m.rearm(1); // a new login
-        assert_eq!(m.on_open(1, "e", &rules)[0].0, "bulk-copy", "five patients across two sessions");
+        assert_eq!(m.on_open(1, &"e".into(), &rules)[0].0, "bulk-copy", "five patients across two sessions");
         m.rearm(1);
-        assert_eq!(m.on_open(1, "f", &rules)[0].0, "bulk-copy", "a new session may alert again");
+        assert_eq!(m.on_open(1, &"f".into(), &rules)[0].0, "bulk-copy", "a new session may alert again");
         m.forget(1); // the admin unlocked the user
-        assert!(m.on_open(1, "g", &rules).is_empty(), "a fresh profile after the unlock");
+        assert!(m.on_open(1, &"g".into(), &rules).is_empty(), "a fresh profile after the unlock");
+    }
+
+    #[test]
+    fn reads_are_counted_per_second_not_per_call() {
+        let m = Monitor::new(std::env::temp_dir().join("fogvault-test-alerts"));
+        let rules = InsiderRules { max_mib_per_min: 1, ..InsiderRules::default() };
+        for _ in 0..255 {
+            assert!(m.on_read(1, 4096, &rules).is_empty());
+        }
+        let all = m.profiles.lock();
+        assert!(all[&1].reads.len() <= 2, "one entry per second (the loop may straddle one)");
+        assert_eq!(all[&1].read_bytes, 255 * 4096);
+        drop(all);
+        assert_eq!(m.on_read(1, 8192, &rules)[0].0, "bytes", "the sum still counts every byte");
     }
 
     #[test]
     fn distinct_patients_slide_out_of_the_window() {
         let mut w = DistinctWindow::default();
-        assert_eq!(w.add(0, 60, "a"), 1);
-        assert_eq!(w.add(0, 60, "a"), 1, "the same patient twice in a second");
-        assert_eq!(w.add(10, 60, "b"), 2);
-        assert_eq!(w.add(59, 60, "a"), 2, "a seen again at 59");
-        assert_eq!(w.add(65, 60, "c"), 3, "b (10) still inside: 65 - 10 < 60");
-        assert_eq!(w.add(70, 60, "c"), 2, "b has left; a (59) and c remain");
-        assert_eq!(w.add(200, 60, "d"), 1, "everything older is gone");
+        assert_eq!(w.add(0, 60, &"a".into()), 1);
+        assert_eq!(w.add(0, 60, &"a".into()), 1, "the same patient twice in a second");
+        assert_eq!(w.add(10, 60, &"b".into()), 2);
+        assert_eq!(w.add(59, 60, &"a".into()), 2, "a seen again at 59");
+        assert_eq!(w.add(65, 60, &"c".into()), 3, "b (10) still inside: 65 - 10 < 60");
+        assert_eq!(w.add(70, 60, &"c".into()), 2, "b has left; a (59) and c remain");
+        assert_eq!(w.add(200, 60, &"d".into()), 1, "everything older is gone");
         assert_eq!(w.order.len(), 1, "expired entries are dropped");
         for s in 0..10_000 {
-            w.add(300 + s / 100, 3600, "same");
+            w.add(300 + s / 100, 3600, &"same".into());
         }
         assert!(w.order.len() <= 102, "one entry per patient and second");
     }

@@ -26,7 +26,8 @@ const RECENT_DIRS: usize = 8;
 
 struct Named {
     parent: u64,
-    name: Box<str>,
+    /// Shared so that a walk copies a pointer, not the name.
+    name: Arc<str>,
     folder_root: bool,
 }
 
@@ -35,7 +36,7 @@ struct Named {
 /// root, the child itself).
 struct DirPlace {
     path: String,
-    patient: Option<String>,
+    patient: Option<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -52,8 +53,9 @@ pub struct Names {
 pub struct Place {
     pub path: String,
     /// The first component below the vault folder holding it (or the first
-    /// component, outside folders).
-    pub patient: String,
+    /// component, outside folders). Shared with the names map: the insider
+    /// monitor keeps it without copying.
+    pub patient: Arc<str>,
 }
 
 impl Names {
@@ -79,7 +81,7 @@ impl Names {
 
     /// `/a/b/c` for `ino`, from the names seen so far.
     pub fn path(&self, ino: u64) -> String {
-        self.walk(ino, false).path
+        self.place(ino).path
     }
 
     /// Path of `name` in directory `parent` (a name that may be gone).
@@ -90,16 +92,15 @@ impl Names {
 
     /// Path and patient of `ino` in one walk.
     pub fn place(&self, ino: u64) -> Place {
-        self.walk(ino, true)
-    }
-
-    fn walk(&self, ino: u64, patient: bool) -> Place {
-        let unknown = || Place { path: format!("<inode {ino}>"), patient: format!("<inode {ino}>") };
+        let unknown = || {
+            let path = format!("<inode {ino}>");
+            Place { patient: path.as_str().into(), path }
+        };
         if ino == ROOT_INO {
             return Place { path: "/".into(), patient: unknown().patient };
         }
         let (parent, name, folder_root) = match self.map.read().get(&ino) {
-            Some(n) => (n.parent, n.name.clone(), n.folder_root),
+            Some(n) => (n.parent, Arc::clone(&n.name), n.folder_root),
             None => return unknown(),
         };
         let Some(dir) = self.dir_place(parent) else { return unknown() };
@@ -108,11 +109,7 @@ impl Names {
         path.push('/');
         path.push_str(&name);
         // A folder root is its own patient (as a child of a folder root is).
-        let patient = match (patient, folder_root) {
-            (false, _) => String::new(),
-            (true, true) => name.into(),
-            (true, false) => dir.patient.clone().unwrap_or_else(|| name.into()),
-        };
+        let patient = if folder_root { name } else { dir.patient.clone().unwrap_or(name) };
         Place { path, patient }
     }
 
@@ -162,8 +159,8 @@ impl Names {
         // component is the child itself.
         let patient = match chain.iter().position(|n| n.folder_root) {
             Some(0) => None,
-            Some(k) => Some(chain[k - 1].name.to_string()),
-            None => chain.last().map(|n| n.name.to_string()),
+            Some(k) => Some(Arc::clone(&chain[k - 1].name)),
+            None => chain.last().map(|n| Arc::clone(&n.name)),
         };
         Some(DirPlace { path, patient })
     }
@@ -189,14 +186,14 @@ mod tests {
     fn paths_and_patients() {
         let n = tree();
         let p = n.place(13);
-        assert_eq!((p.path.as_str(), p.patient.as_str()), ("/cardiology/p-4410/study/img.dcm", "p-4410"));
+        assert_eq!((p.path.as_str(), &*p.patient), ("/cardiology/p-4410/study/img.dcm", "p-4410"));
         let p = n.place(11);
-        assert_eq!((p.path.as_str(), p.patient.as_str()), ("/cardiology/p-4410", "p-4410"));
+        assert_eq!((p.path.as_str(), &*p.patient), ("/cardiology/p-4410", "p-4410"));
         // The folder root itself: its own name.
-        assert_eq!(n.place(10).patient, "cardiology");
+        assert_eq!(n.place(10).patient.as_ref(), "cardiology");
         // Outside folders: the first component.
         let p = n.place(22);
-        assert_eq!((p.path.as_str(), p.patient.as_str()), ("/scratch/notes/a.txt", "scratch"));
+        assert_eq!((p.path.as_str(), &*p.patient), ("/scratch/notes/a.txt", "scratch"));
         assert_eq!(n.path(ROOT_INO), "/");
         assert_eq!(n.child_path(12, b"gone.dcm"), "/cardiology/p-4410/study/gone.dcm");
         assert_eq!(n.child_path(ROOT_INO, b"x"), "/x");
@@ -210,10 +207,10 @@ mod tests {
         assert_eq!(n.path(13), "/cardiology/p-4410/study/img.dcm");
         n.learn(20, b"p-moved", 11, false);
         assert_eq!(n.path(13), "/scratch/p-moved/study/img.dcm");
-        assert_eq!(n.place(13).patient, "scratch");
+        assert_eq!(n.place(13).patient.as_ref(), "scratch");
         n.learn(20, b"moved.dcm", 13, false);
         assert_eq!(n.path(13), "/scratch/moved.dcm");
-        assert_eq!(n.place(13).patient, "scratch");
+        assert_eq!(n.place(13).patient.as_ref(), "scratch");
         assert_eq!(n.path(99), "<inode 99>");
         // A loop (only a corrupt map could hold one) ends the walk.
         n.learn(31, b"a", 30, false);
@@ -227,7 +224,7 @@ mod tests {
         n.learn(11, b"inner", 14, true);
         n.learn(14, b"p-9", 15, false);
         n.learn(15, b"f", 16, false);
-        assert_eq!(n.place(16).patient, "p-9");
-        assert_eq!(n.place(14).patient, "inner");
+        assert_eq!(n.place(16).patient.as_ref(), "p-9");
+        assert_eq!(n.place(14).patient.as_ref(), "inner");
     }
 }

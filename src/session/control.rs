@@ -25,7 +25,7 @@ use super::identity::{IdentityKey, MasterPublic};
 use super::keyfile::UserKey;
 use super::policy::{self, BreakGlassRecord, Policy, PolicyError, Rights, now_secs};
 use super::transport::{self, KeyDelivery};
-use crate::audit::{Auditor, InsiderRules, Op, SessionView, Who};
+use crate::audit::{Auditor, Op, SessionView, Who};
 use crate::chunk_store::Backend;
 use crate::error::{Error, Result};
 use crate::vault::{Access, AccessGate, Caller, MAX_FOLDER_UIDS, Vault, Walker};
@@ -272,6 +272,7 @@ impl ControlServer {
     /// recorded, and the auditor learns who is behind each uid.
     pub fn set_auditor(self: &Arc<Self>, auditor: Arc<Auditor>) {
         auditor.set_sessions(Arc::clone(self) as Arc<dyn SessionView>);
+        auditor.set_rules(self.policy().insider.clone());
         *self.auditor.write() = Some(auditor);
     }
 
@@ -396,6 +397,9 @@ impl ControlServer {
                 tracing::info!(version = p.version, "adopted policy");
                 if let Some(a) = self.auditor.read().as_ref() {
                     let _ = a.record(0, Op::PolicyChange, 0, None, Some(&format!("policy v{}", p.version)));
+                }
+                if let Some(a) = self.auditor.read().as_ref() {
+                    a.set_rules(p.insider.clone());
                 }
                 *self.policy.write() = Arc::new(p);
                 self.create_folders();
@@ -750,10 +754,6 @@ impl SessionView for ControlServer {
     fn who(&self, uid: u32) -> Option<Arc<Who>> {
         let now = now_secs();
         self.sessions.read().iter().find(|l| l.info.uid == uid && l.info.expires > now).map(|l| Arc::clone(&l.who))
-    }
-
-    fn rules(&self) -> InsiderRules {
-        self.policy().insider.clone()
     }
 
     fn lock(&self, uid: u32, rule: &str) {
