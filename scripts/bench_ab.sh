@@ -11,6 +11,17 @@
 #
 #   scripts/bench_ab.sh OLD_BINARY NEW_BINARY [ROUNDS]
 #   WORKLOADS=reread scripts/bench_ab.sh NO_AUDIT_BUILD AUDIT_BUILD 3
+#   SHARED=1 WORKLOADS=reread scripts/bench_ab.sh NO_AUDIT_BUILD AUDIT_BUILD 60
+#
+# SHARED=1 (reread, seqread): both builds read one vault, made once, so a
+# round costs the measured read and a remount, not a fresh import: many
+# rounds fit in minutes, which this host's noise needs (both builds must
+# read the same format). The summary gives the median of the paired
+# ratios with a distribution-free 95% interval (order statistics), which
+# one disturbed round cannot move, next to the geometric mean.
+#
+# With a build made with `--features bench-audit-timing`, each line also says
+# how long the request path spent in the audit trail per file (or MiB).
 #
 # Build the old one from a worktree, e.g.
 #   git worktree add /var/tmp/base <commit> && (cd /var/tmp/base && cargo build --release)
@@ -54,6 +65,9 @@ fsync_dir() { python3 -c "import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDO
 run() { # run BINARY WORKLOAD
     local bin=$1 w=$2 n unit=files pid c0 c1 t0 t1
     mountpoint -q "$D/mnt" && fusermount3 -u "$D/mnt"
+    if [ "${SHARED:-0}" = 1 ] && [ -f "$D/ready-$w" ]; then
+        sync; echo 3 >/proc/sys/vm/drop_caches; mount_vault "$bin"
+    else
     rm -rf "$D"; mkdir -p "$D/mnt"
     "$bin" init --repo "$D/repo" >/dev/null 2>&1
     mount_vault "$bin"
@@ -66,6 +80,8 @@ run() { # run BINARY WORKLOAD
         seqread) [ -f "$BIG" ] || head -c 1073741824 /dev/urandom >"$BIG"
             dd if="$BIG" of="$D/mnt/big" bs=1M conv=fsync status=none; cold_remount "$bin" ;;
     esac
+    case $w in reread | seqread) touch "$D/ready-$w" ;; esac
+    fi
     pid=$PID
     c0=$(awk '{print $14 + $15}' "/proc/$pid/stat"); t0=$(date +%s.%N)
     case $w in
@@ -84,18 +100,47 @@ PY
         *) echo "unknown workload $w" >&2; exit 2 ;;
     esac
     t1=$(date +%s.%N); c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    # A bench-audit-timing build prints the time spent in the trail since mount.
+    local a0 a1
+    a0=$(grep -c "audit timing" "$D/log" || true)
     unmount_vault
-    python3 -c "import sys; n, u, t0, t1, c0, c1 = int(sys.argv[1]), sys.argv[2], *map(float, sys.argv[3:]); \
-print(f'{n / (t1 - t0):8.0f} {u}/s  {(c1 - c0) / 100 / n * 1e6:5.0f} us daemon CPU per {u[:-1] if u == \"files\" else u}')" \
-        "$n" "$unit" "$t0" "$t1" "$c0" "$c1"
+    a1=$(grep "audit timing" "$D/log" | tail -1 | awk '{print $6}' || true)
+    [ "$(grep -c "audit timing" "$D/log" || true)" -gt "$a0" ] || a1=
+    python3 -c "import sys; n, u, t0, t1, c0, c1 = int(sys.argv[1]), sys.argv[2], *map(float, sys.argv[3:7]); \
+a = sys.argv[7]; per = u[:-1] if u == 'files' else u; \
+print(f'{n / (t1 - t0):8.0f} {u}/s  {(c1 - c0) / 100 / n * 1e6:5.0f} us daemon CPU per {per}' \
+      + (f', {int(a) / 1000 / n:.1f} us in the audit trail (of {(t1 - t0) * 1e6 / n:.0f} us wall)' if a else ''))" \
+        "$n" "$unit" "$t0" "$t1" "$c0" "$c1" "$a1"
 }
 
+OUT=$(mktemp)
 for w in ${WORKLOADS:-create untar}; do
     for r in $(seq "$ROUNDS"); do
         for side in old new; do
             if [ $((r % 2)) = 0 ]; then side=$([ $side = old ] && echo new || echo old); fi
             bin=$([ $side = old ] && echo "$OLD" || echo "$NEW")
-            printf '%-7s round %d %-3s ' "$w" "$r" "$side"; run "$bin" "$w"
+            { printf '%-7s round %d %-3s ' "$w" "$r" "$side"; run "$bin" "$w"; } | tee -a "$OUT"
         done
     done
 done
+# Paired new/old ratios per workload: rate (above 1: NEW is faster) and daemon CPU per unit.
+python3 - "$OUT" "$(dirname "$0")/bench_stats.py" <<'PY'
+import collections, subprocess, sys
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) >= 7:
+        runs[(f[0], f[2])][f[3]] = (float(f[4]), float(f[6]))
+ratios = collections.defaultdict(lambda: ([], []))
+for (w, _), s in runs.items():
+    if "old" in s and "new" in s:
+        ratios[w][0].append(s["new"][0] / s["old"][0])
+        ratios[w][1].append(s["new"][1] / s["old"][1])
+def stats(xs, *opt):
+    cmd = [sys.executable, sys.argv[2], *opt, *map(str, xs)]
+    return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+for w, (rate, cpu) in ratios.items():
+    print(f"{w}: {len(rate)} pairs, new/old: rate {stats(rate, '--median')} (median), "
+          f"{stats(rate)} (geometric mean); daemon CPU {stats(cpu, '--median')} (median)")
+PY
+rm -f "$OUT"

@@ -65,7 +65,8 @@ impl Handle {
 pub struct Auditor {
     log: Arc<AuditLog>,
     monitor: Monitor,
-    sessions: RwLock<Option<Arc<dyn SessionView>>>,
+    /// Set once, by the session layer (mounts without sessions have none).
+    sessions: std::sync::OnceLock<Arc<dyn SessionView>>,
     names: names::Names,
     /// The insider thresholds of the current policy (defaults until the
     /// session layer sets them), read on every open and read.
@@ -83,15 +84,18 @@ impl Auditor {
         Auditor {
             log: Arc::new(log),
             monitor,
-            sessions: RwLock::new(None),
+            sessions: std::sync::OnceLock::new(),
             names: names::Names::default(),
             rules: RwLock::default(),
             handles: Mutex::default(),
         }
     }
 
+    /// Learn who is behind each uid from `s` (once: one session layer per mount).
     pub fn set_sessions(&self, s: Arc<dyn SessionView>) {
-        *self.sessions.write() = Some(s);
+        if self.sessions.set(s).is_err() {
+            tracing::error!("the auditor already has a session layer; keeping the first");
+        }
     }
 
     /// The log, shared with the uploader that copies it to the store.
@@ -108,8 +112,8 @@ impl Auditor {
         Arc::clone(&self.rules.read())
     }
 
-    fn sessions(&self) -> Option<Arc<dyn SessionView>> {
-        self.sessions.read().clone()
+    fn sessions(&self) -> Option<&Arc<dyn SessionView>> {
+        self.sessions.get()
     }
 
     /// Append a record for `uid` (user and session filled in from its session).
@@ -161,8 +165,42 @@ impl Auditor {
     }
 }
 
+/// Calls of `Auditor::observe` and nanoseconds spent in them (wall time,
+/// locks included), in builds with `--features bench-audit-timing`: what
+/// the trail adds to the request path, measured rather than inferred.
+#[cfg(feature = "bench-audit-timing")]
+static OBSERVE_TIME: [std::sync::atomic::AtomicU64; 2] =
+    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+
+/// `(calls, nanoseconds)` of `Auditor::observe` so far (zeros unless built
+/// with `--features bench-audit-timing`).
+pub fn observe_time() -> (u64, u64) {
+    #[cfg(feature = "bench-audit-timing")]
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        (OBSERVE_TIME[0].load(Relaxed), OBSERVE_TIME[1].load(Relaxed))
+    }
+    #[cfg(not(feature = "bench-audit-timing"))]
+    (0, 0)
+}
+
 impl Observer for Auditor {
     fn observe(&self, uid: u32, touch: Touch<'_>) -> Result<()> {
+        #[cfg(feature = "bench-audit-timing")]
+        let start = std::time::Instant::now();
+        let result = self.observe_touch(uid, touch);
+        #[cfg(feature = "bench-audit-timing")]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            OBSERVE_TIME[0].fetch_add(1, Relaxed);
+            OBSERVE_TIME[1].fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
+        }
+        result
+    }
+}
+
+impl Auditor {
+    fn observe_touch(&self, uid: u32, touch: Touch<'_>) -> Result<()> {
         match touch {
             Touch::Name { parent, name, ino, folder_root } => {
                 self.names.learn(parent, name, ino, folder_root);
@@ -190,9 +228,10 @@ impl Observer for Auditor {
                 } else if write {
                     false // profiles watch what leaves the vault, not imports
                 } else {
-                    let rules = self.rules();
+                    // The rules' guard ends with this statement (an alert reads them again).
+                    let fired = self.monitor.on_open(uid, &patient, &self.rules.read());
                     let mut locked = false;
-                    for (rule, detail) in self.monitor.on_open(uid, &patient, &rules) {
+                    for (rule, detail) in fired {
                         locked |= self.alert(uid, rule, detail);
                     }
                     locked
@@ -228,9 +267,9 @@ impl Observer for Auditor {
                     }
                 }
                 if is_read {
-                    let rules = self.rules();
+                    let fired = self.monitor.on_read(uid, bytes, &self.rules.read());
                     let mut locked = false;
-                    for (rule, detail) in self.monitor.on_read(uid, bytes, &rules) {
+                    for (rule, detail) in fired {
                         locked |= self.alert(uid, rule, detail);
                     }
                     if locked {

@@ -35,7 +35,7 @@ fn start_audit(
         auditor.record(0, Op::Alert, 0, None, Some("audit disabled: bench-no-audit build"))?;
     } else {
         auditor.record(0, Op::Mount, 0, None, None)?;
-        vault.set_observer(Arc::clone(&auditor) as Arc<dyn fogvault::vault::Observer>);
+        vault.set_observer(Arc::clone(&auditor) as Arc<dyn fogvault::vault::Observer>)?;
     }
     Ok((auditor, upload))
 }
@@ -97,6 +97,10 @@ pub fn mount(a: MountArgs) -> Result<(), Error> {
     let uploaded = audit_upload.shutdown();
     auditor.log_handle().trim()?;
     uploaded?;
+    if cfg!(feature = "bench-audit-timing") {
+        let (calls, ns) = fogvault::audit::observe_time();
+        eprintln!("fogvault: audit timing: {calls} calls, {ns} ns");
+    }
     eprintln!("fogvault: unmounted cleanly");
     Ok(())
 }

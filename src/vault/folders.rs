@@ -53,14 +53,16 @@ impl Vault {
         Ok(if self.load(ino)?.folder_root != 0 { ino } else { 0 })
     }
 
-    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
-        *self.observer.write() = Some(observer);
+    /// Report every operation to `observer` from now on (once per vault: a
+    /// second observer would see only part of the mount's life).
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) -> Result<()> {
+        self.observer.set(observer).map_err(|_| Error::Repo("the vault already has an observer".into()))
     }
 
     /// Tell the observer (if any) what `uid` did; its `Err` fails the operation.
     pub fn observe(&self, uid: u32, touch: Touch<'_>) -> Result<()> {
-        let observer = self.observer.read().clone();
-        match observer {
+        // A plain load: every request of every worker thread passes here.
+        match self.observer.get() {
             Some(o) => o.observe(uid, touch),
             None => Ok(()),
         }

@@ -228,7 +228,7 @@ pub struct Vault {
     /// Decides access inside vault folders (set when sessions exist).
     gate: parking_lot::RwLock<Option<Arc<dyn AccessGate>>>,
     /// Hears every operation (audit trail, insider detection), when set.
-    observer: parking_lot::RwLock<Option<Arc<dyn Observer>>>,
+    observer: std::sync::OnceLock<Arc<dyn Observer>>,
     /// Told of entries the vault changes on its own (see `set_entry_hook`).
     entry_hook: parking_lot::RwLock<Option<EntryHook>>,
     /// Told of folder roots whose walkers changed (see `set_walkers_hook`).
@@ -354,7 +354,7 @@ impl Vault {
             files: Mutex::new(HashMap::new()),
             ns: Mutex::new(()),
             gate: parking_lot::RwLock::new(None),
-            observer: parking_lot::RwLock::new(None),
+            observer: std::sync::OnceLock::new(),
             entry_hook: parking_lot::RwLock::new(None),
             walkers_hook: parking_lot::RwLock::new(None),
             has_folders: std::sync::atomic::AtomicBool::new(false),
