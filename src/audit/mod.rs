@@ -68,9 +68,10 @@ pub struct Auditor {
     /// Set once, by the session layer (mounts without sessions have none).
     sessions: std::sync::OnceLock<Arc<dyn SessionView>>,
     names: names::Names,
-    /// The insider thresholds of the current policy (defaults until the
-    /// session layer sets them), read on every open and read.
-    rules: RwLock<Arc<InsiderRules>>,
+    /// The insider thresholds of the newest policy the session layer has
+    /// reported, with its version (defaults, version 0, until then); read on
+    /// every open and read.
+    rules: RwLock<(u64, Arc<InsiderRules>)>,
     /// Open files by FUSE file handle (numbers the vault hands out, not user input).
     handles: Mutex<FastMap<u64, Handle>>,
 }
@@ -103,13 +104,18 @@ impl Auditor {
         Arc::clone(&self.log)
     }
 
-    /// Adopt the thresholds of a new policy.
-    pub fn set_rules(&self, rules: InsiderRules) {
-        *self.rules.write() = Arc::new(rules);
+    /// Adopt the thresholds of policy `version`. An older version than the
+    /// one held is ignored: the session layer's start and its policy thread
+    /// may report two policies in either order.
+    pub fn set_rules(&self, version: u64, rules: InsiderRules) {
+        let mut held = self.rules.write();
+        if version >= held.0 {
+            *held = (version, Arc::new(rules));
+        }
     }
 
     fn rules(&self) -> Arc<InsiderRules> {
-        Arc::clone(&self.rules.read())
+        Arc::clone(&self.rules.read().1)
     }
 
     fn sessions(&self) -> Option<&Arc<dyn SessionView>> {
@@ -229,7 +235,7 @@ impl Auditor {
                     false // profiles watch what leaves the vault, not imports
                 } else {
                     // The rules' guard ends with this statement (an alert reads them again).
-                    let fired = self.monitor.on_open(uid, &patient, &self.rules.read());
+                    let fired = self.monitor.on_open(uid, &patient, &self.rules.read().1);
                     let mut locked = false;
                     for (rule, detail) in fired {
                         locked |= self.alert(uid, rule, detail);
@@ -267,7 +273,7 @@ impl Auditor {
                     }
                 }
                 if is_read {
-                    let fired = self.monitor.on_read(uid, bytes, &self.rules.read());
+                    let fired = self.monitor.on_read(uid, bytes, &self.rules.read().1);
                     let mut locked = false;
                     for (rule, detail) in fired {
                         locked |= self.alert(uid, rule, detail);

@@ -93,7 +93,7 @@ impl DistinctWindow {
             }
         }
         while let Some((t, p)) = self.order.front() {
-            if now - t < secs {
+            if now.saturating_sub(*t) < secs {
                 break;
             }
             if self.latest.get(p) == Some(t) {
@@ -131,8 +131,9 @@ impl Monitor {
 
     /// An open of `patient` by `uid`: the rules it breaks now (each once).
     pub fn on_open(&self, uid: u32, patient: &Arc<str>, rules: &InsiderRules) -> Vec<(&'static str, String)> {
-        let now = self.started.elapsed().as_secs();
         let mut all = self.profiles.lock();
+        // Read under the lock, so the windows see seconds in order.
+        let now = self.started.elapsed().as_secs();
         let p = all.entry(uid).or_default();
         let mut out = Vec::new();
         let bulk = p.bulk.add(now, rules.bulk_secs, patient);
@@ -155,11 +156,13 @@ impl Monitor {
     /// `bytes` read by `uid`: the rules it breaks now. The minute slides by
     /// whole seconds.
     pub fn on_read(&self, uid: u32, bytes: u64, rules: &InsiderRules) -> Vec<(&'static str, String)> {
-        let now = self.started.elapsed().as_secs();
         let mut all = self.profiles.lock();
+        // Read under the lock, so the queue's seconds never go backwards.
+        let now = self.started.elapsed().as_secs();
         let p = all.entry(uid).or_default();
+        // Seconds now-60..now: never less than a minute of reads.
         while let Some(&(t, b)) = p.reads.front() {
-            if now - t < 60 {
+            if now.saturating_sub(t) <= 60 {
                 break;
             }
             p.read_bytes -= b;
@@ -295,6 +298,8 @@ mod tests {
         for s in 0..10_000 {
             w.add(300 + s / 100, 3600, &"same".into());
         }
+        // A caller with an older clock reading than the queue's newest: counted, no underflow.
+        assert_eq!(w.add(299, 3600, &"late".into()), 3);
         assert!(w.order.len() <= 102, "one entry per patient and second");
     }
 }

@@ -272,8 +272,10 @@ impl ControlServer {
     /// recorded, and the auditor learns who is behind each uid.
     pub fn set_auditor(self: &Arc<Self>, auditor: Arc<Auditor>) {
         auditor.set_sessions(Arc::clone(self) as Arc<dyn SessionView>);
-        auditor.set_rules(self.policy().insider.clone());
-        *self.auditor.write() = Some(auditor);
+        *self.auditor.write() = Some(Arc::clone(&auditor));
+        // After the store: a policy adopted meanwhile is handed over by `adopt`.
+        let p = self.policy();
+        auditor.set_rules(p.version, p.insider.clone());
     }
 
     fn audit_session(&self, uid: u32, user: &str, session: &str, op: Op, detail: Option<String>) {
@@ -398,10 +400,12 @@ impl ControlServer {
                 if let Some(a) = self.auditor.read().as_ref() {
                     let _ = a.record(0, Op::PolicyChange, 0, None, Some(&format!("policy v{}", p.version)));
                 }
+                let p = Arc::new(p);
+                *self.policy.write() = Arc::clone(&p);
+                // After the store: an auditor set meanwhile reads this policy itself.
                 if let Some(a) = self.auditor.read().as_ref() {
-                    a.set_rules(p.insider.clone());
+                    a.set_rules(p.version, p.insider.clone());
                 }
-                *self.policy.write() = Arc::new(p);
                 self.create_folders();
             }
             Err(e) => tracing::error!(error = %e, "refusing the policy in the store"),
