@@ -53,6 +53,9 @@ struct Handle {
     created: bool,
 }
 
+/// Fast, not DoS-resistant hashing, for the trail's maps: their keys are
+/// inode and handle numbers the vault hands out, uids, and the names of
+/// patients a logged-in user opens, none attacker-chosen at scale.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 impl Handle {

@@ -4,13 +4,15 @@
 //! lock). Alerts name users, uids, sessions, rules and counts — never file
 //! names or patients (the sealed audit log has those).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use super::FastMap;
 use serde::{Deserialize, Serialize};
 
 /// Thresholds, from the signed policy (`admin alerts set`).
@@ -59,10 +61,6 @@ pub struct Alert {
     pub detail: String,
     pub locked: bool,
 }
-
-/// Fast, not DoS-resistant hashing: the keys are uids and the names of
-/// patients a logged-in user opens, not attacker-chosen at scale.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Distinct patients opened within a sliding window, in amortised O(1) per
 /// open (every open of a busy mount passes here). Times are whole seconds

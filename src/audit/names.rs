@@ -9,12 +9,12 @@
 //! the last few directories remembered (files are mostly opened, created
 //! and listed directory by directory), so a walk is usually one lookup.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::FastMap;
 use crate::vault::ROOT_INO;
 
 /// Bound of the map (cleared when full; refilled by lookups).
@@ -41,7 +41,7 @@ struct DirPlace {
 
 #[derive(Default)]
 pub struct Names {
-    map: RwLock<HashMap<u64, Named, foldhash::fast::RandomState>>,
+    map: RwLock<FastMap<u64, Named>>,
     /// Bumped whenever a known inode changes name or parent: every
     /// remembered directory place may then be stale.
     generation: AtomicU64,
