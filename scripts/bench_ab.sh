@@ -20,6 +20,11 @@
 # ratios with a distribution-free 95% interval (order statistics), which
 # one disturbed round cannot move, next to the geometric mean.
 #
+# FOLDER=1: the vault has an admin key, a folder `cardiology` granted rw to
+# the unix user $BENCH_USER (default benchuser, created if missing), who logs
+# in after each mount and runs every workload inside the folder (sessions,
+# access checks and the folder's audit records on the path).
+#
 # With a build made with `--features bench-audit-timing`, each line also says
 # how long the request path spent in the audit trail per file (or MiB).
 #
@@ -34,7 +39,17 @@ BASE=${BENCH_DIR:-/var/tmp/fvbench}
 D=$BASE/ab
 TAR=$BASE/ab-src.tar
 BIG=$BASE/ab-rand-1g
-export FOGVAULT_PASSPHRASE=ab-passphrase
+export FOGVAULT_PASSPHRASE=ab-passphrase FOGVAULT_ADMIN_PASSPHRASE=ab-admin
+FOLDER=${FOLDER:-0} BU=${BENCH_USER:-benchuser}
+if [ "$FOLDER" = 1 ]; then
+    id "$BU" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$BU"
+    TOP=$D/mnt/cardiology
+else
+    TOP=$D/mnt
+fi
+as() { # as CMD...: run CMD as the folder's user (FOLDER=1), else as root
+    if [ "$FOLDER" = 1 ]; then setpriv --reuid "$BU" --regid "$BU" --init-groups -- "$@"; else "$@"; fi
+}
 mkdir -p "$BASE"
 rm -f "$D"/ready-*  # SHARED: a vault made once per invocation, by its own builds
 if [ ! -f "$TAR" ]; then
@@ -51,42 +66,59 @@ PY
 fi
 
 PID=
-mount_vault() { # mount_vault BINARY
-    "$1" mount --repo "$D/repo" --cache "$D/cache" "$D/mnt" >>"$D/log" 2>&1 &
-    PID=$!
-    for _ in $(seq 100); do mountpoint -q "$D/mnt" && return; sleep 0.1; done
-    echo "mount failed (see $D/log)" >&2; exit 1
+make_vault() { # make_vault BINARY
+    if [ "$FOLDER" = 0 ]; then "$1" init --repo "$D/repo" >/dev/null 2>&1; return; fi
+    local b=$1
+    adm() { "$b" admin "$@" --repo "$D/repo" --admin-key "$D/admin.key"; }
+    {
+        "$b" init --repo "$D/repo" --admin-key "$D/admin.key" &&
+        FOGVAULT_KEY_PASSPHRASE=ab-user adm user add "$BU" --role physician --key-out "$D/user.key" &&
+        adm folder create cardiology &&
+        adm grant --user "$BU" --folder cardiology --rights rw &&
+        adm alerts set --max-mib-per-min 1000000 # seqread reads 1 GiB at once
+    } >>"$D/log" 2>&1 || { echo "making the vault failed (see $D/log)" >&2; exit 1; }
+    chown "$BU" "$D/user.key"
 }
-unmount_vault() { fusermount3 -u "$D/mnt"; wait "$PID" || true; }
+mount_vault() { # mount_vault BINARY
+    local opt=()
+    [ "$FOLDER" = 0 ] || opt=(--allow-other)
+    "$1" mount --repo "$D/repo" --cache "$D/cache" "${opt[@]}" "$D/mnt" >>"$D/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 100); do mountpoint -q "$D/mnt" && break; sleep 0.1; done
+    mountpoint -q "$D/mnt" || { echo "mount failed (see $D/log)" >&2; exit 1; }
+    [ "$FOLDER" = 0 ] || as env FOGVAULT_KEY_PASSPHRASE=ab-user "$1" login --mount "$D/mnt" --key "$D/user.key" \
+        >>"$D/log" 2>&1 || { echo "login failed (see $D/log)" >&2; exit 1; }
+}
+unmount_vault() { umount "$D/mnt"; wait "$PID" || true; }
 cold_remount() { # cold_remount BINARY
     unmount_vault; sync; echo 3 >/proc/sys/vm/drop_caches; mount_vault "$1"
 }
-fsync_dir() { python3 -c "import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))" "$1"; }
+fsync_dir() { as /usr/bin/python3 -c "import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))" "$1"; }
 
 run() { # run BINARY WORKLOAD
     local bin=$1 w=$2 n unit=files pid c0 c1 t0 t1
-    mountpoint -q "$D/mnt" && fusermount3 -u "$D/mnt"
+    mountpoint -q "$D/mnt" && umount "$D/mnt"
     if [ "${SHARED:-0}" = 1 ] && [ -f "$D/ready-$w" ]; then
         sync; echo 3 >/proc/sys/vm/drop_caches; mount_vault "$bin"
     else
     rm -rf "$D"; mkdir -p "$D/mnt"
-    "$bin" init --repo "$D/repo" >/dev/null 2>&1
+    make_vault "$bin"
     mount_vault "$bin"
     # Unmeasured set-up.
     case $w in
-        reread) mkdir "$D/mnt/t"; tar xf "$TAR" -C "$D/mnt/t"; cold_remount "$bin" ;;
+        reread) as mkdir "$TOP/t"; as tar xf "$TAR" -C "$TOP/t"; cold_remount "$bin" ;;
         seqwrite) [ -f "$BIG" ] || head -c 1073741824 /dev/urandom >"$BIG"; cat "$BIG" >/dev/null ;;
         seqcopy) [ -f "$BIG" ] || head -c 1073741824 /dev/urandom >"$BIG"
-            dd if="$BIG" of="$D/mnt/first" bs=1M conv=fsync status=none ;;
+            as dd if="$BIG" of="$TOP/first" bs=1M conv=fsync status=none ;;
         seqread) [ -f "$BIG" ] || head -c 1073741824 /dev/urandom >"$BIG"
-            dd if="$BIG" of="$D/mnt/big" bs=1M conv=fsync status=none; cold_remount "$bin" ;;
+            as dd if="$BIG" of="$TOP/big" bs=1M conv=fsync status=none; cold_remount "$bin" ;;
     esac
     case $w in reread | seqread) touch "$D/ready-$w" ;; esac
     fi
     pid=$PID
     c0=$(awk '{print $14 + $15}' "/proc/$pid/stat"); t0=$(date +%s.%N)
     case $w in
-        create) n=5000; python3 - "$D/mnt/c" "$n" <<'PY'
+        create) n=5000; as /usr/bin/python3 - "$TOP/c" "$n" <<'PY'
 import os, sys
 d, n = sys.argv[1], int(sys.argv[2]); os.mkdir(d)
 for i in range(n):
@@ -94,10 +126,10 @@ for i in range(n):
 fd = os.open(d, os.O_RDONLY); os.fsync(fd)
 PY
         ;;
-        untar) n=20000; mkdir "$D/mnt/t"; tar xf "$TAR" -C "$D/mnt/t"; fsync_dir "$D/mnt/t" ;;
-        reread) n=20000; tar cf - -C "$D/mnt" t | cat >/dev/null ;;
-        seqread) n=1024 unit=MiB; dd if="$D/mnt/big" of=/dev/null bs=1M status=none ;;
-        seqwrite | seqcopy) n=1024 unit=MiB; dd if="$BIG" of="$D/mnt/big" bs=1M conv=fsync status=none ;;
+        untar) n=20000; as mkdir "$TOP/t"; as tar xf "$TAR" -C "$TOP/t"; fsync_dir "$TOP/t" ;;
+        reread) n=20000; as tar cf - -C "$TOP" t | cat >/dev/null ;;
+        seqread) n=1024 unit=MiB; as dd if="$TOP/big" of=/dev/null bs=1M status=none ;;
+        seqwrite | seqcopy) n=1024 unit=MiB; as dd if="$BIG" of="$TOP/big" bs=1M conv=fsync status=none ;;
         *) echo "unknown workload $w" >&2; exit 2 ;;
     esac
     t1=$(date +%s.%N); c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
