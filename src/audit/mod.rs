@@ -157,20 +157,38 @@ impl Auditor {
             .any(|s| s.ino == ino && s.uid == uid && s.write_logged && (s.created || !creator_only))
     }
 
+    /// Raise an insider alert for `uid`; true if the policy locks its session.
     fn alert(&self, uid: u32, rule: &'static str, detail: String) -> bool {
-        let sessions = self.sessions();
-        let rules = self.rules();
-        let who = sessions.as_ref().and_then(|s| s.who(uid));
-        let lock = rules.lock_on_alert && who.is_some();
-        let _ = self.record(uid, Op::Alert, 0, None, Some(&format!("{rule}: {detail}")));
-        if lock && let Some(s) = &sessions {
-            s.lock(uid, rule);
-            let _ = self.record(uid, Op::SessionLocked, 0, None, Some(rule));
-        }
+        let who = self.sessions().and_then(|s| s.who(uid));
+        let lock = self.rules().lock_on_alert && who.is_some();
         let (user, session) = who.map(|w| (w.user.clone(), w.session.clone())).unzip();
-        let alert = Alert { time: now_secs(), rule, uid, user, session, detail, locked: lock };
-        self.monitor.deliver(&alert, rules.webhook.as_deref());
+        self.raise(Alert { time: now_secs(), rule, uid, user, session, detail, locked: lock });
         lock
+    }
+
+    /// Breaking the glass is allowed but loudly audited (DESIGN.md §3): every
+    /// alert channel hears of it, and the session is not locked. The reason
+    /// stays in the sealed trail: it may name a patient.
+    pub fn alert_break_glass(&self, uid: u32, user: &str, session: &str, folders: usize, expires: u64) {
+        let detail =
+            format!("emergency access to {folders} folder(s) until {expires}; the reason is in the audit trail");
+        let (user, session) = (Some(user.to_string()), Some(session.to_string()));
+        self.raise(Alert { time: now_secs(), rule: "break-glass", uid, user, session, detail, locked: false });
+    }
+
+    /// Record `alert` (and the lock it carries) in the trail, then deliver it.
+    fn raise(&self, alert: Alert) {
+        let (uid, rule) = (alert.uid, alert.rule);
+        let (user, session) = (alert.user.as_deref(), alert.session.as_deref());
+        let detail = format!("{rule}: {}", alert.detail);
+        let _ = self.log.append(Entry { user, session, detail: Some(&detail), ..Entry::new(uid, Op::Alert) });
+        if alert.locked
+            && let Some(s) = self.sessions()
+        {
+            s.lock(uid, rule);
+            let _ = self.log.append(Entry { user, session, detail: Some(rule), ..Entry::new(uid, Op::SessionLocked) });
+        }
+        self.monitor.deliver(&alert, self.rules().webhook.as_deref());
     }
 }
 
@@ -400,5 +418,23 @@ mod tests {
         ];
         let want: Vec<_> = want.iter().map(|(op, p, d)| (*op, p.to_string(), d.map(String::from))).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn breaking_the_glass_alerts_without_locking_or_naming_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key32::random();
+        let log = AuditLog::open(dir.path(), AuditKeys::new(&key, "r"), Resume::default()).unwrap();
+        let a = Auditor::new(log, Monitor::new(dir.path().join("alerts")));
+        assert!(a.rules().lock_on_alert, "the default policy locks on alerts");
+        a.alert_break_glass(1001, "dave", "0123456789abcdef", 2, 1_800_000_000);
+        let detail = "break-glass: emergency access to 2 folder(s) until 1800000000; the reason is in the audit trail";
+        assert_eq!(ops(dir.path(), &key), [(Op::Alert, None, Some(detail.to_string()))]);
+        let line = std::fs::read_to_string(dir.path().join("alerts")).unwrap();
+        let alert: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(alert["rule"], "break-glass");
+        assert_eq!(alert["user"], "dave");
+        assert_eq!(alert["session"], "0123456789abcdef");
+        assert_eq!(alert["locked"], false);
     }
 }

@@ -744,6 +744,11 @@ impl ControlServer {
         tracing::info!(uid, folders = rights.len(), "session established");
         let op = if d.break_glass.is_some() { Op::BreakGlass } else { Op::Login };
         self.audit_session(uid, &user, &info.session[..16], op, d.break_glass.clone());
+        if d.break_glass.is_some()
+            && let Some(a) = self.auditor.read().as_ref()
+        {
+            a.alert_break_glass(uid, &user, &info.session[..16], glass.len(), expires);
+        }
         let who = Arc::new(Who { user: info.user.clone(), session: info.session[..16].to_string() });
         let token =
             u64::from_le_bytes(blake3::hash(info.session.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes"));

@@ -39,6 +39,11 @@ as bob ls "$m/oncology" >/dev/null 2>&1 && fail "bob lists a folder he has no gr
 # Where the daemon checks walks (FV_WALK_CHECK=daemon) it refuses and records
 # this one; the kernel's access list refuses it without the daemon.
 login dave --break-glass --reason "code blue, bed 4" >/dev/null
+# Breaking the glass is loudly audited: an alert (the reason stays in the
+# sealed trail), and the session stays usable.
+glass=$(grep '"rule":"break-glass"' "$d/cache/alerts.log" || true)
+echo "$glass" | grep -q '"user":"dave".*"locked":false' || { echo "$glass"; fail "breaking the glass raised no alert"; }
+fv sessions --mount "$m" | grep "user=dave" | grep -q BREAK-GLASS || fail "dave's break-glass session is not live"
 adm grant --user bob --folder oncology --rights r >/dev/null
 sleep 1.5   # the daemon adopts the new policy
 login bob >/dev/null
@@ -90,6 +95,7 @@ has("denied", "bob", P + "/shared.txt")
 if os.environ.get("FV_WALK_CHECK") == "daemon":
     has("denied", None, "/oncology")
 has("break-glass", "dave", None, "code blue")
+has("alert", "dave", None, "break-glass: emergency access to 1 folder(s)")
 has("policy-change", None, None, "policy v")
 has("logout", "alice")
 has("logout", "bob", None, "expired")
