@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::handshake::{FogResponder, ReplayCache, SessionKeys, UserInitiator};
 use super::identity::{IdentityKey, MasterPublic};
 use super::keyfile::UserKey;
+use super::login_budget::LoginBudget;
 use super::policy::{self, BreakGlassRecord, Policy, PolicyError, Rights, now_secs};
 use super::transport::{self, KeyDelivery};
 use crate::audit::{Auditor, Op, SessionView, Who};
@@ -31,6 +32,11 @@ use crate::error::{Error, Result};
 use crate::vault::{Access, AccessGate, Caller, MAX_FOLDER_UIDS, Vault, Walker};
 
 const OP_LOGIN: u8 = 1;
+/// How long a handshake's nonce is remembered (replays within it are refused).
+const REPLAY_WINDOW: Duration = Duration::from_secs(300);
+/// Handshakes one uid may start per `REPLAY_WINDOW`: a hundredth of the
+/// replay cache, far above any person's or service's logins.
+const LOGINS_PER_UID: usize = 1000;
 const OP_LIST: u8 = 2;
 const OP_LOGOUT: u8 = 3;
 const MAX_FRAME: usize = 64 * 1024;
@@ -114,6 +120,8 @@ pub struct ControlServer {
     last_raw: Mutex<Option<bytes::Bytes>>,
     sessions: RwLock<Vec<Live>>,
     replay: Mutex<ReplayCache>,
+    /// Each uid's share of the replay cache (one flooding user must not lock out the rest).
+    login_budget: Mutex<LoginBudget>,
     /// Vault folders whose keys the vault holds now.
     unlocked: Mutex<HashSet<u32>>,
     /// The audit trail and insider monitor, when the daemon keeps one.
@@ -220,7 +228,8 @@ impl ControlServer {
             policy: RwLock::new(Arc::new(policy)),
             last_raw: Mutex::new(raw),
             sessions: RwLock::new(Vec::new()),
-            replay: Mutex::new(ReplayCache::new(Duration::from_secs(300), 100_000)),
+            replay: Mutex::new(ReplayCache::new(REPLAY_WINDOW, 100_000)),
+            login_budget: Mutex::new(LoginBudget::new(REPLAY_WINDOW, LOGINS_PER_UID)),
             unlocked: Mutex::new(HashSet::new()),
             auditor: RwLock::new(None),
             locks: Mutex::new(read_locks(&cache_dir.join("locked-users.json"))),
@@ -630,6 +639,15 @@ impl ControlServer {
     }
 
     fn login(&self, conn: &mut UnixStream, uid: u32, msg1: &[u8]) -> Result<()> {
+        {
+            let mut budget = self.login_budget.lock();
+            if !budget.admit(uid, std::time::Instant::now()) {
+                let (n, secs) = (budget.per_uid(), budget.window().as_secs());
+                tracing::warn!(uid, "login refused: the uid's handshake budget is spent");
+                let why = format!("too many logins from uid {uid} (at most {n} in {secs} s); try again later");
+                return Ok(write_frame(conn, &err(&why))?);
+            }
+        }
         let p = self.policy();
         let now = now_secs();
         let responder =

@@ -13,6 +13,7 @@ mod handshake;
 pub mod ibs;
 mod identity;
 mod keyfile;
+mod login_budget;
 pub mod policy;
 pub mod transport;
 mod wire;
