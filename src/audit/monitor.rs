@@ -205,7 +205,7 @@ impl Monitor {
         if let Err(e) = written {
             tracing::error!(error = %e, "cannot write the alerts file");
         }
-        tracing::warn!(rule = alert.rule, uid = alert.uid, user = ?alert.user, locked = alert.locked, "INSIDER ALERT");
+        tracing::warn!(rule = alert.rule, uid = alert.uid, user = ?alert.user, locked = alert.locked, "ALERT");
         let text = format!(
             "fogvault ALERT rule={} uid={} user={} session={} locked={} {}",
             alert.rule,

@@ -73,8 +73,8 @@ pub fn mount(a: MountArgs) -> Result<(), Error> {
                 Arc::clone(&vault),
                 &dir,
                 SESSION_TTL,
+                Arc::clone(&auditor),
             )?;
-            c.set_auditor(Arc::clone(&auditor));
             eprintln!("fogvault: control socket {}", control::socket_path(&mountpoint).display());
             Some(c)
         }

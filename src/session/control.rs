@@ -37,6 +37,17 @@ const REPLAY_WINDOW: Duration = Duration::from_secs(300);
 /// Handshakes one uid may start per `REPLAY_WINDOW`: a hundredth of the
 /// replay cache, far above any person's or service's logins.
 const LOGINS_PER_UID: usize = 1000;
+
+/// Whose share a login from `uid` spends: its own if the host has an account
+/// for it, else one shared by every uid without one (a user with subordinate
+/// uids, e.g. in a user namespace, must not get a share per uid).
+fn budget_bucket(uid: u32) -> u32 {
+    const UNLISTED: u32 = u32::MAX;
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(_)) => uid,
+        _ => UNLISTED,
+    }
+}
 const OP_LIST: u8 = 2;
 const OP_LOGOUT: u8 = 3;
 const MAX_FRAME: usize = 64 * 1024;
@@ -188,6 +199,7 @@ impl ControlServer {
     /// socket for `mountpoint` and serve it; a ticker thread follows policy
     /// updates and expires sessions. Refuses a policy older than one this
     /// fog node accepted before (rollback) or one without a valid signature.
+    /// `auditor` keeps the trail from the first connection on.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         mountpoint: &Path,
@@ -198,6 +210,7 @@ impl ControlServer {
         vault: Arc<Vault>,
         cache_dir: &Path,
         ttl: Duration,
+        auditor: Arc<Auditor>,
     ) -> Result<Arc<Self>> {
         let high_water = cache_dir.join("policy-version");
         let raw = Policy::fetch(&backend).map_err(|e| Error::Repo(e.to_string()))?;
@@ -241,6 +254,7 @@ impl ControlServer {
         server.load_decoys_done();
         server.create_folders();
         vault.set_gate(Arc::clone(&server) as Arc<dyn AccessGate>);
+        server.set_auditor(auditor);
         let me = Arc::clone(&server);
         std::thread::Builder::new().name("fogvault-control".into()).spawn(move || {
             for conn in listener.incoming() {
@@ -279,7 +293,7 @@ impl ControlServer {
 
     /// Keep the audit trail: sessions, policy changes and insider locks are
     /// recorded, and the auditor learns who is behind each uid.
-    pub fn set_auditor(self: &Arc<Self>, auditor: Arc<Auditor>) {
+    fn set_auditor(self: &Arc<Self>, auditor: Arc<Auditor>) {
         auditor.set_sessions(Arc::clone(self) as Arc<dyn SessionView>);
         *self.auditor.write() = Some(Arc::clone(&auditor));
         // After the store: a policy adopted meanwhile is handed over by `adopt`.
@@ -639,14 +653,18 @@ impl ControlServer {
     }
 
     fn login(&self, conn: &mut UnixStream, uid: u32, msg1: &[u8]) -> Result<()> {
-        {
+        let bucket = budget_bucket(uid); // an account lookup: before the lock
+        let spent = {
             let mut budget = self.login_budget.lock();
-            if !budget.admit(uid, std::time::Instant::now()) {
-                let (n, secs) = (budget.per_uid(), budget.window().as_secs());
-                tracing::warn!(uid, "login refused: the uid's handshake budget is spent");
-                let why = format!("too many logins from uid {uid} (at most {n} in {secs} s); try again later");
-                return Ok(write_frame(conn, &err(&why))?);
-            }
+            let (n, secs) = (budget.per_uid(), budget.window().as_secs());
+            (!budget.admit(bucket, std::time::Instant::now())).then(|| {
+                let whose = if bucket == uid { format!("uid {uid}") } else { "uids without an account".into() };
+                format!("too many logins from {whose} (at most {n} in {secs} s); try again later")
+            })
+        };
+        if let Some(why) = spent {
+            tracing::warn!(uid, "login refused: the handshake budget is spent");
+            return Ok(write_frame(conn, &err(&why))?);
         }
         let p = self.policy();
         let now = now_secs();
@@ -762,16 +780,18 @@ impl ControlServer {
         tracing::info!(uid, folders = rights.len(), "session established");
         let op = if d.break_glass.is_some() { Op::BreakGlass } else { Op::Login };
         self.audit_session(uid, &user, &info.session[..16], op, d.break_glass.clone());
-        if d.break_glass.is_some()
-            && let Some(a) = self.auditor.read().as_ref()
-        {
-            a.alert_break_glass(uid, &user, &info.session[..16], glass.len(), expires);
-        }
         let who = Arc::new(Who { user: info.user.clone(), session: info.session[..16].to_string() });
         let token =
             u64::from_le_bytes(blake3::hash(info.session.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes"));
+        let glass_count = glass.len();
         self.sessions.write().push(Live { info: info.clone(), _keys: keys, supplied, glass, rights, who, token });
         drop(unlocked);
+        // Off the folder-key lock, and with the session already listed.
+        if d.break_glass.is_some()
+            && let Some(a) = self.auditor.read().as_ref()
+        {
+            a.alert_break_glass(uid, &user, &info.session[..16], glass_count, expires);
+        }
         self.publish_walkers();
         Ok(info)
     }

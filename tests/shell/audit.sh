@@ -43,7 +43,9 @@ login dave --break-glass --reason "code blue, bed 4" >/dev/null
 # sealed trail), and the session stays usable.
 glass=$(grep '"rule":"break-glass"' "$d/cache/alerts.log" || true)
 echo "$glass" | grep -q '"user":"dave".*"locked":false' || { echo "$glass"; fail "breaking the glass raised no alert"; }
-fv sessions --mount "$m" | grep "user=dave" | grep -q BREAK-GLASS || fail "dave's break-glass session is not live"
+fv sessions --mount "$m" > "$FV_TMP/sessions"
+grep "user=dave" "$FV_TMP/sessions" | grep -q BREAK-GLASS || { cat "$FV_TMP/sessions"; fail "dave's break-glass session is not live"; }
+! grep -A1 "user=dave" "$FV_TMP/sessions" | grep -q LOCKED || { cat "$FV_TMP/sessions"; fail "breaking the glass locked dave"; }
 adm grant --user bob --folder oncology --rights r >/dev/null
 sleep 1.5   # the daemon adopts the new policy
 login bob >/dev/null

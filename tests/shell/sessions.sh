@@ -84,15 +84,20 @@ fv sessions --mount "$m" | grep -c >/dev/null "user=alice" || fail "alice's sess
 fv sessions --mount "$m" | grep -c >/dev/null "no active sessions" || fail "session still listed after logout"
 pass "logout ends only the caller's sessions"
 
-# Login flooding: bob starts handshakes as fast as the socket answers. The
-# fog node's replay cache is bounded for everyone, so each uid gets a share
-# (1000 per 5 minutes): past it bob is refused with a clear message, and
-# alice still logs in.
-as bob /usr/bin/python3 - "$sock" <<'PY' || fail "flooding handshakes were not answered as expected"
+# Login flooding: a user starts handshakes as fast as the socket answers,
+# claiming to be alice (message 1 is not authenticated). The fog node's
+# replay cache is bounded for everyone, so each uid with an account gets a
+# share (1000 per 5 minutes) and uids without one share a single share:
+# past it the flooder is refused with a clear message, and alice, whose
+# name the flood used, still logs in.
+flood() { # flood UID MIN MAX WHY: handshakes answered before the refusal WHY
+    setpriv --reuid "$1" --regid "$1" --clear-groups -- /usr/bin/python3 - "$sock" "$2" "$3" "$4" <<'PY' \
+        || fail "flooding handshakes as uid $1 were not answered as expected"
 import os, socket, struct, sys
+lo, hi, expect = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 G1 = bytes.fromhex("97f1d3a73197d7942695638c4fa9ac0fc3688c4f9774b905a14e3a3f171bac586c55e83ff97a1aeffb3af00adb22c6bb")
-def start():  # message 1 claiming bob, then hang up after message 2
-    msg1 = b"FVHS\x01\x01" + bytes([3]) + b"bob" + G1 + os.urandom(32)
+def start():  # message 1 claiming alice, then hang up after message 2
+    msg1 = b"FVHS\x01\x01" + bytes([5]) + b"alice" + G1 + os.urandom(32)
     s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
     s.sendall(struct.pack("<I", 1 + len(msg1)) + b"\x01" + msg1)
     n = struct.unpack("<I", s.recv(4, socket.MSG_WAITALL))[0]
@@ -105,19 +110,22 @@ while True:
     if reply[0] != 0:
         break
     answered += 1
-    assert answered <= 1000, "more than 1000 handshakes answered"
+    assert answered <= hi, f"more than {hi} handshakes answered"
 why = reply[1:].decode()
-# bob's earlier tries in this test count too
-assert 995 <= answered <= 1000 and "too many logins from uid" in why, (answered, why)
-print(f"  {answered} handshakes answered, then: {why}")
+assert lo <= answered <= hi and expect in why, (answered, why)
+print(f"  uid {os.getuid()}: {answered} handshakes answered, then: {why}")
 PY
+}
+flood "$(id -u bob)" 995 1000 "too many logins from uid"   # bob's earlier tries count too
+flood 4000001 1000 1000 "too many logins from uids without an account"
+flood 4000002 0 0 "too many logins from uids without an account"
 if as bob env FOGVAULT_KEY_PASSPHRASE=bob-pw "$FOGVAULT" login --mount "$m" --key "$FV_TMP/keys/bob.key" 2>"$FV_TMP/err"; then fail "bob logged in past his handshake budget"; fi
 grep -q "too many logins from uid" "$FV_TMP/err" || { cat "$FV_TMP/err"; fail "unclear flooding refusal"; }
 as alice env FOGVAULT_KEY_PASSPHRASE=alice-pw "$FOGVAULT" login --mount "$m" --key "$FV_TMP/keys/alice.key" >/dev/null \
     || fail "alice cannot log in while bob floods"
 [ "$(as alice "$FOGVAULT" logout --mount "$m")" = "ended 1 session(s)" ] || fail "alice logout after the flood"
 kill -0 "$MOUNT_PID" || fail "daemon died under a login flood"
-pass "a uid flooding the control socket with handshakes is cut off at its share; other users still log in"
+pass "a uid flooding the control socket with handshakes is cut off at its share (uids without an account share one); other users still log in"
 unmount_vault "$d"
 [ ! -e "$sock" ] || fail "control socket left behind after unmount"
 
