@@ -361,12 +361,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_new_files_create_record_covers_its_writes_and_attributes_until_close_but_not_an_existing_files() {
+    /// An auditor on a fresh log in its own directory (alerts to `alerts` there).
+    fn auditor() -> (tempfile::TempDir, Key32, Auditor) {
         let dir = tempfile::tempdir().unwrap();
         let key = Key32::random();
         let log = AuditLog::open(dir.path(), AuditKeys::new(&key, "r"), Resume::default()).unwrap();
         let a = Auditor::new(log, Monitor::new(dir.path().join("alerts")));
+        (dir, key, a)
+    }
+
+    #[test]
+    fn a_new_files_create_record_covers_its_writes_and_attributes_until_close_but_not_an_existing_files() {
+        let (dir, key, a) = auditor();
         let name =
             |ino, name: &'static [u8]| Touch::Name { parent: crate::vault::ROOT_INO, name, ino, folder_root: false };
         for (ino, n) in [(5, &b"new.dcm"[..]), (6, b"old.dcm"), (7, b"shared.dcm"), (8, b"cut.dcm")] {
@@ -422,10 +428,7 @@ mod tests {
 
     #[test]
     fn breaking_the_glass_alerts_without_locking_or_naming_the_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Key32::random();
-        let log = AuditLog::open(dir.path(), AuditKeys::new(&key, "r"), Resume::default()).unwrap();
-        let a = Auditor::new(log, Monitor::new(dir.path().join("alerts")));
+        let (dir, key, a) = auditor();
         assert!(a.rules().lock_on_alert, "the default policy locks on alerts");
         a.alert_break_glass(1001, "dave", "0123456789abcdef", 2, 1_800_000_000);
         let detail = "break-glass: emergency access to 2 folder(s) until 1800000000; the reason is in the audit trail";

@@ -32,11 +32,18 @@ use crate::error::{Error, Result};
 use crate::vault::{Access, AccessGate, Caller, MAX_FOLDER_UIDS, Vault, Walker};
 
 const OP_LOGIN: u8 = 1;
+const OP_LIST: u8 = 2;
+const OP_LOGOUT: u8 = 3;
+const MAX_FRAME: usize = 64 * 1024;
 /// How long a handshake's nonce is remembered (replays within it are refused).
 const REPLAY_WINDOW: Duration = Duration::from_secs(300);
 /// Handshakes one uid may start per `REPLAY_WINDOW`: a hundredth of the
 /// replay cache, far above any person's or service's logins.
 const LOGINS_PER_UID: usize = 1000;
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the daemon re-reads the policy and expires sessions.
+const TICK: Duration = Duration::from_millis(500);
+const MAX_REASON: usize = 1024;
 
 /// Whose share a login from `uid` spends: its own if the host has an account
 /// for it, else one shared by every uid without one (a user with subordinate
@@ -48,13 +55,6 @@ fn budget_bucket(uid: u32) -> u32 {
         _ => UNLISTED,
     }
 }
-const OP_LIST: u8 = 2;
-const OP_LOGOUT: u8 = 3;
-const MAX_FRAME: usize = 64 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the daemon re-reads the policy and expires sessions.
-const TICK: Duration = Duration::from_millis(500);
-const MAX_REASON: usize = 1024;
 
 /// Where the control socket of the mount at `mountpoint` lives.
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
@@ -655,11 +655,11 @@ impl ControlServer {
     fn login(&self, conn: &mut UnixStream, uid: u32, msg1: &[u8]) -> Result<()> {
         let bucket = budget_bucket(uid); // an account lookup: before the lock
         let spent = {
-            let mut budget = self.login_budget.lock();
-            let (n, secs) = (budget.per_uid(), budget.window().as_secs());
-            (!budget.admit(bucket, std::time::Instant::now())).then(|| {
+            let admitted = self.login_budget.lock().admit(bucket, std::time::Instant::now());
+            (!admitted).then(|| {
                 let whose = if bucket == uid { format!("uid {uid}") } else { "uids without an account".into() };
-                format!("too many logins from {whose} (at most {n} in {secs} s); try again later")
+                let secs = REPLAY_WINDOW.as_secs();
+                format!("too many logins from {whose} (at most {LOGINS_PER_UID} in {secs} s); try again later")
             })
         };
         if let Some(why) = spent {

@@ -19,14 +19,6 @@ impl LoginBudget {
         LoginBudget { window, per_uid, starts: HashMap::new() }
     }
 
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
-    pub fn per_uid(&self) -> usize {
-        self.per_uid
-    }
-
     /// Count a handshake `uid` starts at `now`; false (and not counted) when
     /// its share of the window is spent.
     pub fn admit(&mut self, uid: u32, now: Instant) -> bool {
